@@ -1,0 +1,663 @@
+package crdt
+
+import (
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
+
+// Kind says what an op does and how its body is encoded.
+type Kind uint8
+
+// Op kinds. Values are part of the wire format: never renumber.
+const (
+	KindGenesis      Kind = 1  // federation: name, currency, settings (federation key, seq 1)
+	KindAdmit        Kind = 2  // federation admits a venue key
+	KindRevoke       Kind = 3  // federation revokes a venue after one of its seqs
+	KindSettings     Kind = 4  // federation changes its settings
+	KindVenueInfo    Kind = 10 // venue describes itself
+	KindEventUpsert  Kind = 20 // venue creates or updates one of its events
+	KindEventCancel  Kind = 21 // venue cancels one of its events
+	KindCardRegister Kind = 30
+	KindCardLink     Kind = 31 // link a card to a holder reference
+	KindCardBlock    Kind = 32
+	KindCardUnblock  Kind = 33
+	KindTopUp        Kind = 40 // credit: cash, card terminal or online payment
+	KindPayment      Kind = 41 // debit at a venue, with the card's counter
+	KindRefund       Kind = 42 // debit: money given back to the holder
+	KindCorrection   Kind = 43 // signed adjustment, credit or debit
+)
+
+var kindNames = map[Kind]string{
+	KindGenesis: "genesis", KindAdmit: "admit", KindRevoke: "revoke", KindSettings: "settings",
+	KindVenueInfo: "venue_info", KindEventUpsert: "event_upsert", KindEventCancel: "event_cancel",
+	KindCardRegister: "card_register", KindCardLink: "card_link", KindCardBlock: "card_block",
+	KindCardUnblock: "card_unblock", KindTopUp: "topup", KindPayment: "payment",
+	KindRefund: "refund", KindCorrection: "correction",
+}
+
+func (k Kind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Field bounds, in bytes.
+const (
+	MaxNameLen   = 128
+	MaxTextLen   = 1024
+	MaxRefLen    = 128
+	MaxEventID   = 64
+	MaxAmount    = 100_000_000 // one million in currency units, in cents
+	MinCardBytes = 4
+	MaxCardBytes = 10
+)
+
+// CardID is a card's NFC UID in upper-case hex (4, 7 or 10 bytes on ISO
+// 14443 cards; any length from 4 to 10 bytes is accepted).
+type CardID string
+
+// ParseCardID normalises and checks a card id.
+func ParseCardID(s string) (CardID, error) {
+	s = strings.ToUpper(strings.TrimSpace(s))
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) < MinCardBytes || len(b) > MaxCardBytes {
+		return "", fmt.Errorf("%w: card id must be %d to %d bytes of hex", ErrInvalidBody, MinCardBytes, MaxCardBytes)
+	}
+	return CardID(s), nil
+}
+
+func (w *writer) card(c CardID) {
+	b, _ := hex.DecodeString(string(c))
+	w.bytes(b)
+}
+
+func (r *reader) card() CardID {
+	b := r.bytes(MaxCardBytes)
+	if r.err == nil && len(b) < MinCardBytes {
+		r.fail(fmt.Errorf("%w: card id too short", ErrInvalidBody))
+	}
+	return CardID(strings.ToUpper(hex.EncodeToString(b)))
+}
+
+func (w *writer) key(k PublicKey) { w.fixed(k[:]) }
+func (r *reader) key() (k PublicKey) {
+	r.fixed(k[:])
+	return k
+}
+
+// Body is the typed content of an op.
+type Body interface {
+	Kind() Kind
+	encode(w *writer)
+	decode(r *reader)
+	validate() error
+}
+
+// EncodeBody returns the canonical encoding of b.
+func EncodeBody(b Body) []byte {
+	w := writer{b: make([]byte, 0, 64)}
+	b.encode(&w)
+	return w.b
+}
+
+// DecodeBody parses and validates the body of an op of kind k.
+func DecodeBody(k Kind, p []byte) (Body, error) {
+	var b Body
+	switch k {
+	case KindGenesis:
+		b = &Genesis{}
+	case KindAdmit:
+		b = &Admit{}
+	case KindRevoke:
+		b = &Revoke{}
+	case KindSettings:
+		b = &SettingsChange{}
+	case KindVenueInfo:
+		b = &VenueInfo{}
+	case KindEventUpsert:
+		b = &EventUpsert{}
+	case KindEventCancel:
+		b = &EventCancel{}
+	case KindCardRegister:
+		b = &CardRegister{}
+	case KindCardLink:
+		b = &CardLink{}
+	case KindCardBlock:
+		b = &CardBlock{}
+	case KindCardUnblock:
+		b = &CardUnblock{}
+	case KindTopUp:
+		b = &TopUp{}
+	case KindPayment:
+		b = &Payment{}
+	case KindRefund:
+		b = &Refund{}
+	case KindCorrection:
+		b = &Correction{}
+	default:
+		return nil, fmt.Errorf("%w: %d", ErrUnknownKind, uint8(k))
+	}
+	r := reader{b: p}
+	b.decode(&r)
+	if err := r.done(); err != nil {
+		return nil, fmt.Errorf("%s body: %w", k, err)
+	}
+	if err := b.validate(); err != nil {
+		return nil, fmt.Errorf("%s body: %w", k, err)
+	}
+	return b, nil
+}
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidBody}, a...)...)
+}
+
+func checkAmount(a uint64) error {
+	if a == 0 || a > MaxAmount {
+		return invalid("amount must be between 1 and %d cents", MaxAmount)
+	}
+	return nil
+}
+
+func checkName(field, s string, max int, required bool) error {
+	if required && strings.TrimSpace(s) == "" {
+		return invalid("%s is required", field)
+	}
+	if len(s) > max {
+		return invalid("%s longer than %d bytes", field, max)
+	}
+	return nil
+}
+
+// Settings are the federation's rules, set in the genesis and changed by a
+// [SettingsChange]. Amounts are in cents, durations in milliseconds.
+type Settings struct {
+	// OfflinePaymentMax is the largest single payment an isolated venue
+	// accepts (a floor limit, as card networks use for offline payments).
+	OfflinePaymentMax uint64
+	// OfflineCardMax is the amount one card may spend at one isolated venue
+	// until the venue is back in sync.
+	OfflineCardMax uint64
+	// OfflineCardCount is the number of payments one card may make at one
+	// isolated venue until the venue is back in sync.
+	OfflineCardCount uint64
+	// OfflineVenueBudget is the total an isolated venue may take offline.
+	OfflineVenueBudget uint64
+	// OfflineValidity is how long after losing sync a venue may keep
+	// selling offline.
+	OfflineValidity uint64
+	// DailyCardMax caps what one card spends per day online; 0 means no cap.
+	DailyCardMax uint64
+	// HeartbeatInterval is how often nodes announce their state.
+	HeartbeatInterval uint64
+	// IsolationAfter is how long without hearing enough peers before a node
+	// considers itself isolated.
+	IsolationAfter uint64
+	// MinPeersPercent is the share of the other admitted venues a node must
+	// hear within IsolationAfter to be in sync.
+	MinPeersPercent uint64
+	// AutoBlock makes the node that detects a double spend block the card.
+	AutoBlock bool
+}
+
+// DefaultSettings are the federation rules used when a genesis does not set
+// them: close to what card networks accept offline (see docs/offline.md).
+func DefaultSettings() Settings {
+	return Settings{
+		OfflinePaymentMax:  2500,
+		OfflineCardMax:     5000,
+		OfflineCardCount:   20,
+		OfflineVenueBudget: 100000,
+		OfflineValidity:    24 * 3600 * 1000,
+		DailyCardMax:       0,
+		HeartbeatInterval:  5000,
+		IsolationAfter:     30000,
+		MinPeersPercent:    50,
+		AutoBlock:          true,
+	}
+}
+
+func (s *Settings) encode(w *writer) {
+	for _, v := range []uint64{s.OfflinePaymentMax, s.OfflineCardMax, s.OfflineCardCount, s.OfflineVenueBudget,
+		s.OfflineValidity, s.DailyCardMax, s.HeartbeatInterval, s.IsolationAfter, s.MinPeersPercent} {
+		w.uvarint(v)
+	}
+	w.boolean(s.AutoBlock)
+}
+
+func (s *Settings) decode(r *reader) {
+	for _, p := range []*uint64{&s.OfflinePaymentMax, &s.OfflineCardMax, &s.OfflineCardCount, &s.OfflineVenueBudget,
+		&s.OfflineValidity, &s.DailyCardMax, &s.HeartbeatInterval, &s.IsolationAfter, &s.MinPeersPercent} {
+		*p = r.uvarint()
+	}
+	s.AutoBlock = r.boolean()
+}
+
+func (s *Settings) validate() error {
+	if s.MinPeersPercent > 100 {
+		return invalid("min peers percent above 100")
+	}
+	if s.HeartbeatInterval == 0 || s.IsolationAfter < s.HeartbeatInterval {
+		return invalid("isolation delay must be at least one heartbeat interval")
+	}
+	if s.OfflinePaymentMax > MaxAmount || s.OfflineCardMax > MaxAmount*100 || s.OfflineVenueBudget > MaxAmount*100 {
+		return invalid("offline caps too large")
+	}
+	return nil
+}
+
+// Genesis founds a federation. It is the federation key's op at seq 1.
+type Genesis struct {
+	Name     string
+	Currency string // ISO 4217 code, e.g. EUR
+	Settings Settings
+}
+
+// Kind implements Body.
+func (*Genesis) Kind() Kind { return KindGenesis }
+func (b *Genesis) encode(w *writer) {
+	w.str(b.Name)
+	w.str(b.Currency)
+	b.Settings.encode(w)
+}
+func (b *Genesis) decode(r *reader) {
+	b.Name = r.str(MaxNameLen)
+	b.Currency = r.str(8)
+	b.Settings.decode(r)
+}
+func (b *Genesis) validate() error {
+	if err := checkName("name", b.Name, MaxNameLen, true); err != nil {
+		return err
+	}
+	if len(b.Currency) != 3 || strings.ToUpper(b.Currency) != b.Currency {
+		return invalid("currency must be a 3-letter upper-case code")
+	}
+	return b.Settings.validate()
+}
+
+// SettingsChange replaces the federation settings.
+type SettingsChange struct{ Settings Settings }
+
+// Kind implements Body.
+func (*SettingsChange) Kind() Kind         { return KindSettings }
+func (b *SettingsChange) encode(w *writer) { b.Settings.encode(w) }
+func (b *SettingsChange) decode(r *reader) { b.Settings.decode(r) }
+func (b *SettingsChange) validate() error  { return b.Settings.validate() }
+
+// Admit makes a venue key a member of the federation.
+type Admit struct {
+	Venue PublicKey
+	Name  string
+}
+
+// Kind implements Body.
+func (*Admit) Kind() Kind { return KindAdmit }
+func (b *Admit) encode(w *writer) {
+	w.key(b.Venue)
+	w.str(b.Name)
+}
+func (b *Admit) decode(r *reader) {
+	b.Venue = r.key()
+	b.Name = r.str(MaxNameLen)
+}
+func (b *Admit) validate() error {
+	if b.Venue.IsZero() {
+		return invalid("venue key is zero")
+	}
+	return checkName("name", b.Name, MaxNameLen, true)
+}
+
+// Revoke removes a venue: its ops with a seq above AfterSeq do not count
+// and are refused. AfterSeq is usually the venue's head as the maintainer's
+// node saw it.
+type Revoke struct {
+	Venue    PublicKey
+	AfterSeq uint64
+	Reason   string
+}
+
+// Kind implements Body.
+func (*Revoke) Kind() Kind { return KindRevoke }
+func (b *Revoke) encode(w *writer) {
+	w.key(b.Venue)
+	w.uvarint(b.AfterSeq)
+	w.str(b.Reason)
+}
+func (b *Revoke) decode(r *reader) {
+	b.Venue = r.key()
+	b.AfterSeq = r.uvarint()
+	b.Reason = r.str(MaxTextLen)
+}
+func (b *Revoke) validate() error {
+	if b.Venue.IsZero() {
+		return invalid("venue key is zero")
+	}
+	return nil
+}
+
+// VenueInfo is what a venue says about itself.
+type VenueInfo struct {
+	Name    string
+	Address string
+	URL     string
+}
+
+// Kind implements Body.
+func (*VenueInfo) Kind() Kind { return KindVenueInfo }
+func (b *VenueInfo) encode(w *writer) {
+	w.str(b.Name)
+	w.str(b.Address)
+	w.str(b.URL)
+}
+func (b *VenueInfo) decode(r *reader) {
+	b.Name = r.str(MaxNameLen)
+	b.Address = r.str(MaxTextLen)
+	b.URL = r.str(MaxTextLen)
+}
+func (b *VenueInfo) validate() error { return checkName("name", b.Name, MaxNameLen, true) }
+
+// Event fields an upsert may set.
+const (
+	FieldTitle uint64 = 1 << iota
+	FieldStartsAt
+	FieldEndsAt
+	FieldDescription
+	FieldLocation
+	fieldAll = FieldTitle | FieldStartsAt | FieldEndsAt | FieldDescription | FieldLocation
+)
+
+// EventUpsert creates an event of the author's venue or updates the fields
+// named in Fields. Times are Unix milliseconds.
+type EventUpsert struct {
+	EventID     string
+	Fields      uint64
+	Title       string
+	StartsAt    int64
+	EndsAt      int64
+	Description string
+	Location    string
+}
+
+// Kind implements Body.
+func (*EventUpsert) Kind() Kind { return KindEventUpsert }
+func (b *EventUpsert) encode(w *writer) {
+	w.str(b.EventID)
+	w.uvarint(b.Fields)
+	w.str(b.Title)
+	w.varint(b.StartsAt)
+	w.varint(b.EndsAt)
+	w.str(b.Description)
+	w.str(b.Location)
+}
+func (b *EventUpsert) decode(r *reader) {
+	b.EventID = r.str(MaxEventID)
+	b.Fields = r.uvarint()
+	b.Title = r.str(MaxNameLen)
+	b.StartsAt = r.varint()
+	b.EndsAt = r.varint()
+	b.Description = r.str(MaxTextLen)
+	b.Location = r.str(MaxNameLen)
+}
+func (b *EventUpsert) validate() error {
+	if err := checkName("event id", b.EventID, MaxEventID, true); err != nil {
+		return err
+	}
+	if b.Fields == 0 || b.Fields&^fieldAll != 0 {
+		return invalid("unknown or no event fields")
+	}
+	if b.Fields&FieldTitle != 0 {
+		if err := checkName("title", b.Title, MaxNameLen, true); err != nil {
+			return err
+		}
+	}
+	if b.Fields&(FieldStartsAt|FieldEndsAt) == FieldStartsAt|FieldEndsAt && b.EndsAt < b.StartsAt {
+		return invalid("event ends before it starts")
+	}
+	return nil
+}
+
+// EventCancel cancels one of the author's events.
+type EventCancel struct {
+	EventID string
+	Reason  string
+}
+
+// Kind implements Body.
+func (*EventCancel) Kind() Kind { return KindEventCancel }
+func (b *EventCancel) encode(w *writer) {
+	w.str(b.EventID)
+	w.str(b.Reason)
+}
+func (b *EventCancel) decode(r *reader) {
+	b.EventID = r.str(MaxEventID)
+	b.Reason = r.str(MaxTextLen)
+}
+func (b *EventCancel) validate() error { return checkName("event id", b.EventID, MaxEventID, true) }
+
+// CardRegister records a new card.
+type CardRegister struct{ Card CardID }
+
+// Kind implements Body.
+func (*CardRegister) Kind() Kind         { return KindCardRegister }
+func (b *CardRegister) encode(w *writer) { w.card(b.Card) }
+func (b *CardRegister) decode(r *reader) { b.Card = r.card() }
+func (b *CardRegister) validate() error  { return nil }
+
+// CardLink links a card to a holder reference (an opaque id, not personal
+// data: the ledger is replicated to every venue).
+type CardLink struct {
+	Card   CardID
+	Holder string
+}
+
+// Kind implements Body.
+func (*CardLink) Kind() Kind { return KindCardLink }
+func (b *CardLink) encode(w *writer) {
+	w.card(b.Card)
+	w.str(b.Holder)
+}
+func (b *CardLink) decode(r *reader) {
+	b.Card = r.card()
+	b.Holder = r.str(MaxRefLen)
+}
+func (b *CardLink) validate() error { return checkName("holder", b.Holder, MaxRefLen, true) }
+
+// CardBlock blocks a card: payments are refused everywhere once it is known.
+type CardBlock struct {
+	Card   CardID
+	Reason string
+}
+
+// Kind implements Body.
+func (*CardBlock) Kind() Kind { return KindCardBlock }
+func (b *CardBlock) encode(w *writer) {
+	w.card(b.Card)
+	w.str(b.Reason)
+}
+func (b *CardBlock) decode(r *reader) {
+	b.Card = r.card()
+	b.Reason = r.str(MaxTextLen)
+}
+func (b *CardBlock) validate() error { return nil }
+
+// CardUnblock lifts a block.
+type CardUnblock struct {
+	Card   CardID
+	Reason string
+}
+
+// Kind implements Body.
+func (*CardUnblock) Kind() Kind { return KindCardUnblock }
+func (b *CardUnblock) encode(w *writer) {
+	w.card(b.Card)
+	w.str(b.Reason)
+}
+func (b *CardUnblock) decode(r *reader) {
+	b.Card = r.card()
+	b.Reason = r.str(MaxTextLen)
+}
+func (b *CardUnblock) validate() error { return nil }
+
+// Top-up methods.
+const (
+	MethodCash         = "cash"
+	MethodCardTerminal = "card_terminal"
+	MethodOnline       = "online"
+)
+
+// TopUp credits a card. A non-empty ExternalRef (a payment provider's id)
+// is credited once across the federation, whichever venue records it.
+type TopUp struct {
+	Card        CardID
+	Amount      uint64
+	Method      string
+	ExternalRef string
+}
+
+// Kind implements Body.
+func (*TopUp) Kind() Kind { return KindTopUp }
+func (b *TopUp) encode(w *writer) {
+	w.card(b.Card)
+	w.uvarint(b.Amount)
+	w.str(b.Method)
+	w.str(b.ExternalRef)
+}
+func (b *TopUp) decode(r *reader) {
+	b.Card = r.card()
+	b.Amount = r.uvarint()
+	b.Method = r.str(32)
+	b.ExternalRef = r.str(MaxRefLen)
+}
+func (b *TopUp) validate() error {
+	switch b.Method {
+	case MethodCash, MethodCardTerminal, MethodOnline:
+	default:
+		return invalid("unknown top-up method %q", b.Method)
+	}
+	return checkAmount(b.Amount)
+}
+
+// Payment debits a card at the author's venue. Counter is the card's next
+// counter; two payments of one card with one counter are a double spend.
+type Payment struct {
+	Card    CardID
+	Amount  uint64
+	Counter uint64
+	Label   string
+}
+
+// Kind implements Body.
+func (*Payment) Kind() Kind { return KindPayment }
+func (b *Payment) encode(w *writer) {
+	w.card(b.Card)
+	w.uvarint(b.Amount)
+	w.uvarint(b.Counter)
+	w.str(b.Label)
+}
+func (b *Payment) decode(r *reader) {
+	b.Card = r.card()
+	b.Amount = r.uvarint()
+	b.Counter = r.uvarint()
+	b.Label = r.str(MaxNameLen)
+}
+func (b *Payment) validate() error {
+	if b.Counter == 0 {
+		return invalid("counter starts at 1")
+	}
+	return checkAmount(b.Amount)
+}
+
+// Refund debits a card for money given back to its holder. A non-empty
+// ExternalRef (a provider's refund id) is debited once.
+type Refund struct {
+	Card        CardID
+	Amount      uint64
+	Reason      string
+	ExternalRef string
+}
+
+// Kind implements Body.
+func (*Refund) Kind() Kind { return KindRefund }
+func (b *Refund) encode(w *writer) {
+	w.card(b.Card)
+	w.uvarint(b.Amount)
+	w.str(b.Reason)
+	w.str(b.ExternalRef)
+}
+func (b *Refund) decode(r *reader) {
+	b.Card = r.card()
+	b.Amount = r.uvarint()
+	b.Reason = r.str(MaxTextLen)
+	b.ExternalRef = r.str(MaxRefLen)
+}
+func (b *Refund) validate() error { return checkAmount(b.Amount) }
+
+// Correction adjusts a card by Delta cents (positive credits, negative
+// debits), with a reason kept for audit.
+type Correction struct {
+	Card   CardID
+	Delta  int64
+	Reason string
+}
+
+// Kind implements Body.
+func (*Correction) Kind() Kind { return KindCorrection }
+func (b *Correction) encode(w *writer) {
+	w.card(b.Card)
+	w.varint(b.Delta)
+	w.str(b.Reason)
+}
+func (b *Correction) decode(r *reader) {
+	b.Card = r.card()
+	b.Delta = r.varint()
+	b.Reason = r.str(MaxTextLen)
+}
+func (b *Correction) validate() error {
+	if b.Delta == 0 || b.Delta > MaxAmount || b.Delta < -MaxAmount {
+		return invalid("correction must be non-zero and at most %d cents", MaxAmount)
+	}
+	return checkName("reason", b.Reason, MaxTextLen, true)
+}
+
+// cardOf returns the card an op body is about, if any.
+func cardOf(b Body) (CardID, bool) {
+	switch v := b.(type) {
+	case *CardRegister:
+		return v.Card, true
+	case *CardLink:
+		return v.Card, true
+	case *CardBlock:
+		return v.Card, true
+	case *CardUnblock:
+		return v.Card, true
+	case *TopUp:
+		return v.Card, true
+	case *Payment:
+		return v.Card, true
+	case *Refund:
+		return v.Card, true
+	case *Correction:
+		return v.Card, true
+	}
+	return "", false
+}
+
+// role says who may author a kind.
+type role uint8
+
+const (
+	roleFederation role = 1 << iota
+	roleVenue
+)
+
+func kindRoles(k Kind) role {
+	switch k {
+	case KindGenesis, KindAdmit, KindRevoke, KindSettings:
+		return roleFederation
+	case KindCardBlock, KindCardUnblock, KindCorrection:
+		return roleFederation | roleVenue
+	}
+	return roleVenue
+}

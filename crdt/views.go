@@ -1,0 +1,391 @@
+package crdt
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+)
+
+// Stamp orders writes of a last-writer-wins register: by HLC, then op id.
+type Stamp struct {
+	HLC HLC
+	ID  OpID
+}
+
+// After reports whether s wins over t.
+func (s Stamp) After(t Stamp) bool {
+	if s.HLC != t.HLC {
+		return s.HLC > t.HLC
+	}
+	return lessID(t.ID, s.ID)
+}
+
+// Entry is one money op in a card's history. Amount is signed: credits are
+// positive, debits negative. Counted is false for a top-up or refund whose
+// external reference was already recorded by another op.
+type Entry struct {
+	Op      OpID
+	Kind    Kind
+	Amount  int64
+	Venue   PublicKey
+	HLC     HLC
+	Counter uint64
+	Label   string
+	Counted bool
+}
+
+// Card is the folded state of one card.
+type Card struct {
+	ID          CardID
+	Balance     int64
+	Credits     int64 // counted credits, in cents
+	Debits      int64 // counted debits, in cents (positive)
+	Counter     uint64
+	Registered  bool
+	Blocked     bool
+	BlockReason string
+	BlockStamp  Stamp
+	Holder      string
+	HolderStamp Stamp
+	Entries     []Entry
+	// Payments maps a counter to the first payment op seen with it (the
+	// smallest id when there are several), to detect double spends.
+	Payments map[uint64]OpID
+}
+
+// History returns the card's entries in (HLC, op id) order.
+func (c *Card) History() []Entry {
+	h := slices.Clone(c.Entries)
+	slices.SortFunc(h, func(a, b Entry) int {
+		if a.HLC != b.HLC {
+			return cmp.Compare(a.HLC, b.HLC)
+		}
+		return cmp.Compare(string(a.Op[:]), string(b.Op[:]))
+	})
+	return h
+}
+
+// EventKey identifies an event: its venue and the venue's own id for it.
+type EventKey struct {
+	Venue PublicKey
+	ID    string
+}
+
+// Event is the folded state of one agenda event. Each field is a
+// last-writer-wins register; Cancelled is sticky.
+type Event struct {
+	Key         EventKey
+	Title       string
+	StartsAt    int64
+	EndsAt      int64
+	Description string
+	Location    string
+	Cancelled   bool
+	Stamps      [5]Stamp // per field, in Field* bit order
+	Updated     HLC
+}
+
+// Venue is the folded state of one member of the federation.
+type Venue struct {
+	Key          PublicKey
+	Name         string // as admitted
+	Info         VenueInfo
+	InfoStamp    Stamp
+	Revoked      bool
+	RevokedAfter uint64
+	RevokeReason string
+}
+
+// DisplayName is the venue's own name if it gave one, else its admitted name.
+func (v *Venue) DisplayName() string {
+	if v.Info.Name != "" {
+		return v.Info.Name
+	}
+	return v.Name
+}
+
+// ConflictKind names a kind of conflict.
+type ConflictKind string
+
+// Conflict kinds.
+const (
+	ConflictDoubleSpend  ConflictKind = "double_spend"
+	ConflictEquivocation ConflictKind = "equivocation"
+	ConflictDuplicateRef ConflictKind = "duplicate_ref"
+)
+
+// Conflict is evidence of a double spend, an equivocating author or an
+// external reference recorded twice. Ops is sorted.
+type Conflict struct {
+	Kind    ConflictKind
+	Card    CardID
+	Counter uint64
+	Author  PublicKey
+	Seq     uint64
+	Ref     string
+	Ops     []OpID
+}
+
+// Key identifies a conflict: one per (card, counter), equivocating author
+// or external reference.
+func (c *Conflict) Key() string {
+	switch c.Kind {
+	case ConflictDoubleSpend:
+		return string(c.Kind) + "/" + string(c.Card) + "/" + strconv.FormatUint(c.Counter, 10)
+	case ConflictEquivocation:
+		return string(c.Kind) + "/" + c.Author.String()
+	}
+	return string(c.Kind) + "/" + c.Ref
+}
+
+func (c *Conflict) addOps(ids ...OpID) bool {
+	added := false
+	for _, id := range ids {
+		i, found := slices.BinarySearchFunc(c.Ops, id, func(a, b OpID) int { return cmp.Compare(string(a[:]), string(b[:])) })
+		if !found {
+			c.Ops = slices.Insert(c.Ops, i, id)
+			added = true
+		}
+	}
+	return added
+}
+
+// refEntry records which op is credited for an external reference.
+type refEntry struct {
+	Card   CardID
+	Winner Stamp
+	Amount int64
+}
+
+// State holds the views folded from the counted ops. Its fields are
+// exported so that a store can snapshot it; treat them as read-only.
+type State struct {
+	Name      string
+	Currency  string
+	Settings  Settings
+	Cards     map[CardID]*Card
+	Events    map[EventKey]*Event
+	Venues    map[PublicKey]*Venue
+	Conflicts map[string]*Conflict
+	Refs      map[string]refEntry
+	Credits   int64 // Σ counted credits over all cards
+	Debits    int64 // Σ counted debits over all cards
+	Counted   uint64
+}
+
+func newState() *State {
+	return &State{
+		Settings:  DefaultSettings(),
+		Cards:     map[CardID]*Card{},
+		Events:    map[EventKey]*Event{},
+		Venues:    map[PublicKey]*Venue{},
+		Conflicts: map[string]*Conflict{},
+		Refs:      map[string]refEntry{},
+	}
+}
+
+func (s *State) card(id CardID) *Card {
+	c := s.Cards[id]
+	if c == nil {
+		c = &Card{ID: id, Payments: map[uint64]OpID{}}
+		s.Cards[id] = c
+	}
+	return c
+}
+
+// conflict records ids as evidence of a conflict, once per key.
+func (s *State) conflict(c Conflict, ids ...OpID) {
+	k := c.Key()
+	cur := s.Conflicts[k]
+	if cur == nil {
+		cur = &c
+		s.Conflicts[k] = cur
+	}
+	cur.addOps(ids...)
+}
+
+// credit moves a counted amount on a card: positive credits, negative debits.
+func (s *State) credit(c *Card, amount int64) {
+	c.Balance += amount
+	if amount >= 0 {
+		c.Credits += amount
+		s.Credits += amount
+	} else {
+		c.Debits -= amount
+		s.Debits -= amount
+	}
+}
+
+// apply folds one counted op. The op was checked by the op set.
+func (s *State) apply(op *Op, id OpID, body Body) {
+	s.Counted++
+	st := Stamp{HLC: op.HLC, ID: id}
+	switch b := body.(type) {
+	case *Genesis:
+		s.Name, s.Currency, s.Settings = b.Name, b.Currency, b.Settings
+	case *SettingsChange:
+		s.Settings = b.Settings // federation ops fold in seq order
+	case *Admit:
+		v := s.Venues[b.Venue]
+		if v == nil {
+			v = &Venue{Key: b.Venue}
+			s.Venues[b.Venue] = v
+		}
+		v.Name = b.Name
+	case *Revoke:
+		if v := s.Venues[b.Venue]; v != nil {
+			v.Revoked, v.RevokedAfter, v.RevokeReason = true, b.AfterSeq, b.Reason
+		}
+	case *VenueInfo:
+		if v := s.Venues[op.Author]; v != nil && st.After(v.InfoStamp) {
+			v.Info, v.InfoStamp = *b, st
+		}
+	case *EventUpsert:
+		s.upsertEvent(op.Author, b, st)
+	case *EventCancel:
+		e := s.event(EventKey{Venue: op.Author, ID: b.EventID})
+		e.Cancelled = true
+		e.Updated = max(e.Updated, op.HLC)
+	case *CardRegister:
+		s.card(b.Card).Registered = true
+	case *CardLink:
+		c := s.card(b.Card)
+		if st.After(c.HolderStamp) {
+			c.Holder, c.HolderStamp = b.Holder, st
+		}
+	case *CardBlock:
+		c := s.card(b.Card)
+		if st.After(c.BlockStamp) {
+			c.Blocked, c.BlockReason, c.BlockStamp = true, b.Reason, st
+		}
+	case *CardUnblock:
+		c := s.card(b.Card)
+		if st.After(c.BlockStamp) {
+			c.Blocked, c.BlockReason, c.BlockStamp = false, b.Reason, st
+		}
+	case *TopUp:
+		s.money(op, st, b.Card, int64(b.Amount), 0, b.Method, "topup/"+b.ExternalRef, b.ExternalRef != "")
+	case *Payment:
+		s.money(op, st, b.Card, -int64(b.Amount), b.Counter, b.Label, "", false)
+		s.payment(b, id)
+	case *Refund:
+		s.money(op, st, b.Card, -int64(b.Amount), 0, b.Reason, "refund/"+b.ExternalRef, b.ExternalRef != "")
+	case *Correction:
+		s.money(op, st, b.Card, b.Delta, 0, b.Reason, "", false)
+	}
+}
+
+func (s *State) event(k EventKey) *Event {
+	e := s.Events[k]
+	if e == nil {
+		e = &Event{Key: k}
+		s.Events[k] = e
+	}
+	return e
+}
+
+func (s *State) upsertEvent(venue PublicKey, b *EventUpsert, st Stamp) {
+	e := s.event(EventKey{Venue: venue, ID: b.EventID})
+	for i := range e.Stamps {
+		f := uint64(1) << i
+		if b.Fields&f == 0 || !st.After(e.Stamps[i]) {
+			continue
+		}
+		e.Stamps[i] = st
+		switch f {
+		case FieldTitle:
+			e.Title = b.Title
+		case FieldStartsAt:
+			e.StartsAt = b.StartsAt
+		case FieldEndsAt:
+			e.EndsAt = b.EndsAt
+		case FieldDescription:
+			e.Description = b.Description
+		case FieldLocation:
+			e.Location = b.Location
+		}
+	}
+	e.Updated = max(e.Updated, st.HLC)
+}
+
+// money records a credit (amount > 0) or debit on a card. An op with an
+// external reference counts only if it is the first (by HLC, then id) to
+// carry that reference; a later-sorting duplicate is kept uncounted and
+// reported as a conflict.
+func (s *State) money(op *Op, st Stamp, card CardID, amount int64, counter uint64, label, ref string, hasRef bool) {
+	c := s.card(card)
+	e := Entry{Op: st.ID, Kind: op.Kind, Amount: amount, Venue: op.Author, HLC: op.HLC, Counter: counter, Label: label, Counted: true}
+	if hasRef {
+		if cur, ok := s.Refs[ref]; ok {
+			s.conflict(Conflict{Kind: ConflictDuplicateRef, Ref: ref}, cur.Winner.ID, st.ID)
+			if st.After(cur.Winner) || st == cur.Winner {
+				e.Counted = false
+			} else {
+				// The new op sorts first: it takes the credit, the old one
+				// stops counting.
+				old := s.card(cur.Card)
+				s.credit(old, -cur.Amount)
+				for i := range old.Entries {
+					if old.Entries[i].Op == cur.Winner.ID {
+						old.Entries[i].Counted = false
+					}
+				}
+				s.Refs[ref] = refEntry{Card: card, Winner: st, Amount: amount}
+			}
+		} else {
+			s.Refs[ref] = refEntry{Card: card, Winner: st, Amount: amount}
+		}
+	}
+	if e.Counted {
+		s.credit(c, amount)
+	}
+	c.Entries = append(c.Entries, e)
+}
+
+func (s *State) payment(b *Payment, id OpID) {
+	c := s.card(b.Card)
+	if b.Counter > c.Counter {
+		c.Counter = b.Counter
+	}
+	first, seen := c.Payments[b.Counter]
+	switch {
+	case !seen:
+		c.Payments[b.Counter] = id
+	case first != id:
+		s.conflict(Conflict{Kind: ConflictDoubleSpend, Card: b.Card, Counter: b.Counter}, first, id)
+		if lessID(id, first) {
+			c.Payments[b.Counter] = id
+		}
+	}
+}
+
+// Card returns a card's state, or nil if no counted op mentions it.
+func (s *State) Card(id CardID) *Card { return s.Cards[id] }
+
+// SortedConflicts returns the conflicts ordered by key.
+func (s *State) SortedConflicts() []*Conflict {
+	out := make([]*Conflict, 0, len(s.Conflicts))
+	for _, c := range s.Conflicts {
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b *Conflict) int { return cmp.Compare(a.Key(), b.Key()) })
+	return out
+}
+
+// Agenda returns every event, ordered by start time, venue and id.
+func (s *State) Agenda() []*Event {
+	out := make([]*Event, 0, len(s.Events))
+	for _, e := range s.Events {
+		out = append(out, e)
+	}
+	slices.SortFunc(out, func(a, b *Event) int {
+		if c := cmp.Compare(a.StartsAt, b.StartsAt); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(string(a.Key.Venue[:]), string(b.Key.Venue[:])); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Key.ID, b.Key.ID)
+	})
+	return out
+}

@@ -1,0 +1,3 @@
+module github.com/cagnotte/cagnotte
+
+go 1.26.8
