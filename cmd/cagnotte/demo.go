@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cagnotte/cagnotte/node"
+	"github.com/cagnotte/cagnotte/p2p"
+	"github.com/spf13/cobra"
+)
+
+// demoVenueJSON is one venue in `demo --json` output (see shared API.md).
+type demoVenueJSON struct {
+	Name   string `json:"name"`
+	API    string `json:"api"`
+	Web    string `json:"web"`
+	Token  string `json:"token"`
+	PeerID string `json:"peer_id"`
+	Data   string `json:"data"`
+}
+
+func newDemoCmd(g *globals) *cobra.Command {
+	var venues, basePort int
+	var dataDir string
+	var asJSON, seed bool
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run a local demo federation of venues on loopback",
+		Long: `Start a small federation of venues on this machine with the embedded default
+settings, print each venue's web address, API address and staff token, and
+run until interrupted (Ctrl-C). Without --data the demo lives in a temporary
+directory removed at exit; with --data it is kept and reused.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			log := g.logger()
+			if dataDir == "" {
+				tmp, err := os.MkdirTemp("", "cagnotte-demo-")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(tmp)
+				dataDir = tmp
+			}
+			fresh := !fileExists(filepath.Join(dataDir, "federation", node.FederationChainFile))
+			vs, err := node.PrepareDemo(dataDir, venues)
+			if err != nil {
+				return err
+			}
+			var nodes []*node.Node
+			defer func() {
+				for _, n := range nodes {
+					if err := n.Close(); err != nil {
+						log.Error("close", "err", err)
+					}
+				}
+			}()
+			out := struct {
+				Venues []demoVenueJSON `json:"venues"`
+			}{}
+			for i, v := range vs {
+				addr := "127.0.0.1:0"
+				if basePort > 0 {
+					addr = fmt.Sprintf("127.0.0.1:%d", basePort+i)
+				}
+				n, err := node.New(node.Config{DataDir: v.Dir, HTTPAddr: addr, Logger: log.With("name", v.Name)})
+				if err != nil {
+					return fmt.Errorf("venue %s: %w", v.Name, err)
+				}
+				nodes = append(nodes, n)
+				if err := n.Start(ctx); err != nil {
+					return fmt.Errorf("venue %s: %w", v.Name, err)
+				}
+				id, _ := p2p.PeerID(v.Key)
+				api := "http://" + n.Addr()
+				out.Venues = append(out.Venues, demoVenueJSON{Name: v.Name, API: api, Web: api + "/", Token: v.Token, PeerID: id.String(), Data: v.Dir})
+			}
+			if fresh && seed {
+				if err := seedDemo(ctx, out.Venues); err != nil {
+					return fmt.Errorf("seed demo data: %w", err)
+				}
+			}
+			if asJSON {
+				enc := json.NewEncoder(g.stdout)
+				if err := enc.Encode(out); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(g.stdout, "Cagnotte demo: %d venues, data in %s\n\n", len(out.Venues), dataDir)
+				for _, v := range out.Venues {
+					fmt.Fprintf(g.stdout, "%s\n  web:   %s\n  api:   %s\n  token: %s\n  peer:  %s\n\n", v.Name, v.Web, v.API, v.Token, v.PeerID)
+				}
+				if seed && fresh {
+					fmt.Fprintf(g.stdout, "Demo card 04A1B2C3D4E5F6 holds 20.00 EUR. Try:\n")
+					fmt.Fprintf(g.stdout, "  curl -s -H 'Authorization: Bearer %s' -d '{\"card\":\"04A1B2C3D4E5F6\",\"amount_cents\":350,\"idempotency_key\":\"try-1\"}' %s/api/v1/payments\n\n",
+						out.Venues[0].Token, out.Venues[0].API)
+				}
+				fmt.Fprintln(g.stdout, "Press Ctrl-C to stop.")
+			}
+			<-ctx.Done()
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&venues, "venues", 3, "number of venues")
+	cmd.Flags().StringVar(&dataDir, "data", "", "directory to keep the demo in (default: a temporary directory)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"venues": [{"name", "api", "token", "peer_id"}]} as one JSON object`)
+	cmd.Flags().IntVar(&basePort, "base-port", 0, "API port of the first venue, the next ones follow (default: free ports)")
+	cmd.Flags().BoolVar(&seed, "seed", true, "on a new demo, publish an event per venue and top up a demo card")
+	return cmd
+}
+
+// seedDemo gives a new demo something to look at, through the public API.
+func seedDemo(ctx context.Context, vs []demoVenueJSON) error {
+	c := &http.Client{Timeout: 10 * time.Second}
+	post := func(v demoVenueJSON, path string, body any) error {
+		b, _ := json.Marshal(body)
+		req, err := http.NewRequestWithContext(ctx, "POST", v.API+path, bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+v.Token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			var e struct{ Message string }
+			json.NewDecoder(resp.Body).Decode(&e)
+			return errors.New(resp.Status + ": " + e.Message)
+		}
+		return nil
+	}
+	day := time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+	for i, v := range vs {
+		start := day.Add(time.Duration(19+i%4) * time.Hour).Add(time.Duration(i/4) * 24 * time.Hour)
+		if err := post(v, "/api/v1/events", map[string]any{
+			"id": "demo", "title": "Soirée à " + v.Name, "starts_at": start, "ends_at": start.Add(3 * time.Hour),
+			"description": "Demo event", "idempotency_key": "demo-event",
+		}); err != nil {
+			return err
+		}
+	}
+	return post(vs[0], "/api/v1/topups", map[string]any{
+		"card": "04A1B2C3D4E5F6", "amount_cents": 2000, "method": "cash", "idempotency_key": "demo-topup",
+	})
+}

@@ -1,0 +1,572 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/cagnotte/cagnotte/p2p"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Handler returns the node's HTTP API (see docs/api.md).
+func (n *Node) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/payments", n.staff(n.handlePayment))
+	mux.HandleFunc("POST /api/v1/topups", n.staff(n.handleTopUp))
+	mux.HandleFunc("POST /api/v1/refunds", n.staff(n.handleRefund))
+	mux.HandleFunc("GET /api/v1/cards/{card}", n.handleCard)
+	mux.HandleFunc("POST /api/v1/cards/{card}/block", n.staff(n.handleBlock(true)))
+	mux.HandleFunc("POST /api/v1/cards/{card}/unblock", n.staff(n.handleBlock(false)))
+	mux.HandleFunc("GET /api/v1/events", n.handleEvents)
+	mux.HandleFunc("POST /api/v1/events", n.staff(n.handleEventUpsert))
+	mux.HandleFunc("GET /api/v1/sync/status", n.handleSyncStatus)
+	mux.HandleFunc("GET /api/v1/conflicts", n.handleConflicts)
+	mux.HandleFunc("GET /agenda.ics", n.handleICS)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, apiErr(http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path))
+	})
+	return n.instrument(mux)
+}
+
+func (n *Node) instrument(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), n.cfg.RequestTimeout)
+		defer cancel()
+		sw := &statusWriter{ResponseWriter: w, status: 200}
+		h.ServeHTTP(sw, r.WithContext(ctx))
+		n.metrics.requests.WithLabelValues(fmt.Sprint(sw.status)).Inc()
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+// staff refuses requests without a valid venue staff token.
+func (n *Node) staff(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !n.checkToken(strings.TrimSpace(tok)) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="cagnotte"`)
+			writeError(w, apiErr(http.StatusUnauthorized, "unauthorized", "a valid staff token is required (Authorization: Bearer <token>)"))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = 500, errorBody("internal", err.Error())
+	}
+	writeRaw(w, status, b)
+}
+
+func writeRaw(w http.ResponseWriter, status int, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
+	w.Write([]byte("\n"))
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var ae *APIError
+	switch {
+	case errors.As(err, &ae):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		ae = apiErr(http.StatusServiceUnavailable, "timeout", "the request took too long; retry with the same idempotency key")
+	case errors.Is(err, errStopping):
+		ae = apiErr(http.StatusServiceUnavailable, "unavailable", "the node is stopping; retry with the same idempotency key")
+	default:
+		ae = apiErr(http.StatusInternalServerError, "internal", err.Error())
+	}
+	writeRaw(w, ae.Status, errorBody(ae.Code, ae.Message))
+}
+
+func badRequest(format string, a ...any) *APIError {
+	return apiErr(http.StatusBadRequest, "invalid_request", fmt.Sprintf(format, a...))
+}
+
+// decode reads one JSON object of at most MaxBodyBytes into v, refusing
+// unknown fields and trailing data.
+func (n *Node) decode(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return badRequest("Content-Type must be application/json")
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, n.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return badRequest("request body larger than %d bytes", n.cfg.MaxBodyBytes)
+		}
+		return badRequest("could not read the request body: %v", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("malformed JSON: %v", err)
+	}
+	if dec.More() {
+		return badRequest("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// idempotency derives the key and request hash of a write.
+func idempotency(route, key string, req any) (*idemKey, error) {
+	if key == "" {
+		return nil, badRequest("idempotency_key is required")
+	}
+	if len(key) > 128 {
+		return nil, badRequest("idempotency_key longer than 128 bytes")
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	h := sha256.New()
+	h.Write([]byte(route))
+	h.Write([]byte{0})
+	h.Write(b)
+	var ik idemKey
+	ik.key = key
+	h.Sum(ik.hash[:0])
+	return &ik, nil
+}
+
+func parseCard(s string) (crdt.CardID, error) {
+	c, err := crdt.ParseCardID(s)
+	if err != nil {
+		return "", badRequest("card must be the card's NFC UID in hex (4 to 10 bytes), got %q", s)
+	}
+	return c, nil
+}
+
+func parseAmount(v int64) (uint64, error) {
+	if v <= 0 || v > crdt.MaxAmount {
+		return 0, badRequest("amount_cents must be between 1 and %d", crdt.MaxAmount)
+	}
+	return uint64(v), nil
+}
+
+// write runs fn in the writer under idempotency and sends its answer.
+func (n *Node) write(w http.ResponseWriter, r *http.Request, ik *idemKey, fn func(tx *writeTx) (any, error)) {
+	res := n.submit(r.Context(), ik, func(tx *writeTx) result {
+		v, err := fn(tx)
+		if err != nil {
+			return result{err: err}
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return result{err: err}
+		}
+		return result{status: http.StatusOK, body: b}
+	})
+	if res.err != nil {
+		writeError(w, res.err)
+		return
+	}
+	writeRaw(w, res.status, res.body)
+}
+
+type paymentRequest struct {
+	Card           string `json:"card"`
+	AmountCents    int64  `json:"amount_cents"`
+	IdempotencyKey string `json:"idempotency_key"`
+	Label          string `json:"label,omitempty"`
+}
+
+func (n *Node) handlePayment(w http.ResponseWriter, r *http.Request) {
+	var req paymentRequest
+	if err := n.decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	card, err := parseCard(req.Card)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	amount, err := parseAmount(req.AmountCents)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(req.Label) > crdt.MaxNameLen {
+		writeError(w, badRequest("label longer than %d bytes", crdt.MaxNameLen))
+		return
+	}
+	req.Card = string(card)
+	ik, err := idempotency("payment", req.IdempotencyKey, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.pay(card, amount, req.Label) })
+}
+
+type topUpRequest struct {
+	Card           string `json:"card"`
+	AmountCents    int64  `json:"amount_cents"`
+	Method         string `json:"method"`
+	IdempotencyKey string `json:"idempotency_key"`
+	Reference      string `json:"reference,omitempty"`
+}
+
+func (n *Node) handleTopUp(w http.ResponseWriter, r *http.Request) {
+	var req topUpRequest
+	if err := n.decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	card, err := parseCard(req.Card)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	amount, err := parseAmount(req.AmountCents)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if req.Method != crdt.MethodCash && req.Method != crdt.MethodCardTerminal {
+		writeError(w, badRequest(`method must be "cash" or "card_terminal"`))
+		return
+	}
+	if len(req.Reference) > crdt.MaxRefLen {
+		writeError(w, badRequest("reference longer than %d bytes", crdt.MaxRefLen))
+		return
+	}
+	req.Card = string(card)
+	ik, err := idempotency("topup", req.IdempotencyKey, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.topUp(card, amount, req.Method, req.Reference) })
+}
+
+type refundRequest struct {
+	Card           string `json:"card"`
+	AmountCents    int64  `json:"amount_cents"`
+	IdempotencyKey string `json:"idempotency_key"`
+	Reason         string `json:"reason"`
+}
+
+func (n *Node) handleRefund(w http.ResponseWriter, r *http.Request) {
+	var req refundRequest
+	if err := n.decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	card, err := parseCard(req.Card)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	amount, err := parseAmount(req.AmountCents)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if len(req.Reason) > crdt.MaxTextLen {
+		writeError(w, badRequest("reason longer than %d bytes", crdt.MaxTextLen))
+		return
+	}
+	req.Card = string(card)
+	ik, err := idempotency("refund", req.IdempotencyKey, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.refund(card, amount, req.Reason) })
+}
+
+func (n *Node) handleCard(w http.ResponseWriter, r *http.Request) {
+	card, err := parseCard(r.PathValue("card"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	var v CardView
+	found := false
+	n.View(func(set *crdt.OpSet) {
+		if c := set.State.Card(card); c != nil {
+			v, found = cardView(set, c), true
+		}
+	})
+	if !found {
+		writeError(w, ErrUnknownCard)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+type blockRequest struct {
+	Reason         string `json:"reason"`
+	IdempotencyKey string `json:"idempotency_key"`
+	Card           string `json:"-"`
+}
+
+func (n *Node) handleBlock(blocked bool) http.HandlerFunc {
+	route := "unblock"
+	if blocked {
+		route = "block"
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		card, err := parseCard(r.PathValue("card"))
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		var req blockRequest
+		if err := n.decode(w, r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		if len(req.Reason) > crdt.MaxTextLen {
+			writeError(w, badRequest("reason longer than %d bytes", crdt.MaxTextLen))
+			return
+		}
+		ik, err := idempotency(route+"/"+string(card), req.IdempotencyKey, req)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		n.write(w, r, ik, func(tx *writeTx) (any, error) {
+			if err := tx.block(card, req.Reason, blocked); err != nil {
+				return nil, err
+			}
+			return map[string]any{"card": card, "blocked": blocked}, nil
+		})
+	}
+}
+
+// EventView is an agenda event as the API shows it.
+type EventView struct {
+	ID          string    `json:"id"`
+	Venue       string    `json:"venue"`
+	VenueID     string    `json:"venue_id"`
+	Title       string    `json:"title"`
+	StartsAt    time.Time `json:"starts_at"`
+	EndsAt      time.Time `json:"ends_at"`
+	Description string    `json:"description"`
+	Location    string    `json:"location,omitempty"`
+	Cancelled   bool      `json:"cancelled"`
+}
+
+func eventView(set *crdt.OpSet, e *crdt.Event) EventView {
+	return EventView{
+		ID: e.Key.ID, Venue: venueName(set, e.Key.Venue), VenueID: e.Key.Venue.String(), Title: e.Title,
+		StartsAt: time.UnixMilli(e.StartsAt).UTC(), EndsAt: time.UnixMilli(e.EndsAt).UTC(),
+		Description: e.Description, Location: e.Location, Cancelled: e.Cancelled,
+	}
+}
+
+func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
+	out := []EventView{}
+	n.View(func(set *crdt.OpSet) {
+		for _, e := range set.State.Agenda() {
+			out = append(out, eventView(set, e))
+		}
+	})
+	writeJSON(w, http.StatusOK, out)
+}
+
+type eventRequest struct {
+	ID             string     `json:"id,omitempty"`
+	Title          *string    `json:"title,omitempty"`
+	StartsAt       *time.Time `json:"starts_at,omitempty"`
+	EndsAt         *time.Time `json:"ends_at,omitempty"`
+	Description    *string    `json:"description,omitempty"`
+	Location       *string    `json:"location,omitempty"`
+	Cancelled      bool       `json:"cancelled,omitempty"`
+	Reason         string     `json:"reason,omitempty"`
+	IdempotencyKey string     `json:"idempotency_key"`
+}
+
+func (n *Node) handleEventUpsert(w http.ResponseWriter, r *http.Request) {
+	var req eventRequest
+	if err := n.decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	ik, err := idempotency("event", req.IdempotencyKey, req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	up := crdt.EventUpsert{EventID: req.ID}
+	if req.Title != nil {
+		up.Fields |= crdt.FieldTitle
+		up.Title = *req.Title
+	}
+	if req.StartsAt != nil {
+		up.Fields |= crdt.FieldStartsAt
+		up.StartsAt = req.StartsAt.UnixMilli()
+	}
+	if req.EndsAt != nil {
+		up.Fields |= crdt.FieldEndsAt
+		up.EndsAt = req.EndsAt.UnixMilli()
+	}
+	if req.Description != nil {
+		up.Fields |= crdt.FieldDescription
+		up.Description = *req.Description
+	}
+	if req.Location != nil {
+		up.Fields |= crdt.FieldLocation
+		up.Location = *req.Location
+	}
+	n.write(w, r, ik, func(tx *writeTx) (any, error) {
+		me := n.cfg.Key.Public()
+		key := crdt.EventKey{Venue: me, ID: up.EventID}
+		existing := key.ID != "" && n.set.State.Events[key] != nil
+		if key.ID == "" {
+			key.ID = newEventID()
+			up.EventID = key.ID
+		}
+		if !existing && !req.Cancelled && (up.Fields&(crdt.FieldTitle|crdt.FieldStartsAt|crdt.FieldEndsAt)) != crdt.FieldTitle|crdt.FieldStartsAt|crdt.FieldEndsAt {
+			return nil, badRequest("a new event needs title, starts_at and ends_at")
+		}
+		if existing && up.Fields&(crdt.FieldStartsAt|crdt.FieldEndsAt) != 0 {
+			e := n.set.State.Events[key]
+			s, en := e.StartsAt, e.EndsAt
+			if up.Fields&crdt.FieldStartsAt != 0 {
+				s = up.StartsAt
+			}
+			if up.Fields&crdt.FieldEndsAt != 0 {
+				en = up.EndsAt
+			}
+			if en < s {
+				return nil, badRequest("the event would end before it starts")
+			}
+		}
+		if up.Fields != 0 {
+			if _, err := crdt.DecodeBody(crdt.KindEventUpsert, crdt.EncodeBody(&up)); err != nil {
+				return nil, badRequest("%v", err)
+			}
+			if _, err := tx.make(&up); err != nil {
+				return nil, err
+			}
+		}
+		if req.Cancelled {
+			if !existing && up.Fields == 0 {
+				return nil, apiErr(http.StatusNotFound, "not_found", "no event of this venue has id "+key.ID)
+			}
+			if _, err := tx.make(&crdt.EventCancel{EventID: key.ID, Reason: req.Reason}); err != nil {
+				return nil, err
+			}
+		}
+		if up.Fields == 0 && !req.Cancelled {
+			return nil, badRequest("nothing to change")
+		}
+		return eventView(n.set, n.set.State.Events[key]), nil
+	})
+}
+
+func newEventID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// PeerStatus is what the node knows of one peer's sync state.
+type PeerStatus struct {
+	ID        string    `json:"id"`
+	Venue     string    `json:"venue"`
+	Connected bool      `json:"connected"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+	Ops       uint64    `json:"ops,omitempty"`
+	Digest    string    `json:"digest,omitempty"`
+	Isolated  bool      `json:"isolated,omitempty"`
+}
+
+// SyncStatus is the answer of GET /api/v1/sync/status.
+type SyncStatus struct {
+	Node          string            `json:"node"`
+	Venue         string            `json:"venue"`
+	Federation    string            `json:"federation"`
+	Ops           uint64            `json:"ops"`
+	Digest        string            `json:"digest"`
+	VersionVector map[string]uint64 `json:"version_vector"`
+	Peers         []PeerStatus      `json:"peers"`
+	Isolated      bool              `json:"isolated"`
+	Conflicts     int               `json:"conflicts"`
+	Pending       int               `json:"pending"`
+}
+
+// Status returns the node's sync status.
+func (n *Node) Status() SyncStatus {
+	s := SyncStatus{Node: n.nodeID(), VersionVector: map[string]uint64{}, Peers: []PeerStatus{}}
+	n.View(func(set *crdt.OpSet) {
+		s.Venue = venueName(set, n.cfg.Key.Public())
+		s.Federation = set.State.Name
+		s.Ops = set.Len()
+		d := set.Digest()
+		s.Digest = hex.EncodeToString(d[:])
+		for k, v := range set.VersionVector() {
+			s.VersionVector[k.String()] = v
+		}
+		s.Conflicts = len(set.State.Conflicts)
+		s.Pending = n.pending.Len()
+	})
+	return s
+}
+
+func (n *Node) nodeID() string {
+	id, err := p2p.PeerID(n.cfg.Key.Public())
+	if err != nil {
+		return n.cfg.Key.Public().String()
+	}
+	return id.String()
+}
+
+func (n *Node) handleSyncStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, n.Status())
+}
+
+// ConflictView is a conflict as the API shows it.
+type ConflictView struct {
+	Kind       string      `json:"kind"`
+	Card       crdt.CardID `json:"card,omitempty"`
+	Counter    uint64      `json:"counter,omitempty"`
+	Venue      string      `json:"venue,omitempty"`
+	Seq        uint64      `json:"seq,omitempty"`
+	Reference  string      `json:"reference,omitempty"`
+	Ops        []crdt.OpID `json:"ops"`
+	DetectedAt time.Time   `json:"detected_at"`
+}
+
+func (n *Node) handleConflicts(w http.ResponseWriter, r *http.Request) {
+	out := []ConflictView{}
+	n.View(func(set *crdt.OpSet) {
+		for _, c := range set.State.SortedConflicts() {
+			v := ConflictView{Kind: string(c.Kind), Card: c.Card, Counter: c.Counter, Seq: c.Seq, Reference: c.Ref, Ops: c.Ops}
+			if !c.Author.IsZero() {
+				v.Venue = venueName(set, c.Author)
+			}
+			v.DetectedAt = n.detectedAt(c.Key())
+			out = append(out, v)
+		}
+	})
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,96 @@
+package node
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/cagnotte/cagnotte/crdt"
+)
+
+// DemoVenue is one venue of a local demo federation.
+type DemoVenue struct {
+	Name  string
+	Dir   string
+	Token string
+	Key   crdt.PublicKey
+}
+
+var demoNames = []string{
+	"La Guinguette", "Le Local", "Café des Arts", "La Friche", "Le Grand Bal",
+	"L'Atelier", "La Cantine", "Le Hangar", "Les Halles", "Le Kiosque",
+}
+
+// DemoVenueName returns the name of the demo's i-th venue.
+func DemoVenueName(i int) string {
+	if i < len(demoNames) {
+		return demoNames[i]
+	}
+	return fmt.Sprintf("Venue %d", i+1)
+}
+
+// PrepareDemo lays out a demo federation in dir with the embedded default
+// settings: the federation (dir/federation) and one data directory per venue
+// (dir/venue-N, with its key, staff token and federation bundle). It reuses
+// what a previous run left there and adds venues if asked for more.
+func PrepareDemo(dir string, venues int) ([]DemoVenue, error) {
+	if venues < 1 || venues > 100 {
+		return nil, fmt.Errorf("demo: venues must be between 1 and 100, got %d", venues)
+	}
+	fdir := filepath.Join(dir, "federation")
+	f, err := OpenFederation(fdir, nil)
+	if err != nil {
+		f, err = InitFederation(fdir, crdt.Genesis{Name: "Demo federation", Currency: "EUR", Settings: crdt.DefaultSettings()}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+	}
+	out := make([]DemoVenue, venues)
+	for i := range out {
+		vdir := filepath.Join(dir, fmt.Sprintf("venue-%d", i+1))
+		key, _, err := LoadOrCreateKey(filepath.Join(vdir, KeyFile))
+		if err != nil {
+			return nil, err
+		}
+		tok, err := EnsureToken(filepath.Join(vdir, TokensFile))
+		if err != nil {
+			return nil, err
+		}
+		name := DemoVenueName(i)
+		if f.State().Venues[key.Public()] == nil {
+			if _, err := f.Admit(key.Public(), name); err != nil {
+				return nil, err
+			}
+		}
+		out[i] = DemoVenue{Name: name, Dir: vdir, Token: tok, Key: key.Public()}
+	}
+	// Every venue gets the whole chain, so each knows all the others.
+	for _, v := range out {
+		if err := WriteFileAtomic(filepath.Join(v.Dir, FederationFile), f.Bundle(), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// EnsureToken returns the first staff token in path, creating a random one
+// (mode 0600) if there is none.
+func EnsureToken(path string) (string, error) {
+	if toks, err := ReadTokens(path); err == nil && len(toks) > 0 {
+		return toks[0], nil
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	tok := base64.RawURLEncoding.EncodeToString(b)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	if err := WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return tok, nil
+}

@@ -1,0 +1,76 @@
+package node
+
+import (
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the node's Prometheus metrics, in a registry of its own (no
+// global state: several nodes can run in one process).
+type metrics struct {
+	reg           *prometheus.Registry
+	payments      prometheus.Counter
+	topups        prometheus.Counter
+	refunds       prometheus.Counter
+	refused       prometheus.Counter
+	evidence      prometheus.Counter
+	requests      *prometheus.CounterVec
+	commitSeconds prometheus.Histogram
+	batchSize     prometheus.Histogram
+	ops           prometheus.Gauge
+	cards         prometheus.Gauge
+	conflicts     *prometheus.GaugeVec
+	pending       prometheus.Gauge
+
+	detected map[string]time.Time
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg:      prometheus.NewRegistry(),
+		payments: prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_payments_total", Help: "Payments made at this venue since start."}),
+		topups:   prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_topups_total", Help: "Top-ups made at this venue since start."}),
+		refunds:  prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_refunds_total", Help: "Refunds made at this venue since start."}),
+		refused:  prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_ops_refused_total", Help: "Remote ops refused (bad signature, unknown or revoked author, invalid)."}),
+		evidence: prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_evidence_ops_total", Help: "Ops kept as evidence of equivocation."}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cagnotte_http_requests_total", Help: "API requests by status code."}, []string{"code"}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cagnotte_commit_seconds", Help: "Time to apply and durably commit one group of writes.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cagnotte_commit_batch_writes", Help: "Writes grouped in one durable commit.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		ops:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_ops", Help: "Ops in the replica."}),
+		cards:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_cards", Help: "Cards known to the replica."}),
+		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cagnotte_conflicts", Help: "Conflicts known, by kind."}, []string{"kind"}),
+		pending:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_pending_ops", Help: "Remote ops waiting for their predecessors."}),
+		detected:  map[string]time.Time{},
+	}
+	m.reg.MustRegister(m.payments, m.topups, m.refunds, m.refused, m.evidence, m.requests, m.commitSeconds, m.batchSize,
+		m.ops, m.cards, m.conflicts, m.pending,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observeState refreshes the gauges. Caller holds the node's lock.
+func (m *metrics) observeState(set *crdt.OpSet) {
+	m.ops.Set(float64(set.Len()))
+	m.cards.Set(float64(len(set.State.Cards)))
+	counts := map[crdt.ConflictKind]int{crdt.ConflictDoubleSpend: 0, crdt.ConflictEquivocation: 0, crdt.ConflictDuplicateRef: 0}
+	now := time.Now()
+	for k, c := range set.State.Conflicts {
+		counts[c.Kind]++
+		if _, ok := m.detected[k]; !ok {
+			m.detected[k] = now
+		}
+	}
+	for k, v := range counts {
+		m.conflicts.WithLabelValues(string(k)).Set(float64(v))
+	}
+}
+
+// detectedAt is when this node first saw a conflict (since it started).
+func (n *Node) detectedAt(key string) time.Time {
+	return n.metrics.detected[key].UTC()
+}

@@ -1,0 +1,137 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+)
+
+// The money rules. They run in the writer with the op set locked, so the
+// check and the op that follows see the same state.
+
+// CardView is a card's state as the API shows it.
+type CardView struct {
+	Card        crdt.CardID    `json:"card"`
+	Balance     int64          `json:"balance_cents"`
+	Counter     uint64         `json:"counter"`
+	Blocked     bool           `json:"blocked"`
+	BlockReason string         `json:"block_reason,omitempty"`
+	Holder      string         `json:"holder,omitempty"`
+	History     []HistoryEntry `json:"history"`
+}
+
+// HistoryEntry is one money op of a card.
+type HistoryEntry struct {
+	OpID    crdt.OpID `json:"op_id"`
+	Kind    string    `json:"kind"`
+	Amount  int64     `json:"amount_cents"`
+	Venue   string    `json:"venue"`
+	VenueID string    `json:"venue_id"`
+	At      time.Time `json:"at"`
+	Counter uint64    `json:"counter,omitempty"`
+	Label   string    `json:"label,omitempty"`
+	Counted bool      `json:"counted"`
+}
+
+func venueName(set *crdt.OpSet, k crdt.PublicKey) string {
+	if v := set.State.Venues[k]; v != nil {
+		return v.DisplayName()
+	}
+	return k.Short()
+}
+
+func cardView(set *crdt.OpSet, c *crdt.Card) CardView {
+	v := CardView{Card: c.ID, Balance: c.Balance, Counter: c.Counter, Blocked: c.Blocked, BlockReason: c.BlockReason, Holder: c.Holder, History: []HistoryEntry{}}
+	for _, e := range c.History() {
+		amt := e.Amount
+		if amt < 0 {
+			amt = -amt
+		}
+		v.History = append(v.History, HistoryEntry{
+			OpID: e.Op, Kind: e.Kind.String(), Amount: amt, Venue: venueName(set, e.Venue), VenueID: e.Venue.String(),
+			At: time.UnixMilli(e.HLC.Millis()).UTC(), Counter: e.Counter, Label: e.Label, Counted: e.Counted,
+		})
+	}
+	return v
+}
+
+// MoneyAnswer is the API's answer to a payment, top-up or refund.
+type MoneyAnswer struct {
+	OpID    crdt.OpID   `json:"op_id"`
+	Card    crdt.CardID `json:"card"`
+	Balance int64       `json:"balance_cents"`
+	Counter uint64      `json:"counter,omitempty"`
+}
+
+func (tx *writeTx) pay(card crdt.CardID, amount uint64, label string) (MoneyAnswer, error) {
+	c := tx.n.set.State.Card(card)
+	if c == nil {
+		return MoneyAnswer{}, ErrUnknownCard
+	}
+	if c.Blocked {
+		return MoneyAnswer{}, ErrCardBlocked
+	}
+	if c.Balance < int64(amount) {
+		return MoneyAnswer{}, &APIError{Status: http.StatusPaymentRequired, Code: "insufficient_funds",
+			Message: fmt.Sprintf("the card holds %s, the payment is %s", cents(c.Balance), cents(int64(amount)))}
+	}
+	op, err := tx.make(&crdt.Payment{Card: card, Amount: amount, Counter: c.Counter + 1, Label: label})
+	if err != nil {
+		return MoneyAnswer{}, err
+	}
+	tx.n.metrics.payments.Inc()
+	return MoneyAnswer{OpID: op.ID(), Card: card, Balance: c.Balance, Counter: c.Counter}, nil
+}
+
+func (tx *writeTx) topUp(card crdt.CardID, amount uint64, method, ref string) (MoneyAnswer, error) {
+	if c := tx.n.set.State.Card(card); c != nil && c.Blocked {
+		return MoneyAnswer{}, ErrCardBlocked
+	}
+	op, err := tx.make(&crdt.TopUp{Card: card, Amount: amount, Method: method, ExternalRef: ref})
+	if err != nil {
+		return MoneyAnswer{}, err
+	}
+	tx.n.metrics.topups.Inc()
+	c := tx.n.set.State.Card(card)
+	return MoneyAnswer{OpID: op.ID(), Card: card, Balance: c.Balance}, nil
+}
+
+func (tx *writeTx) refund(card crdt.CardID, amount uint64, reason string) (MoneyAnswer, error) {
+	c := tx.n.set.State.Card(card)
+	if c == nil {
+		return MoneyAnswer{}, ErrUnknownCard
+	}
+	if c.Balance < int64(amount) {
+		return MoneyAnswer{}, &APIError{Status: http.StatusPaymentRequired, Code: "insufficient_funds",
+			Message: fmt.Sprintf("the card holds %s, the refund is %s", cents(c.Balance), cents(int64(amount)))}
+	}
+	op, err := tx.make(&crdt.Refund{Card: card, Amount: amount, Reason: reason})
+	if err != nil {
+		return MoneyAnswer{}, err
+	}
+	tx.n.metrics.refunds.Inc()
+	return MoneyAnswer{OpID: op.ID(), Card: card, Balance: c.Balance}, nil
+}
+
+func (tx *writeTx) block(card crdt.CardID, reason string, blocked bool) error {
+	c := tx.n.set.State.Card(card)
+	if c == nil {
+		return ErrUnknownCard
+	}
+	var b crdt.Body = &crdt.CardBlock{Card: card, Reason: reason}
+	if !blocked {
+		b = &crdt.CardUnblock{Card: card, Reason: reason}
+	}
+	_, err := tx.make(b)
+	return err
+}
+
+func cents(v int64) string {
+	sign := ""
+	if v < 0 {
+		sign, v = "-", -v
+	}
+	return fmt.Sprintf("%s%d.%02d", sign, v/100, v%100)
+}

@@ -1,0 +1,350 @@
+// Package node is one venue's Cagnotte node: it holds the node key, opens
+// the Badger store (node/store), keeps the op set in memory, applies the
+// money rules, serves the HTTP API and commits every write durably before
+// answering. Replication (p2p) plugs in through Ingest and OnCommit.
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/cagnotte/cagnotte/node/store"
+)
+
+// File names inside a node's data directory.
+const (
+	KeyFile        = "node.key"
+	StoreDir       = "store"
+	FederationFile = "federation.ops"
+	TokensFile     = "staff-tokens"
+)
+
+// Config configures a Node. Zero fields take the documented defaults.
+type Config struct {
+	// DataDir holds the node key, the store and the federation bundle.
+	// Required.
+	DataDir string
+	// Federation is the federation's chain up to (at least) this venue's
+	// admission. Default: read from DataDir/federation.ops.
+	Federation []crdt.Op
+	// Key is the node identity. Default: DataDir/node.key, created if absent.
+	Key *crdt.Signer
+	// StaffTokens are the bearer tokens the venue's staff use for writes.
+	// Default: one per line in DataDir/staff-tokens. At least one is needed.
+	StaffTokens []string
+	// HTTPAddr is the API's listen address. Default "127.0.0.1:8080"; use
+	// port 0 for a free port.
+	HTTPAddr string
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the wall clock. Default time.Now. Tests inject their own.
+	Now func() time.Time
+	// MaxBodyBytes bounds a request body. Default 16 KiB.
+	MaxBodyBytes int64
+	// RequestTimeout bounds the handling of one request. Default 10 s.
+	RequestTimeout time.Duration
+	// MaxBatch bounds the writes grouped into one durable commit. Default 256.
+	MaxBatch int
+	// SnapshotEvery is passed to the store. Default: the store's.
+	SnapshotEvery uint64
+	// MaxClockSkew bounds how far in the future a remote op's timestamp may
+	// be for the node's clock to follow it. Default 5 minutes.
+	MaxClockSkew time.Duration
+}
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return errors.New("node: DataDir is required")
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = "127.0.0.1:8080"
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = 16 << 10
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 256
+	}
+	if c.MaxClockSkew <= 0 {
+		c.MaxClockSkew = 5 * time.Minute
+	}
+	if c.Key == nil {
+		k, _, err := LoadOrCreateKey(filepath.Join(c.DataDir, KeyFile))
+		if err != nil {
+			return fmt.Errorf("node key: %w", err)
+		}
+		c.Key = k
+	}
+	if c.Federation == nil {
+		ops, err := ReadBundle(filepath.Join(c.DataDir, FederationFile))
+		if err != nil {
+			return fmt.Errorf("node: federation bundle: %w", err)
+		}
+		c.Federation = ops
+	}
+	if len(c.StaffTokens) == 0 {
+		toks, err := ReadTokens(filepath.Join(c.DataDir, TokensFile))
+		if err != nil {
+			return fmt.Errorf("node: staff tokens: %w", err)
+		}
+		c.StaffTokens = toks
+	}
+	if len(c.StaffTokens) == 0 {
+		return errors.New("node: no staff token configured")
+	}
+	return nil
+}
+
+// Node is one venue's node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *store.Store
+	fed    crdt.PublicKey
+	tokens [][32]byte
+
+	mu      sync.RWMutex // guards set, author, clock, pending
+	set     *crdt.OpSet
+	clock   *crdt.Clock
+	author  *crdt.Author
+	pending crdt.Pending
+
+	writes  chan *writeReq
+	metrics *metrics
+
+	hooksMu sync.Mutex
+	hooks   []func([]crdt.Op)
+
+	httpSrv  *http.Server
+	listener net.Listener
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+}
+
+// New opens a node: its store (rebuilding the op set from disk) and the
+// federation chain it was given. It does not listen yet: see Start.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if len(cfg.Federation) == 0 || cfg.Federation[0].Kind != crdt.KindGenesis {
+		return nil, errors.New("node: the federation chain must start with its genesis")
+	}
+	n := &Node{
+		cfg:     cfg,
+		log:     cfg.Logger.With("venue", cfg.Key.Public().Short()),
+		fed:     cfg.Federation[0].Author,
+		writes:  make(chan *writeReq, 1024),
+		metrics: newMetrics(),
+	}
+	for _, t := range cfg.StaffTokens {
+		n.tokens = append(n.tokens, sha256.Sum256([]byte(t)))
+	}
+	st, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, StoreDir), Logger: n.log, SnapshotEvery: cfg.SnapshotEvery})
+	if err != nil {
+		return nil, fmt.Errorf("node: open store: %w", err)
+	}
+	n.store = st
+	set, err := st.Load(n.fed)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("node: load store: %w", err)
+	}
+	n.set = set
+	n.clock = crdt.NewClock(func() int64 { return n.cfg.Now().UnixMilli() })
+	n.resetAuthor()
+	// The federation chain may be newer than what the store holds.
+	if err := n.ingestNow(cfg.Federation); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("node: federation chain: %w", err)
+	}
+	if !n.set.IsMember(cfg.Key.Public()) {
+		st.Close()
+		return nil, fmt.Errorf("node: this node (%s) is not an admitted venue of the federation %q: %w",
+			cfg.Key.Public().Short(), n.set.State.Name, crdt.ErrUnknownAuthor)
+	}
+	n.metrics.observeState(n.set)
+	return n, nil
+}
+
+// resetAuthor restarts the node's own chain from the set (after a load or a
+// failed commit). Caller holds mu or has exclusive access.
+func (n *Node) resetAuthor() {
+	seq, head := n.set.Head(n.cfg.Key.Public())
+	if seq > 0 {
+		// New ops must sort after the last one made before a restart, even
+		// if the wall clock went back.
+		_ = n.store.ReadRange(n.cfg.Key.Public(), seq, seq, func(op crdt.Op) error {
+			n.clock.Observe(op.HLC)
+			return nil
+		})
+	}
+	n.author = crdt.NewAuthor(n.cfg.Key, n.clock, seq, head)
+}
+
+// ingestNow adds ops synchronously before the node starts.
+func (n *Node) ingestNow(ops []crdt.Op) error {
+	tx := &writeTx{n: n}
+	if err := tx.ingest(ops); err != nil {
+		return err
+	}
+	return n.commit(tx)
+}
+
+// Start listens on the HTTP address and starts the writer. It returns once
+// the API accepts connections.
+func (n *Node) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("node: listen %s: %w", n.cfg.HTTPAddr, err)
+	}
+	n.listener = ln
+	ctx, n.stop = context.WithCancel(ctx)
+	n.httpSrv = &http.Server{
+		Handler:           n.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       n.cfg.RequestTimeout,
+		WriteTimeout:      n.cfg.RequestTimeout + 5*time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	n.wg.Add(2)
+	go func() {
+		defer n.wg.Done()
+		n.writer(ctx)
+	}()
+	go func() {
+		defer n.wg.Done()
+		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	}()
+	n.log.Info("node started", "api", "http://"+ln.Addr().String(), "federation", n.set.State.Name)
+	return nil
+}
+
+// Addr returns the HTTP API's address once started.
+func (n *Node) Addr() string {
+	if n.listener == nil {
+		return ""
+	}
+	return n.listener.Addr().String()
+}
+
+// Key returns the node's public key.
+func (n *Node) Key() crdt.PublicKey { return n.cfg.Key.Public() }
+
+// Signer returns the node's signer (for the p2p identity).
+func (n *Node) Signer() *crdt.Signer { return n.cfg.Key }
+
+// Federation returns the federation key.
+func (n *Node) Federation() crdt.PublicKey { return n.fed }
+
+// Logger returns the node's logger.
+func (n *Node) Logger() *slog.Logger { return n.log }
+
+// Run starts the node and serves until ctx ends, then closes it.
+func (n *Node) Run(ctx context.Context) error {
+	if err := n.Start(ctx); err != nil {
+		n.Close()
+		return err
+	}
+	<-ctx.Done()
+	return n.Close()
+}
+
+// Close stops the API and the writer (answering writes in flight), writes
+// a snapshot and closes the store.
+func (n *Node) Close() error {
+	n.closeMu.Lock()
+	defer n.closeMu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	if n.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = n.httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	if n.stop != nil {
+		n.stop()
+	}
+	n.wg.Wait()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var errs []error
+	if err := n.store.WriteSnapshot(n.set); err != nil {
+		errs = append(errs, fmt.Errorf("snapshot: %w", err))
+	}
+	if err := n.store.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	n.log.Info("node stopped")
+	return errors.Join(errs...)
+}
+
+// OnCommit registers fn to be called, from the writer, with the ops of each
+// durable commit (own and remote). fn must not block.
+func (n *Node) OnCommit(fn func([]crdt.Op)) {
+	n.hooksMu.Lock()
+	n.hooks = append(n.hooks, fn)
+	n.hooksMu.Unlock()
+}
+
+// View runs fn with the op set under a read lock. fn must not keep it.
+func (n *Node) View(fn func(set *crdt.OpSet)) {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	fn(n.set)
+}
+
+// Store returns the node's store, for the sync protocol's range reads.
+func (n *Node) Store() *store.Store { return n.store }
+
+func (n *Node) checkToken(tok string) bool {
+	h := sha256.Sum256([]byte(tok))
+	ok := 0
+	for _, t := range n.tokens {
+		ok |= subtle.ConstantTimeCompare(h[:], t[:])
+	}
+	return ok == 1
+}
+
+// ReadTokens reads staff tokens, one per line.
+func ReadTokens(path string) ([]string, error) {
+	p, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range splitLines(string(p)) {
+		if l != "" && l[0] != '#' {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,381 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/cagnotte/cagnotte/crdt"
+)
+
+// FormatVersion is the on-disk format this package writes and reads.
+const FormatVersion = 1
+
+// DefaultSnapshotEvery is the default of [Config.SnapshotEvery].
+const DefaultSnapshotEvery = 10000
+
+// MaxIdempotencyKey bounds the length of an idempotency key, in bytes.
+const MaxIdempotencyKey = 256
+
+// Errors returned by the store. Test them with errors.Is.
+var (
+	// ErrClosed is returned by every method after Close.
+	ErrClosed = errors.New("store: closed")
+	// ErrNewerFormat is returned by Open for a directory written by a newer
+	// version of Cagnotte.
+	ErrNewerFormat = errors.New("store: written by a newer version of cagnotte")
+	// ErrUnknownFormat is returned by Open for a non-empty directory that is
+	// not a Cagnotte store.
+	ErrUnknownFormat = errors.New("store: not a cagnotte store")
+	// ErrBatchTooBig is returned by Commit for a batch that does not fit in
+	// one Badger transaction; nothing of it was written.
+	ErrBatchTooBig = errors.New("store: batch too big for one transaction")
+	// ErrFailed is returned by Commit after a write failed: the store must
+	// be closed and reopened.
+	ErrFailed = errors.New("store: an earlier write failed")
+	// ErrCorrupt is returned when stored data does not decode or does not
+	// match its key.
+	ErrCorrupt = errors.New("store: corrupt data")
+	// ErrWrongFederation is returned by Load when the snapshot on disk
+	// belongs to another federation.
+	ErrWrongFederation = errors.New("store: snapshot belongs to another federation")
+)
+
+// Config configures a Store.
+type Config struct {
+	// Dir is the Badger directory. Required; created if missing.
+	Dir string
+	// Logger receives the store's logs and Badger's warnings and errors.
+	// Default slog.Default().
+	Logger *slog.Logger
+	// SnapshotEvery is the least number of ops committed between two view
+	// snapshots. Default 10000. A snapshot is due only once the ops since the
+	// last one also reach half the size of the state then (cards + events +
+	// ops), so that the cost of snapshots stays amortised O(1) per op.
+	SnapshotEvery uint64
+	// NoSync skips the fsync of each commit: Commit returns before the batch
+	// is durable and a crash of the machine may lose acknowledged batches.
+	// Default false (every Commit is fsync'd). Only benchmarks set it.
+	NoSync bool
+}
+
+// Store is one node's Badger database. Its methods are safe for concurrent
+// use; see [Store.Commit] for what the caller must order.
+type Store struct {
+	cfg Config
+	log *slog.Logger
+	db  *badger.DB
+
+	life     sync.Mutex // guards closed
+	closed   bool
+	inflight sync.WaitGroup // calls in progress, waited for by Close
+
+	// mu orders commits: counters are assigned and transactions handed to
+	// Badger in one order, so the "n" key's latest version is the total.
+	mu          sync.Mutex
+	failed      error
+	opsStored   uint64 // ops committed under "o" (including the ones in flight)
+	sinceSnap   uint64 // ops committed since the last snapshot
+	snapEvery   uint64 // ops between snapshots, from the last snapshot's size
+	snapOps     uint64 // set.Len() at the last snapshot
+	snapChunks  uint32 // chunks of the snapshot on disk
+	loadedOps   uint64 // ops read by the last Load
+	snapWritten uint64 // snapshots written since Open
+
+	gcKick chan struct{}
+	gcStop chan struct{}
+	gcDone chan struct{}
+}
+
+var _ crdt.OpReader = (*Store)(nil)
+
+// Open opens (or creates) the store in cfg.Dir. It fails with
+// ErrNewerFormat for a store written by a newer format and ErrUnknownFormat
+// for a directory holding something else.
+func Open(cfg Config) (*Store, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("store: Config.Dir is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.SnapshotEvery == 0 {
+		cfg.SnapshotEvery = DefaultSnapshotEvery
+	}
+	log := cfg.Logger.With("component", "store")
+	db, err := badger.Open(badgerOptions(cfg, log))
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+	}
+	s := &Store{
+		cfg:       cfg,
+		log:       log,
+		db:        db,
+		snapEvery: cfg.SnapshotEvery,
+		gcKick:    make(chan struct{}, 1),
+		gcStop:    make(chan struct{}),
+		gcDone:    make(chan struct{}),
+	}
+	if err := s.init(); err != nil {
+		if cerr := db.Close(); cerr != nil {
+			log.Warn("close after failed open", "err", cerr)
+		}
+		return nil, err
+	}
+	go s.gcLoop()
+	log.Debug("store opened", "dir", cfg.Dir, "ops", s.opsStored, "snapshot_ops", s.snapOps)
+	return s, nil
+}
+
+// badgerOptions tunes Badger for a modest machine: small memtables and
+// caches, one version per key, no compression (ops are mostly hashes and
+// signatures), snapshots in the value log and ops in the LSM tree.
+func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
+	return badger.DefaultOptions(cfg.Dir).
+		WithLogger(badgerLogger{log: log}).
+		WithSyncWrites(!cfg.NoSync).
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(3).
+		WithNumLevelZeroTables(3).
+		WithNumLevelZeroTablesStall(8).
+		WithNumCompactors(2).
+		WithBlockCacheSize(8 << 20).
+		WithIndexCacheSize(0).
+		WithCompression(options.None).
+		WithValueThreshold(32 << 10).
+		WithValueLogFileSize(64 << 20).
+		WithDetectConflicts(false)
+}
+
+// init checks the format version and reads the counters.
+func (s *Store) init() error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyVersion)
+		switch {
+		case errors.Is(err, badger.ErrKeyNotFound):
+			empty, err := isEmpty(txn)
+			if err != nil {
+				return err
+			}
+			if !empty {
+				return fmt.Errorf("%w: %s has data but no format version", ErrUnknownFormat, s.cfg.Dir)
+			}
+			return txn.Set(keyVersion, binary.BigEndian.AppendUint32(nil, FormatVersion))
+		case err != nil:
+			return fmt.Errorf("store: read format version: %w", err)
+		}
+		v, err := item.ValueCopy(nil)
+		if err != nil {
+			return fmt.Errorf("store: read format version: %w", err)
+		}
+		if len(v) != 4 {
+			return fmt.Errorf("%w: format version of %d bytes", ErrUnknownFormat, len(v))
+		}
+		switch ver := binary.BigEndian.Uint32(v); {
+		case ver > FormatVersion:
+			return fmt.Errorf("%w: %s has format %d, this build reads format %d: upgrade cagnotte", ErrNewerFormat, s.cfg.Dir, ver, FormatVersion)
+		case ver != FormatVersion:
+			return fmt.Errorf("%w: format %d", ErrUnknownFormat, ver)
+		}
+		if s.opsStored, err = getUint64(txn, keyCount); err != nil {
+			return err
+		}
+		h, ok, err := readSnapHeader(txn)
+		if err != nil || !ok {
+			return err
+		}
+		s.snapChunks, s.snapOps = h.Chunks, h.SetOps
+		s.snapEvery = s.nextSnapEvery(h.StateSize)
+		return nil
+	})
+}
+
+func isEmpty(txn *badger.Txn) (bool, error) {
+	it := txn.NewIterator(badger.IteratorOptions{})
+	defer it.Close()
+	it.Rewind()
+	return !it.Valid(), nil
+}
+
+func getUint64(txn *badger.Txn, key []byte) (uint64, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: read %q: %w", key, err)
+	}
+	var n uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("%w: key %q holds %d bytes", ErrCorrupt, key, len(v))
+		}
+		n = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return n, err
+}
+
+// nextSnapEvery is the number of ops after which the next snapshot is due,
+// given the size estimate of the state at the last one.
+func (s *Store) nextSnapEvery(stateSize uint64) uint64 {
+	return max(s.cfg.SnapshotEvery, stateSize/2)
+}
+
+// acquire registers a call in progress; it fails after Close.
+func (s *Store) acquire() error {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	s.inflight.Add(1)
+	return nil
+}
+
+func (s *Store) release() { s.inflight.Done() }
+
+// Close waits for the calls in progress, stops the store's and Badger's
+// goroutines and closes the database. It does not write a snapshot: call
+// [Store.WriteSnapshot] first if [Store.SnapshotDue] says so. Closing twice
+// is a no-op.
+func (s *Store) Close() error {
+	s.life.Lock()
+	if s.closed {
+		s.life.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.life.Unlock()
+	s.inflight.Wait()
+	close(s.gcStop)
+	<-s.gcDone
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// gcLoop reclaims value-log space (old snapshots) after each new snapshot.
+func (s *Store) gcLoop() {
+	defer close(s.gcDone)
+	for {
+		select {
+		case <-s.gcStop:
+			return
+		case <-s.gcKick:
+		}
+		for {
+			select {
+			case <-s.gcStop:
+				return
+			default:
+			}
+			if err := s.db.RunValueLogGC(0.5); err != nil {
+				if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+					s.log.Warn("value log gc", "err", err)
+				}
+				break
+			}
+		}
+	}
+}
+
+// Stats describes what the store holds.
+type Stats struct {
+	// OpsStored is the number of chain ops committed (the "o" keys).
+	OpsStored uint64
+	// DiskBytes is Badger's estimate of the LSM tree and value log on disk
+	// (badger.DB.Size, refreshed by Badger about once a minute).
+	DiskBytes int64
+	// SnapshotOps is the number of ops in the set at the last snapshot, 0
+	// if there is none.
+	SnapshotOps uint64
+	// OpsSinceSnapshot is the number of ops committed after it.
+	OpsSinceSnapshot uint64
+	// SnapshotsWritten counts the snapshots written since Open.
+	SnapshotsWritten uint64
+	// LoadedOps is the number of ops the last Load read from disk: the ops
+	// after the snapshot, the evidence not in it and, if the set was stale,
+	// the whole chains read again by Refold.
+	LoadedOps uint64
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	lsm, vlog := s.db.Size()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{
+		OpsStored:        s.opsStored,
+		DiskBytes:        lsm + vlog,
+		SnapshotOps:      s.snapOps,
+		OpsSinceSnapshot: s.sinceSnap,
+		SnapshotsWritten: s.snapWritten,
+		LoadedOps:        s.loadedOps,
+	}
+}
+
+// Keys. See the package documentation for the layout.
+const (
+	prefixOp       = 'o'
+	prefixEvidence = 'x'
+	prefixSnapshot = 's'
+	prefixIdem     = 'i'
+)
+
+var (
+	keyVersion  = []byte{'v'}
+	keyCount    = []byte{'n'}
+	keySnapshot = []byte{prefixSnapshot}
+)
+
+const opKeyLen = 1 + 32 + 8
+
+func opPrefix(author crdt.PublicKey) []byte {
+	return append([]byte{prefixOp}, author[:]...)
+}
+
+func opKey(author crdt.PublicKey, seq uint64) []byte {
+	k := make([]byte, 0, opKeyLen)
+	k = append(k, prefixOp)
+	k = append(k, author[:]...)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+func evidenceKey(id crdt.OpID) []byte {
+	return append([]byte{prefixEvidence}, id[:]...)
+}
+
+func snapChunkKey(i uint32) []byte {
+	return binary.BigEndian.AppendUint32([]byte{prefixSnapshot}, i)
+}
+
+func idemKey(key string) []byte {
+	return append([]byte{prefixIdem}, key...)
+}
+
+// badgerLogger passes Badger's warnings and errors to slog; its info and
+// debug lines (table and file housekeeping) are dropped.
+type badgerLogger struct{ log *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any)   { l.emit(slog.LevelError, f, a) }
+func (l badgerLogger) Warningf(f string, a ...any) { l.emit(slog.LevelWarn, f, a) }
+func (l badgerLogger) Infof(string, ...any)        {}
+func (l badgerLogger) Debugf(string, ...any)       {}
+
+func (l badgerLogger) emit(level slog.Level, f string, a []any) {
+	ctx := context.Background()
+	if !l.log.Enabled(ctx, level) {
+		return
+	}
+	l.log.Log(ctx, level, "badger: "+strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
