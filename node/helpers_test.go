@@ -14,7 +14,7 @@ import (
 
 // testVenue is a venue node set up in a temp dir: federation, key, token.
 type testVenue struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	token string
 	node  *Node
@@ -26,7 +26,7 @@ func quietLogger() *slog.Logger {
 }
 
 // newTestVenue prepares a one-venue federation and starts its node.
-func newTestVenue(t *testing.T) *testVenue {
+func newTestVenue(t testing.TB) *testVenue {
 	t.Helper()
 	root := t.TempDir()
 	vs, err := PrepareDemo(root, 1)

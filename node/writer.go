@@ -93,6 +93,38 @@ func (tx *writeTx) ingest(ops []crdt.Op) error {
 	return firstErr
 }
 
+// ingestRange adds a contiguous run of one author's ops from catch-up.
+func (tx *writeTx) ingestRange(ops []crdt.Op) error {
+	n := tx.n
+	if len(ops) == 0 {
+		return nil
+	}
+	before, _ := n.set.Head(ops[0].Author)
+	added, err := n.set.AddRange(ops)
+	after, _ := n.set.Head(ops[0].Author)
+	for _, op := range ops {
+		if op.Seq > before && op.Seq <= after {
+			tx.ops = append(tx.ops, op)
+		}
+	}
+	if after > before {
+		skew := n.cfg.Now().Add(n.cfg.MaxClockSkew).UnixMilli()
+		if h := tx.ops[len(tx.ops)-1].HLC; h.Millis() <= skew {
+			n.clock.Observe(h)
+		}
+		for _, op := range n.pending.Drain(n.set) {
+			tx.ops = append(tx.ops, op)
+		}
+	}
+	if err != nil && errors.Is(err, crdt.ErrEquivocation) && added < len(ops) {
+		tx.evidence = append(tx.evidence, ops[added])
+		n.metrics.evidence.Inc()
+	} else if err != nil {
+		n.metrics.refused.Inc()
+	}
+	return err
+}
+
 // submit queues a write and waits for its answer.
 func (n *Node) submit(ctx context.Context, idem *idemKey, apply func(tx *writeTx) result) result {
 	req := &writeReq{ctx: ctx, idem: idem, apply: apply, done: make(chan result, 1)}
