@@ -541,11 +541,15 @@ func (b *TopUp) validate() error {
 
 // Payment debits a card at the author's venue. Counter is the card's next
 // counter; two payments of one card with one counter are a double spend.
+// StampCounter is the counter of the stamp the card presented (0: none); a
+// stamp older than the counter the venue knew (Counter > StampCounter+1) is
+// a stale stamp, the mark of a cloned or rolled-back card.
 type Payment struct {
-	Card    CardID
-	Amount  uint64
-	Counter uint64
-	Label   string
+	Card         CardID
+	Amount       uint64
+	Counter      uint64
+	Label        string
+	StampCounter uint64
 }
 
 // Kind implements Body.
@@ -555,16 +559,21 @@ func (b *Payment) encode(w *writer) {
 	w.uvarint(b.Amount)
 	w.uvarint(b.Counter)
 	w.str(b.Label)
+	w.uvarint(b.StampCounter)
 }
 func (b *Payment) decode(r *reader) {
 	b.Card = r.card()
 	b.Amount = r.uvarint()
 	b.Counter = r.uvarint()
 	b.Label = r.str(MaxNameLen)
+	b.StampCounter = r.uvarint()
 }
 func (b *Payment) validate() error {
 	if b.Counter == 0 {
 		return invalid("counter starts at 1")
+	}
+	if b.StampCounter >= b.Counter {
+		return invalid("stamp counter must be below the payment's counter")
 	}
 	return checkAmount(b.Amount)
 }
@@ -661,3 +670,7 @@ func kindRoles(k Kind) role {
 	}
 	return roleVenue
 }
+
+func decodeHex(s string) ([]byte, error) { return hex.DecodeString(s) }
+
+func encodeHexUpper(b []byte) string { return strings.ToUpper(hex.EncodeToString(b)) }

@@ -112,6 +112,7 @@ const (
 	ConflictDoubleSpend  ConflictKind = "double_spend"
 	ConflictEquivocation ConflictKind = "equivocation"
 	ConflictDuplicateRef ConflictKind = "duplicate_ref"
+	ConflictStaleStamp   ConflictKind = "stale_stamp"
 )
 
 // Conflict is evidence of a double spend, an equivocating author or an
@@ -132,6 +133,8 @@ func (c *Conflict) Key() string {
 	switch c.Kind {
 	case ConflictDoubleSpend:
 		return string(c.Kind) + "/" + string(c.Card) + "/" + strconv.FormatUint(c.Counter, 10)
+	case ConflictStaleStamp:
+		return string(c.Kind) + "/" + string(c.Card)
 	case ConflictEquivocation:
 		return string(c.Kind) + "/" + c.Author.String()
 	}
@@ -216,6 +219,18 @@ func (s *State) credit(c *Card, amount int64) {
 	}
 }
 
+// uncredit takes back an amount credit moved earlier.
+func (s *State) uncredit(c *Card, amount int64) {
+	c.Balance -= amount
+	if amount >= 0 {
+		c.Credits -= amount
+		s.Credits -= amount
+	} else {
+		c.Debits += amount
+		s.Debits += amount
+	}
+}
+
 // apply folds one counted op. The op was checked by the op set.
 func (s *State) apply(op *Op, id OpID, body Body) {
 	s.Counted++
@@ -233,7 +248,8 @@ func (s *State) apply(op *Op, id OpID, body Body) {
 		}
 		v.Name = b.Name
 	case *Revoke:
-		if v := s.Venues[b.Venue]; v != nil {
+		// The first revocation counts, as in the op set's author state.
+		if v := s.Venues[b.Venue]; v != nil && !v.Revoked {
 			v.Revoked, v.RevokedAfter, v.RevokeReason = true, b.AfterSeq, b.Reason
 		}
 	case *VenueInfo:
@@ -324,7 +340,7 @@ func (s *State) money(op *Op, st Stamp, card CardID, amount int64, counter uint6
 				// The new op sorts first: it takes the credit, the old one
 				// stops counting.
 				old := s.card(cur.Card)
-				s.credit(old, -cur.Amount)
+				s.uncredit(old, cur.Amount)
 				for i := range old.Entries {
 					if old.Entries[i].Op == cur.Winner.ID {
 						old.Entries[i].Counted = false
@@ -346,6 +362,9 @@ func (s *State) payment(b *Payment, id OpID) {
 	c := s.card(b.Card)
 	if b.Counter > c.Counter {
 		c.Counter = b.Counter
+	}
+	if b.StampCounter > 0 && b.Counter > b.StampCounter+1 {
+		s.conflict(Conflict{Kind: ConflictStaleStamp, Card: b.Card}, id)
 	}
 	first, seen := c.Payments[b.Counter]
 	switch {

@@ -193,6 +193,8 @@ type paymentRequest struct {
 	AmountCents    int64  `json:"amount_cents"`
 	IdempotencyKey string `json:"idempotency_key"`
 	Label          string `json:"label,omitempty"`
+	// Stamp is the stamp read from the card (base64), if it is writable.
+	Stamp []byte `json:"stamp,omitempty"`
 }
 
 func (n *Node) handlePayment(w http.ResponseWriter, r *http.Request) {
@@ -215,13 +217,23 @@ func (n *Node) handlePayment(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("label longer than %d bytes", crdt.MaxNameLen))
 		return
 	}
+	var stamp *crdt.CardStamp
+	if len(req.Stamp) > 0 {
+		st, err := crdt.DecodeStamp(req.Stamp)
+		if err != nil {
+			writeError(w, badRequest("the card's stamp is not valid: %v", err))
+			return
+		}
+		stamp = &st
+	}
 	req.Card = string(card)
 	ik, err := idempotency("payment", req.IdempotencyKey, req)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.pay(card, amount, req.Label) })
+	n.evaluateIsolation()
+	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.pay(card, amount, req.Label, stamp) })
 }
 
 type topUpRequest struct {
@@ -510,13 +522,18 @@ type SyncStatus struct {
 	VersionVector map[string]uint64 `json:"version_vector"`
 	Peers         []PeerStatus      `json:"peers"`
 	Isolated      bool              `json:"isolated"`
+	IsolationWhy  string            `json:"isolation_reason,omitempty"`
+	IsolatedSince time.Time         `json:"isolated_since,omitzero"`
+	OfflineCents  uint64            `json:"offline_cents,omitempty"`
 	Conflicts     int               `json:"conflicts"`
 	Pending       int               `json:"pending"`
 }
 
 // Status returns the node's sync status.
 func (n *Node) Status() SyncStatus {
-	s := SyncStatus{Node: n.nodeID(), VersionVector: map[string]uint64{}, Peers: []PeerStatus{}}
+	iso := n.Isolation()
+	s := SyncStatus{Node: n.nodeID(), VersionVector: map[string]uint64{}, Peers: []PeerStatus{},
+		Isolated: iso.Isolated, IsolationWhy: iso.Reason, IsolatedSince: iso.Since, OfflineCents: iso.Offline}
 	n.View(func(set *crdt.OpSet) {
 		s.Venue = venueName(set, n.cfg.Key.Public())
 		s.Federation = set.State.Name

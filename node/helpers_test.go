@@ -19,6 +19,7 @@ type testVenue struct {
 	token string
 	node  *Node
 	api   string
+	now   func() time.Time // nil: the wall clock
 }
 
 func quietLogger() *slog.Logger {
@@ -41,7 +42,7 @@ func newTestVenue(t testing.TB) *testVenue {
 
 func (v *testVenue) start() {
 	v.t.Helper()
-	n, err := New(Config{DataDir: v.dir, HTTPAddr: "127.0.0.1:0", Logger: quietLogger()})
+	n, err := New(Config{DataDir: v.dir, HTTPAddr: "127.0.0.1:0", Logger: quietLogger(), Now: v.now})
 	if err != nil {
 		v.t.Fatal(err)
 	}

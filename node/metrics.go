@@ -24,6 +24,11 @@ type metrics struct {
 	cards         prometheus.Gauge
 	conflicts     *prometheus.GaugeVec
 	pending       prometheus.Gauge
+	isolated      prometheus.Gauge
+
+	isolationChanges prometheus.Counter
+	offlinePayments  prometheus.Counter
+	autoBlocks       prometheus.Counter
 
 	detected map[string]time.Time
 }
@@ -41,33 +46,41 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cagnotte_commit_batch_writes", Help: "Writes grouped in one durable commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		ops:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_ops", Help: "Ops in the replica."}),
-		cards:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_cards", Help: "Cards known to the replica."}),
-		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cagnotte_conflicts", Help: "Conflicts known, by kind."}, []string{"kind"}),
-		pending:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_pending_ops", Help: "Remote ops waiting for their predecessors."}),
-		detected:  map[string]time.Time{},
+		ops:              prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_ops", Help: "Ops in the replica."}),
+		cards:            prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_cards", Help: "Cards known to the replica."}),
+		conflicts:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cagnotte_conflicts", Help: "Conflicts known, by kind."}, []string{"kind"}),
+		pending:          prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_pending_ops", Help: "Remote ops waiting for their predecessors."}),
+		isolated:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_isolated", Help: "1 while the node is isolated (offline caps apply), else 0."}),
+		isolationChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_isolation_changes_total", Help: "Changes between in sync and isolated."}),
+		offlinePayments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_offline_payments_total", Help: "Payments taken while isolated."}),
+		autoBlocks:       prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_auto_blocks_total", Help: "Cards this node blocked after detecting a double spend."}),
+		detected:         map[string]time.Time{},
 	}
 	m.reg.MustRegister(m.payments, m.topups, m.refunds, m.refused, m.evidence, m.requests, m.commitSeconds, m.batchSize,
-		m.ops, m.cards, m.conflicts, m.pending,
+		m.ops, m.cards, m.conflicts, m.pending, m.isolated, m.isolationChanges, m.offlinePayments, m.autoBlocks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-// observeState refreshes the gauges. Caller holds the node's lock.
-func (m *metrics) observeState(set *crdt.OpSet) {
+// observeState refreshes the gauges and returns the conflicts seen for the
+// first time. Caller holds the node's lock.
+func (m *metrics) observeState(set *crdt.OpSet) []*crdt.Conflict {
+	var fresh []*crdt.Conflict
 	m.ops.Set(float64(set.Len()))
 	m.cards.Set(float64(len(set.State.Cards)))
-	counts := map[crdt.ConflictKind]int{crdt.ConflictDoubleSpend: 0, crdt.ConflictEquivocation: 0, crdt.ConflictDuplicateRef: 0}
+	counts := map[crdt.ConflictKind]int{crdt.ConflictDoubleSpend: 0, crdt.ConflictEquivocation: 0, crdt.ConflictDuplicateRef: 0, crdt.ConflictStaleStamp: 0}
 	now := time.Now()
 	for k, c := range set.State.Conflicts {
 		counts[c.Kind]++
 		if _, ok := m.detected[k]; !ok {
 			m.detected[k] = now
+			fresh = append(fresh, c)
 		}
 	}
 	for k, v := range counts {
 		m.conflicts.WithLabelValues(string(k)).Set(float64(v))
 	}
+	return fresh
 }
 
 // detectedAt is when this node first saw a conflict (since it started).

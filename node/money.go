@@ -1,6 +1,7 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -63,26 +64,61 @@ type MoneyAnswer struct {
 	Card    crdt.CardID `json:"card"`
 	Balance int64       `json:"balance_cents"`
 	Counter uint64      `json:"counter,omitempty"`
+	// Stamp is the new signed stamp to write on a writable card (base64).
+	Stamp []byte `json:"stamp,omitempty"`
+	// Offline is true when the venue took the payment while isolated.
+	Offline bool `json:"offline,omitempty"`
 }
 
-func (tx *writeTx) pay(card crdt.CardID, amount uint64, label string) (MoneyAnswer, error) {
-	c := tx.n.set.State.Card(card)
-	if c == nil {
-		return MoneyAnswer{}, ErrUnknownCard
+// pay applies crdt.State.DecidePayment with the node's sync state and
+// offline ledger, signs the payment and a new stamp for the card.
+func (tx *writeTx) pay(card crdt.CardID, amount uint64, label string, stamp *crdt.CardStamp) (MoneyAnswer, error) {
+	n := tx.n
+	now := n.cfg.Now()
+	n.iso.mu.Lock()
+	defer n.iso.mu.Unlock()
+	in := crdt.PaymentInput{Card: card, Amount: amount, Stamp: stamp, Now: now.UnixMilli(), Isolated: n.iso.isolated}
+	d, err := n.set.State.DecidePayment(n.cfg.Key.Public(), in, &n.iso.ledger)
+	if err != nil {
+		return MoneyAnswer{}, paymentError(err)
 	}
-	if c.Blocked {
-		return MoneyAnswer{}, ErrCardBlocked
-	}
-	if c.Balance < int64(amount) {
-		return MoneyAnswer{}, &APIError{Status: http.StatusPaymentRequired, Code: "insufficient_funds",
-			Message: fmt.Sprintf("the card holds %s, the payment is %s", cents(c.Balance), cents(int64(amount)))}
-	}
-	op, err := tx.make(&crdt.Payment{Card: card, Amount: amount, Counter: c.Counter + 1, Label: label})
+	op, err := tx.make(&crdt.Payment{Card: card, Amount: amount, Counter: d.Counter, Label: label, StampCounter: d.StampCounter})
 	if err != nil {
 		return MoneyAnswer{}, err
 	}
-	tx.n.metrics.payments.Inc()
-	return MoneyAnswer{OpID: op.ID(), Card: card, Balance: c.Balance, Counter: c.Counter}, nil
+	if in.Isolated {
+		n.iso.ledger.Record(card, amount)
+		n.metrics.offlinePayments.Inc()
+	}
+	n.metrics.payments.Inc()
+	ans := MoneyAnswer{OpID: op.ID(), Card: card, Balance: d.Balance, Counter: d.Counter, Offline: in.Isolated}
+	ns := crdt.CardStamp{Card: card, Counter: d.Counter, Balance: d.Balance, Time: now.Unix()}
+	if err := n.cfg.Key.SignStamp(&ns); err == nil {
+		ans.Stamp = ns.Encode()
+	} else {
+		n.log.Warn("no stamp for this payment", "card", card, "err", err)
+	}
+	return ans, nil
+}
+
+// paymentError maps the payment rules' errors to API errors.
+func paymentError(err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, crdt.ErrUnknownCard):
+		return ErrUnknownCard
+	case errors.Is(err, crdt.ErrCardBlocked):
+		return ErrCardBlocked
+	case errors.Is(err, crdt.ErrInsufficientFunds):
+		return apiErr(http.StatusPaymentRequired, "insufficient_funds", "the card's balance is too low: "+msg)
+	case errors.Is(err, crdt.ErrOfflineCap):
+		return apiErr(http.StatusPaymentRequired, "offline_cap_exceeded", "the venue is offline and this payment is beyond its offline limits: "+msg)
+	case errors.Is(err, crdt.ErrDailyCap):
+		return apiErr(http.StatusPaymentRequired, "daily_cap_exceeded", msg)
+	case errors.Is(err, crdt.ErrBadStamp):
+		return apiErr(http.StatusBadRequest, "invalid_request", "the card's stamp is not valid: "+msg)
+	}
+	return err
 }
 
 func (tx *writeTx) topUp(card crdt.CardID, amount uint64, method, ref string) (MoneyAnswer, error) {

@@ -131,6 +131,7 @@ type Node struct {
 
 	writes  chan *writeReq
 	metrics *metrics
+	iso     isolation
 
 	hooksMu sync.Mutex
 	hooks   []func([]crdt.Op)
@@ -185,6 +186,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("node: this node (%s) is not an admitted venue of the federation %q: %w",
 			cfg.Key.Public().Short(), n.set.State.Name, crdt.ErrUnknownAuthor)
 	}
+	n.restoreIsolation()
 	n.metrics.observeState(n.set)
 	return n, nil
 }
@@ -231,10 +233,14 @@ func (n *Node) Start(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
 		n.writer(ctx)
+	}()
+	go func() {
+		defer n.wg.Done()
+		n.watchIsolation(ctx)
 	}()
 	go func() {
 		defer n.wg.Done()

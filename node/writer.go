@@ -243,7 +243,8 @@ func (n *Node) commit(tx *writeTx) error {
 			n.log.Error("refold failed", "err", err)
 		}
 	}
-	n.metrics.observeState(n.set)
+	fresh := n.metrics.observeState(n.set)
+	block := n.autoBlock(fresh)
 	n.mu.Unlock()
 	if len(tx.ops) > 0 {
 		n.hooksMu.Lock()
@@ -253,7 +254,39 @@ func (n *Node) commit(tx *writeTx) error {
 			h(tx.ops)
 		}
 	}
+	if block != nil {
+		return n.commit(block)
+	}
 	return nil
+}
+
+// autoBlock makes the block ops for cards caught in new double-spend or
+// stale-stamp conflicts, when the federation settings ask for it. Caller
+// holds mu. The block ops are committed right after the ops that revealed
+// the conflict.
+func (n *Node) autoBlock(fresh []*crdt.Conflict) *writeTx {
+	if len(fresh) == 0 || !n.set.State.Settings.AutoBlock || !n.set.IsMember(n.cfg.Key.Public()) {
+		return nil
+	}
+	tx := &writeTx{n: n}
+	for _, c := range fresh {
+		if c.Kind != crdt.ConflictDoubleSpend && c.Kind != crdt.ConflictStaleStamp {
+			continue
+		}
+		n.log.Warn("double spend detected", "kind", c.Kind, "card", c.Card, "counter", c.Counter, "ops", len(c.Ops))
+		if card := n.set.State.Card(c.Card); card == nil || card.Blocked {
+			continue
+		}
+		if _, err := tx.make(&crdt.CardBlock{Card: c.Card, Reason: fmt.Sprintf("automatic: %s detected", c.Kind)}); err != nil {
+			n.log.Error("auto block", "card", c.Card, "err", err)
+			continue
+		}
+		n.metrics.autoBlocks.Inc()
+	}
+	if len(tx.ops) == 0 {
+		return nil
+	}
+	return tx
 }
 
 // reload rebuilds the in-memory state from disk after a failed commit, so

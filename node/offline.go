@@ -1,0 +1,159 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+)
+
+// Offline selling. A node is in sync when, within the federation's
+// IsolationAfter, it has heard heartbeats from at least MinPeersPercent of the
+// other admitted venues; otherwise it is isolated and payments must also
+// keep within the offline caps (crdt.State.DecidePayment). What the venue
+// took while isolated is an OfflineLedger; the moment it lost sync is kept in
+// DataDir/offline-since so a restart cannot reset the caps.
+
+// OfflineSinceFile holds the Unix ms when the node lost sync (absent: in sync).
+const OfflineSinceFile = "offline-since"
+
+// PeerView tells when each venue was last heard from. p2p.Network
+// implements it from heartbeats; tests of the rules may pass their own.
+type PeerView interface {
+	LastHeard() map[crdt.PublicKey]time.Time
+}
+
+// isolation is the node's sync state.
+type isolation struct {
+	mu       sync.Mutex
+	isolated bool
+	reason   string
+	since    time.Time // when isolated; zero when in sync
+	ledger   crdt.OfflineLedger
+	peers    PeerView
+}
+
+// SetPeerView gives the node its source of heartbeats.
+func (n *Node) SetPeerView(p PeerView) {
+	n.iso.mu.Lock()
+	n.iso.peers = p
+	n.iso.mu.Unlock()
+	n.evaluateIsolation()
+}
+
+// evaluateIsolation recomputes the sync state and returns it. State changes
+// are logged, persisted and counted.
+func (n *Node) evaluateIsolation() (bool, string) {
+	now := n.cfg.Now()
+	n.mu.RLock()
+	settings := n.set.State.Settings
+	var others []crdt.PublicKey
+	for k, v := range n.set.State.Venues {
+		if !v.Revoked && k != n.cfg.Key.Public() {
+			others = append(others, k)
+		}
+	}
+	n.mu.RUnlock()
+
+	n.iso.mu.Lock()
+	defer n.iso.mu.Unlock()
+	isolated, reason := false, ""
+	if len(others) > 0 {
+		var heard map[crdt.PublicKey]time.Time
+		if n.iso.peers != nil {
+			heard = n.iso.peers.LastHeard()
+		}
+		window := time.Duration(settings.IsolationAfter) * time.Millisecond
+		fresh := 0
+		for _, k := range others {
+			if t, ok := heard[k]; ok && now.Sub(t) <= window {
+				fresh++
+			}
+		}
+		if uint64(fresh)*100 < settings.MinPeersPercent*uint64(len(others)) || fresh == 0 && settings.MinPeersPercent > 0 {
+			isolated = true
+			reason = fmt.Sprintf("heard %d of %d other venues in the last %s (need %d%%)", fresh, len(others), window, settings.MinPeersPercent)
+		}
+	}
+	if isolated != n.iso.isolated {
+		if isolated {
+			n.iso.since = now
+			n.iso.ledger.Reset(now.UnixMilli())
+			n.log.Warn("node is isolated: offline caps apply", "reason", reason)
+			if err := WriteFileAtomic(filepath.Join(n.cfg.DataDir, OfflineSinceFile), []byte(strconv.FormatInt(now.UnixMilli(), 10)+"\n"), 0o644); err != nil {
+				n.log.Error("persist isolation", "err", err)
+			}
+		} else {
+			n.log.Info("node is back in sync", "isolated_for", now.Sub(n.iso.since).Round(time.Second), "offline_total_cents", n.iso.ledger.Total)
+			n.iso.since = time.Time{}
+			n.iso.ledger.Reset(0)
+			if err := os.Remove(filepath.Join(n.cfg.DataDir, OfflineSinceFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				n.log.Error("persist isolation", "err", err)
+			}
+		}
+		n.metrics.isolationChanges.Inc()
+	}
+	n.iso.isolated, n.iso.reason = isolated, reason
+	if isolated {
+		n.metrics.isolated.Set(1)
+	} else {
+		n.metrics.isolated.Set(0)
+	}
+	return isolated, reason
+}
+
+// restoreIsolation reads the persisted isolation start and rebuilds the
+// offline ledger from the node's own payments since then. Caller has
+// exclusive access (during New).
+func (n *Node) restoreIsolation() {
+	p, err := os.ReadFile(filepath.Join(n.cfg.DataDir, OfflineSinceFile))
+	if err != nil {
+		return
+	}
+	ms, err := strconv.ParseInt(strings.TrimSpace(string(p)), 10, 64)
+	if err != nil || ms <= 0 {
+		return
+	}
+	n.iso.isolated = true
+	n.iso.reason = "restarted while isolated"
+	n.iso.since = time.UnixMilli(ms)
+	n.iso.ledger = crdt.RebuildOfflineLedger(n.set.State, n.cfg.Key.Public(), ms)
+}
+
+// IsolationStatus is the isolation part of the sync status.
+type IsolationStatus struct {
+	Isolated bool
+	Reason   string
+	Since    time.Time
+	Offline  uint64 // cents taken offline since Since
+}
+
+// Isolation returns the node's current sync state.
+func (n *Node) Isolation() IsolationStatus {
+	n.evaluateIsolation()
+	n.iso.mu.Lock()
+	defer n.iso.mu.Unlock()
+	return IsolationStatus{Isolated: n.iso.isolated, Reason: n.iso.reason, Since: n.iso.since, Offline: n.iso.ledger.Total}
+}
+
+// watchIsolation re-evaluates the sync state every second, so that changes
+// are logged and exported even when no payment asks.
+func (n *Node) watchIsolation(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n.evaluateIsolation()
+		}
+	}
+}
