@@ -28,7 +28,9 @@ var errStopAuthor = errors.New("stop author")
 // every chain again) if it ends Stale.
 //
 // The set's Log is the store. Load resets the snapshot schedule: the ops
-// replayed count as committed since the last snapshot.
+// replayed count as committed since the last snapshot. Call it at startup
+// (or to drop in-memory state after a failed commit), never concurrently
+// with Commit.
 func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 	if err := s.acquire(); err != nil {
 		return nil, err

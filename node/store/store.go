@@ -64,6 +64,10 @@ type Config struct {
 	// is durable and a crash of the machine may lose acknowledged batches.
 	// Default false (every Commit is fsync'd). Only benchmarks set it.
 	NoSync bool
+
+	// fixedSnapshots (tests only) snapshots every SnapshotEvery ops,
+	// whatever the size of the state.
+	fixedSnapshots bool
 }
 
 // Store is one node's Badger database. Its methods are safe for concurrent
@@ -161,11 +165,7 @@ func (s *Store) init() error {
 		item, err := txn.Get(keyVersion)
 		switch {
 		case errors.Is(err, badger.ErrKeyNotFound):
-			empty, err := isEmpty(txn)
-			if err != nil {
-				return err
-			}
-			if !empty {
+			if !isEmpty(txn) {
 				return fmt.Errorf("%w: %s has data but no format version", ErrUnknownFormat, s.cfg.Dir)
 			}
 			return txn.Set(keyVersion, binary.BigEndian.AppendUint32(nil, FormatVersion))
@@ -198,11 +198,11 @@ func (s *Store) init() error {
 	})
 }
 
-func isEmpty(txn *badger.Txn) (bool, error) {
+func isEmpty(txn *badger.Txn) bool {
 	it := txn.NewIterator(badger.IteratorOptions{})
 	defer it.Close()
 	it.Rewind()
-	return !it.Valid(), nil
+	return !it.Valid()
 }
 
 func getUint64(txn *badger.Txn, key []byte) (uint64, error) {
@@ -227,6 +227,9 @@ func getUint64(txn *badger.Txn, key []byte) (uint64, error) {
 // nextSnapEvery is the number of ops after which the next snapshot is due,
 // given the size estimate of the state at the last one.
 func (s *Store) nextSnapEvery(stateSize uint64) uint64 {
+	if s.cfg.fixedSnapshots {
+		return s.cfg.SnapshotEvery
+	}
 	return max(s.cfg.SnapshotEvery, stateSize/2)
 }
 
