@@ -43,8 +43,12 @@ func (r *reader) uvarint() uint64 {
 		return 0
 	}
 	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
+	if n == 0 {
 		r.fail(ErrTruncated)
+		return 0
+	}
+	if n < 0 { // more than 64 bits: no writer wrote it
+		r.fail(ErrNonCanonical)
 		return 0
 	}
 	if n > 1 && r.b[n-1] == 0 { // a trailing zero group: not minimal

@@ -124,10 +124,14 @@ func (s *OpSet) IsMember(key PublicKey) bool {
 }
 
 // Check runs every test Add runs, without adding: decoding, author,
-// signature, chain position. It returns nil for an op Add would accept and
-// ErrDuplicate for one already held. Pubsub validators use it.
+// signature, chain position. It returns nil for an op Add would accept (in
+// its author's chain or as evidence) and ErrDuplicate for one already held.
+// Pubsub validators use it.
 func (s *OpSet) Check(op *Op) error {
-	_, _, err := s.check(op, true)
+	a, body, err := s.check(op, true)
+	if err != nil {
+		_, _, err = s.proves(a, op, body, err)
+	}
 	return err
 }
 
@@ -190,7 +194,7 @@ func (s *OpSet) check(op *Op, verify bool) (*AuthorState, Body, error) {
 func (s *OpSet) Add(op Op) (Outcome, error) {
 	a, body, err := s.check(&op, true)
 	if err != nil {
-		return s.evidence(a, &op, err)
+		return s.evidence(a, &op, body, err)
 	}
 	s.append(a, &op, op.ID(), body)
 	return Added, nil
@@ -198,35 +202,56 @@ func (s *OpSet) Add(op Op) (Outcome, error) {
 
 // evidence turns a refused but correctly signed op into evidence when it
 // proves its author forked its chain.
-func (s *OpSet) evidence(a *AuthorState, op *Op, err error) (Outcome, error) {
+func (s *OpSet) evidence(a *AuthorState, op *Op, body Body, err error) (Outcome, error) {
+	f, atF, err := s.proves(a, op, body, err)
+	if err != nil {
+		return 0, err
+	}
+	s.fork(a, f, *op, atF...)
+	return Evidence, nil
+}
+
+// proves reports whether an op check refused proves that its author forked
+// its chain: the fork seq and the ids held there. Only an op whose
+// signature (or chain, in AddRange) was checked comes with a body and can
+// prove anything. Otherwise it returns err, or ErrDuplicate for evidence
+// already held. It does not change the set.
+func (s *OpSet) proves(a *AuthorState, op *Op, body Body, err error) (uint64, []OpID, error) {
+	if body == nil {
+		return 0, nil, err
+	}
 	switch {
 	case errors.Is(err, ErrStale):
-		if s.cfg.Log == nil {
-			return 0, err
-		}
 		id := op.ID()
-		var held *Op
-		rerr := s.cfg.Log.ReadRange(op.Author, op.Seq, op.Seq, func(o Op) error { held = &o; return nil })
-		if rerr != nil || held == nil {
-			return 0, err
+		// The op held at the head is known without the log (and the log
+		// may not have it yet: callers persist after Add).
+		heldID := a.Head
+		if op.Seq != a.Seq {
+			if s.cfg.Log == nil {
+				return 0, nil, err
+			}
+			var held *Op
+			rerr := s.cfg.Log.ReadRange(op.Author, op.Seq, op.Seq, func(o Op) error { held = &o; return nil })
+			if rerr != nil || held == nil {
+				return 0, nil, err
+			}
+			heldID = held.ID()
 		}
-		if held.ID() == id {
-			return 0, opErr(op, ErrDuplicate)
+		if heldID == id {
+			return 0, nil, opErr(op, ErrDuplicate)
 		}
 		if _, ok := s.EvidenceOps[id]; ok {
-			return 0, opErr(op, ErrDuplicate)
+			return 0, nil, opErr(op, ErrDuplicate)
 		}
-		s.fork(a, op.Seq, *op, held.ID(), id)
-		return Evidence, nil
+		return op.Seq, []OpID{heldID, id}, nil
 	case errors.Is(err, ErrBrokenChain) && op.Seq == a.Seq+1 && op.Seq > 1:
 		// Signed on top of another op at Seq-1: the author forked there.
 		if _, ok := s.EvidenceOps[op.ID()]; ok {
-			return 0, opErr(op, ErrDuplicate)
+			return 0, nil, opErr(op, ErrDuplicate)
 		}
-		s.fork(a, op.Seq-1, *op, a.Head)
-		return Evidence, nil
+		return op.Seq - 1, []OpID{a.Head}, nil
 	}
-	return 0, err
+	return 0, nil, err
 }
 
 // fork records that author a signed two different ops at seq f: ev is the
@@ -263,20 +288,12 @@ func (s *OpSet) AddEvidence(op Op) (Outcome, error) {
 	if _, ok := s.EvidenceOps[op.ID()]; ok {
 		return 0, opErr(&op, ErrDuplicate)
 	}
-	a, _, err := s.check(&op, true)
+	a, body, err := s.check(&op, true)
 	if err == nil {
-		s.append(a, &op, op.ID(), mustBody(&op))
+		s.append(a, &op, op.ID(), body)
 		return Added, nil
 	}
-	return s.evidence(a, &op, err)
-}
-
-func mustBody(op *Op) Body {
-	b, err := op.Decode()
-	if err != nil {
-		panic(err) // checked before
-	}
-	return b
+	return s.evidence(a, &op, body, err)
 }
 
 // append extends a's chain with op and folds it.
@@ -341,7 +358,7 @@ func (s *OpSet) AddRange(ops []Op) (int, error) {
 			}
 			if errors.Is(err, ErrStale) || errors.Is(err, ErrBrokenChain) {
 				// The signature chain is authentic: this is real evidence.
-				if out, eerr := s.evidence(a, &ops[i], err); eerr == nil && out == Evidence {
+				if out, eerr := s.evidence(a, &ops[i], body, err); eerr == nil && out == Evidence {
 					return i, opErr(&ops[i], ErrEquivocation)
 				}
 				if errors.Is(err, ErrStale) {
@@ -363,11 +380,11 @@ type VersionVector map[PublicKey]uint64
 func (s *OpSet) VersionVector() VersionVector {
 	vv := make(VersionVector, len(s.Authors))
 	for k, a := range s.Authors {
-		if a.Seq > 0 {
-			seq := a.Seq
-			if a.Revoked {
-				seq = min(seq, a.RevokedAfter)
-			}
+		seq := a.Seq
+		if a.Revoked {
+			seq = min(seq, a.RevokedAfter)
+		}
+		if seq > 0 {
 			vv[k] = seq
 		}
 	}
@@ -449,30 +466,35 @@ func (s *OpSet) Digest() [32]byte {
 // federation's chain first (admissions, revocations, settings), then every
 // venue's up to its limit. It must give the state incremental adds gave;
 // after a revocation or fork voided folded ops (Stale), it is how the views
-// are made right again.
+// are made right again. A venue whose admission no longer counts (the
+// federation forked before it) is dropped with its chain. On error (r does
+// not hold the chains the set holds) the set is unchanged.
 func (s *OpSet) Refold(r OpReader) error {
-	old := s.Authors
-	evidence := s.EvidenceOps
-	conflicts := s.State.Conflicts
-	s.reset()
-	s.EvidenceOps = evidence
+	n := NewOpSet(s.cfg)
+	n.EvidenceOps = s.EvidenceOps
 	// Forks are facts about ops outside the chains: keep them.
-	for _, c := range conflicts {
+	for _, c := range s.State.Conflicts {
 		if c.Kind == ConflictEquivocation {
-			s.State.Conflicts[c.Key()] = c
+			n.State.Conflicts[c.Key()] = c
 		}
 	}
 	replay := func(a *AuthorState, to uint64) error {
-		return r.ReadRange(a.Key, a.Seq+1, to, func(op Op) error {
+		err := r.ReadRange(a.Key, a.Seq+1, to, func(op Op) error {
 			body, err := op.Decode()
 			if err != nil {
 				return fmt.Errorf("refold %s#%d: %w", op.Author.Short(), op.Seq, err)
 			}
-			s.append(a, &op, op.ID(), body)
+			n.append(a, &op, op.ID(), body)
 			return nil
 		})
+		if err == nil && a.Seq != to {
+			err = fmt.Errorf("refold: the log holds %s up to seq %d, the set up to %d", a.Key.Short(), a.Seq, to)
+		}
+		return err
 	}
-	fed := s.Authors[s.cfg.Federation]
+	old := s.Authors
+	fed := n.Authors[s.cfg.Federation]
+	fed.Fork = old[s.cfg.Federation].Fork
 	if err := replay(fed, old[s.cfg.Federation].Seq); err != nil {
 		return err
 	}
@@ -485,14 +507,15 @@ func (s *OpSet) Refold(r OpReader) error {
 		if k == s.cfg.Federation {
 			continue
 		}
-		a := s.Authors[k]
+		a := n.Authors[k]
 		if a == nil {
-			return fmt.Errorf("refold: author %s held but not admitted", k.Short())
+			continue // admitted by a federation op that no longer counts
 		}
 		a.Fork = old[k].Fork
 		if err := replay(a, old[k].Seq); err != nil {
 			return err
 		}
 	}
+	*s = *n
 	return nil
 }

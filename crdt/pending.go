@@ -12,7 +12,7 @@ import (
 type Pending struct {
 	// Max bounds the ops held. Default 10000.
 	Max  int
-	ops  map[PublicKey]map[uint64]Op
+	ops  map[PublicKey]map[uint64][]Op
 	size int
 }
 
@@ -20,7 +20,8 @@ type Pending struct {
 func (p *Pending) Len() int { return p.size }
 
 // Hold keeps op for later. It returns false if the buffer is full or the
-// op is already held.
+// op is already held. Two different ops at one (author, seq) are both held:
+// one of them is evidence of equivocation.
 func (p *Pending) Hold(op Op) bool {
 	max := p.Max
 	if max <= 0 {
@@ -30,24 +31,31 @@ func (p *Pending) Hold(op Op) bool {
 		return false
 	}
 	if p.ops == nil {
-		p.ops = map[PublicKey]map[uint64]Op{}
+		p.ops = map[PublicKey]map[uint64][]Op{}
 	}
 	m := p.ops[op.Author]
 	if m == nil {
-		m = map[uint64]Op{}
+		m = map[uint64][]Op{}
 		p.ops[op.Author] = m
 	}
-	if _, ok := m[op.Seq]; ok {
-		return false
+	if held := m[op.Seq]; len(held) > 0 {
+		id := op.ID()
+		for _, o := range held {
+			if o.ID() == id {
+				return false
+			}
+		}
 	}
-	m[op.Seq] = op
+	m[op.Seq] = append(m[op.Seq], op)
 	p.size++
 	return true
 }
 
 // Drain adds to s every held op that now fits, repeatedly, and returns the
-// ops added in the order they were added. Held ops that s refuses for good
-// (bad signature, revoked, duplicate) are dropped.
+// ops added to the chains in the order they were added. Held ops that s
+// refuses for good (bad signature, revoked, duplicate) are dropped; held ops
+// at a seq the set already covers are offered to s, which keeps them as
+// evidence if they conflict with its chain.
 func (p *Pending) Drain(s *OpSet) []Op {
 	var added []Op
 	for progress := true; progress && p.size > 0; {
@@ -68,27 +76,47 @@ func (p *Pending) Drain(s *OpSet) []Op {
 		})
 		for _, k := range authors {
 			m := p.ops[k]
-			for seq := range m {
-				if seen, _ := s.Head(k); seq <= seen {
-					delete(m, seq)
-					p.size--
+			if a := s.Authors[k]; a != nil && a.Revoked {
+				for seq, ops := range m {
+					if seq > a.RevokedAfter {
+						delete(m, seq)
+						p.size -= len(ops)
+					}
 				}
 			}
-			for {
-				seq, _ := s.Head(k)
-				op, ok := m[seq+1]
+			if head, _ := s.Head(k); head > 0 {
+				for seq, ops := range m {
+					if seq <= head {
+						delete(m, seq)
+						p.size -= len(ops)
+						for _, op := range ops {
+							_, _ = s.Add(op) // evidence, or refused for good
+						}
+					}
+				}
+			}
+			for stop := false; !stop; {
+				head, _ := s.Head(k)
+				ops, ok := m[head+1]
 				if !ok {
 					break
 				}
-				_, err := s.Add(op)
-				if errors.Is(err, ErrUnknownAuthor) {
-					break
-				}
-				delete(m, seq+1)
-				p.size--
-				if err == nil {
-					added = append(added, op)
-					progress = true
+				delete(m, head+1)
+				p.size -= len(ops)
+				// A second op at one seq can only be evidence once the
+				// first is added.
+				for i, op := range ops {
+					out, err := s.Add(op)
+					if errors.Is(err, ErrUnknownAuthor) {
+						m[head+1] = ops[i:]
+						p.size += len(ops) - i
+						stop = true
+						break
+					}
+					if err == nil && out == Added {
+						added = append(added, op)
+						progress = true
+					}
 				}
 			}
 			if len(m) == 0 {

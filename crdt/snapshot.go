@@ -58,7 +58,7 @@ func Restore(cfg Config, snap Snapshot) *OpSet {
 func (s *OpSet) AddTrusted(op Op) (Outcome, error) {
 	a, body, err := s.check(&op, false)
 	if err != nil {
-		return s.evidence(a, &op, err)
+		return s.evidence(a, &op, body, err)
 	}
 	s.append(a, &op, op.ID(), body)
 	return Added, nil
