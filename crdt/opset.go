@@ -126,9 +126,23 @@ func (s *OpSet) IsMember(key PublicKey) bool {
 // Check runs every test Add runs, without adding: decoding, author,
 // signature, chain position. It returns nil for an op Add would accept (in
 // its author's chain or as evidence) and ErrDuplicate for one already held.
-// Pubsub validators use it.
+// Pubsub validators use it: an op ahead of its author's head (ErrGap) is
+// also decoded and its signature verified, so that a forged op is refused
+// rather than relayed as "early".
 func (s *OpSet) Check(op *Op) error {
 	a, body, err := s.check(op, true)
+	if errors.Is(err, ErrGap) {
+		if _, derr := op.Decode(); derr != nil {
+			return opErr(op, derr)
+		}
+		if kindRoles(op.Kind)&a.Role == 0 {
+			return opErr(op, fmt.Errorf("%w: %s", ErrNotAllowed, op.Kind))
+		}
+		if verr := op.Verify(); verr != nil {
+			return opErr(op, verr)
+		}
+		return err
+	}
 	if err != nil {
 		_, _, err = s.proves(a, op, body, err)
 	}
