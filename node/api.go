@@ -94,6 +94,8 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.As(err, &ae):
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		ae = apiErr(http.StatusServiceUnavailable, "timeout", "the request took too long; retry with the same idempotency key")
+	case errors.Is(err, errStorageFailed):
+		ae = apiErr(http.StatusServiceUnavailable, "unavailable", err.Error())
 	case errors.Is(err, errStopping):
 		ae = apiErr(http.StatusServiceUnavailable, "unavailable", "the node is stopping; retry with the same idempotency key")
 	default:
@@ -534,6 +536,10 @@ func (n *Node) Status() SyncStatus {
 	iso := n.Isolation()
 	s := SyncStatus{Node: n.nodeID(), VersionVector: map[string]uint64{}, Peers: []PeerStatus{},
 		Isolated: iso.Isolated, IsolationWhy: iso.Reason, IsolatedSince: iso.Since, OfflineCents: iso.Offline}
+	var peers []p2p.PeerState
+	if n.net != nil {
+		peers = n.net.Peers() // outside View: it reads the replica itself
+	}
 	n.View(func(set *crdt.OpSet) {
 		s.Venue = venueName(set, n.cfg.Key.Public())
 		s.Federation = set.State.Name
@@ -545,6 +551,13 @@ func (n *Node) Status() SyncStatus {
 		}
 		s.Conflicts = len(set.State.Conflicts)
 		s.Pending = n.pending.Len()
+		for _, p := range peers {
+			ps := PeerStatus{ID: p.ID.String(), Venue: venueName(set, p.Key), Connected: p.Connected, LastSeen: p.LastSeen}
+			if hb := p.Heartbeat; hb != nil {
+				ps.Ops, ps.Digest, ps.Isolated = hb.Ops, hex.EncodeToString(hb.Digest[:]), hb.Isolated
+			}
+			s.Peers = append(s.Peers, ps)
+		}
 	})
 	return s
 }

@@ -16,10 +16,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cagnotte/cagnotte/crdt"
 	"github.com/cagnotte/cagnotte/node/store"
+	"github.com/cagnotte/cagnotte/p2p"
 )
 
 // File names inside a node's data directory.
@@ -61,6 +63,10 @@ type Config struct {
 	// MaxClockSkew bounds how far in the future a remote op's timestamp may
 	// be for the node's clock to follow it. Default 5 minutes.
 	MaxClockSkew time.Duration
+	// P2P configures the node's network (see p2p.DefaultConfig); nil runs
+	// the node without networking. Its Logger and Now default to the
+	// node's; its Isolated reports the node's isolation.
+	P2P *p2p.Config
 }
 
 func (c *Config) setDefaults() error {
@@ -130,6 +136,8 @@ type Node struct {
 	pending crdt.Pending
 
 	writes  chan *writeReq
+	net     *p2p.Network // nil without networking
+	failed  atomic.Bool  // storage failed: writes refused until restart
 	metrics *metrics
 	iso     isolation
 
@@ -248,9 +256,42 @@ func (n *Node) Start(ctx context.Context) error {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()
+	if n.cfg.P2P != nil {
+		if err := n.startNetwork(ctx); err != nil {
+			return err
+		}
+	}
 	n.log.Info("node started", "api", "http://"+ln.Addr().String(), "federation", n.set.State.Name)
 	return nil
 }
+
+// startNetwork joins the federation's network once the writer runs.
+func (n *Node) startNetwork(ctx context.Context) error {
+	cfg := *n.cfg.P2P
+	if cfg.Logger == nil {
+		cfg.Logger = n.log
+	}
+	if cfg.Now == nil {
+		cfg.Now = n.cfg.Now
+	}
+	if cfg.Isolated == nil {
+		cfg.Isolated = func() bool {
+			n.iso.mu.Lock()
+			defer n.iso.mu.Unlock()
+			return n.iso.isolated
+		}
+	}
+	nw, err := p2p.New(ctx, cfg, n, n.cfg.Key)
+	if err != nil {
+		return fmt.Errorf("node: network: %w", err)
+	}
+	n.net = nw
+	n.SetPeerView(nw)
+	return nil
+}
+
+// Network returns the node's network, or nil when it runs without one.
+func (n *Node) Network() *p2p.Network { return n.net }
 
 // Addr returns the HTTP API's address once started.
 func (n *Node) Addr() string {
@@ -296,13 +337,19 @@ func (n *Node) Close() error {
 		_ = n.httpSrv.Shutdown(ctx)
 		cancel()
 	}
+	var errs []error
+	// The network goes first: its ingests need the writer.
+	if n.net != nil {
+		if err := n.net.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("network: %w", err))
+		}
+	}
 	if n.stop != nil {
 		n.stop()
 	}
 	n.wg.Wait()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	var errs []error
 	if err := n.store.WriteSnapshot(n.set); err != nil {
 		errs = append(errs, fmt.Errorf("snapshot: %w", err))
 	}

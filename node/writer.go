@@ -184,7 +184,10 @@ func (n *Node) drainWrites() {
 	}
 }
 
-var errStopping = errors.New("node is stopping")
+var (
+	errStopping      = errors.New("node is stopping")
+	errStorageFailed = errors.New("node storage failed: restart the node")
+)
 
 func (n *Node) process(batch []*writeReq) {
 	start := time.Now()
@@ -192,6 +195,10 @@ func (n *Node) process(batch []*writeReq) {
 	results := make([]result, len(batch))
 	n.mu.Lock()
 	for i, r := range batch {
+		if n.failed.Load() {
+			results[i] = result{err: errStorageFailed}
+			continue
+		}
 		if err := r.ctx.Err(); err != nil {
 			results[i] = result{err: err}
 			continue
@@ -214,6 +221,11 @@ func (n *Node) process(batch []*writeReq) {
 	n.mu.Unlock()
 	if err := n.commit(tx); err != nil {
 		n.log.Error("commit failed: reloading from disk", "err", err)
+		if errors.Is(err, store.ErrFailed) || errors.Is(err, store.ErrClosed) {
+			// The disk failed under Badger: nothing more can be made
+			// durable until the node restarts. Refuse writes, keep reads.
+			n.failed.Store(true)
+		}
 		n.reload()
 		for i := range results {
 			results[i] = result{err: fmt.Errorf("node: write not durable: %w", err)}

@@ -1,5 +1,122 @@
-// Package p2p is Cagnotte's network layer: node identities as libp2p peer
-// ids, and (as the replication work lands) the libp2p host, GossipSub topics
-// and validators, discovery, anti-entropy and the connection gater that
-// admits only federation members. It depends on crdt and libp2p only.
+// Package p2p is Cagnotte's network layer: venues replicate their op sets
+// over libp2p with no central server. A [Network] runs a libp2p host whose
+// identity is the node's Ed25519 key (so a peer id is a venue key, see
+// [PeerID] and [KeyOf]), gossips new ops and heartbeats over GossipSub,
+// repairs what gossip missed with an anti-entropy stream protocol, finds
+// peers (bootstrap peers, mDNS, relays with hole punching) and admits only
+// members of the federation. It replicates any [Replica]: a node.Node over
+// its Badger store, or a [MemReplica] in tests and simulations.
+//
+// # Transports and admission
+//
+// Hosts speak TCP and QUIC, secured by Noise and multiplexed by yamux.
+// Each connection is checked by a connection gater once the peer is
+// authenticated: only an admitted, unrevoked venue (or the federation key,
+// or a configured relay) gets through, inbound or outbound. When a
+// revocation op is committed (or within a second, by a periodic check),
+// connections to peers that are no longer members are closed. Block and
+// Unblock cut a peer off by the same gater (tests, simulations). With a
+// caller-supplied host (Config.Host, e.g. mocknet) there is no gater:
+// non-members are disconnected as soon as they connect, and the stream
+// handler and validators refuse them anyway.
+//
+// # Gossip
+//
+// Topic "/cagnotte/<federation key hex>/ops/1" carries new ops. A node
+// publishes its own ops as they are committed (and federation ops that
+// reached it other than from the network, so a revocation spreads at once);
+// ops committed together go out in one message. A message is
+//
+//	version (1 byte, = 1) | count (uvarint) | count × (length (uvarint) | canonical op)
+//
+// with at most Config.GossipBatch ops and Config.MaxMessageSize bytes.
+// Messages are signed by the publishing peer (StrictSign). The topic
+// validator rejects, and GossipSub's peer scoring penalises the peer that
+// forwarded, any message whose signer is not a member, that does not
+// decode, that holds an op not authored by its signer (or the federation),
+// or an op the replica refuses (bad signature, kind not allowed, …). A
+// message with nothing new is ignored (not forwarded, not penalised). Ops
+// ahead of their author's chain are accepted and handed to the replica,
+// which holds them until the ops between arrive; if the gap is still there
+// after Config.GapSyncDelay, anti-entropy runs with the peer that
+// forwarded them. Three invalid messages put a peer below the graylist
+// threshold (four if it had earned a good score): its messages are then
+// dropped unread until its score decays.
+//
+// Topic "/cagnotte/<federation key hex>/heartbeat/1" carries each node's
+// heartbeat every Config.HeartbeatInterval (and soon after a new
+// connection):
+//
+//	version (1) | node key (32) | unix ms (8, big endian) | digest (32) |
+//	op count (uvarint) | version vector digest (32) | authors (uvarint) |
+//	connected peers (uvarint) | flags (1: bit 0 isolated) |
+//	address count (uvarint, ≤ 8) | count × (length (uvarint) | multiaddr bytes) |
+//	Ed25519 signature (64) over "cagnotte/heartbeat/v1\x00" and all the above
+//
+// The version vector digest is the SHA-256 of the vector's (key, seq as 8
+// big-endian bytes) entries in key order ([VVDigest]). The heartbeat must
+// be signed by the member that signed the pubsub message. Peers learn each
+// other's addresses from heartbeats and connect directly (up to
+// Config.TargetPeers connections). A heartbeat whose digest differs from
+// ours while its op count is at least ours asks for anti-entropy with its
+// sender (a peer with fewer ops pulls from us when it hears ours).
+// [Network.Peers] exposes the last heartbeat of each peer and
+// [Network.LastHeard] when it arrived: the node's isolation rule uses it.
+//
+// # Anti-entropy
+//
+// Stream protocol "/cagnotte/sync/1". Frames are a length (uvarint, at most
+// Config.MaxMessageSize) followed by a type byte and a payload:
+//
+//	hello (1): sync version (uvarint, = 1) | digest (32) | op count (uvarint) |
+//	           entries (uvarint, ≤ Config.MaxVVEntries) | entries × (key (32) | seq (uvarint))
+//	ops   (2): count (uvarint, ≤ 4096) | count × (length (uvarint) | canonical op),
+//	           one author's contiguous run
+//	end   (3): the sender has sent everything it had to send
+//	busy  (4): the responder is in another session; retry later
+//
+// A session, between an initiator I and a responder R:
+//
+//  1. I sends hello with its digest and version vector.
+//  2. R answers busy if it is already in a session (I retries after a
+//     short random delay), else its own hello. If the digests are equal,
+//     the session ends there: its cost is two hellos, about 40 bytes per
+//     author.
+//  3. R streams, for every author where its vector is ahead of I's (the
+//     federation first, so admissions arrive before the ops they admit,
+//     then authors in key order), the missing seqs in ops frames of at
+//     most Config.SyncBatch ops, each read from the replica just before it
+//     is sent (ReadRange), then end. I commits each frame (IngestRange: the
+//     chain links are hashed and only the newest signature is verified)
+//     before reading the next, so a slow disk slows the sender through the
+//     stream's flow control and neither side holds more than a frame.
+//  4. I does the same with what R lacks according to R's hello, then end.
+//  5. R commits, answers end, and both close. When SyncWith returns, both
+//     sides hold the union of what they held.
+//
+// A run the receiver refuses because of its author's state (equivocation,
+// revocation, unknown author) skips that author for the rest of the
+// session; anything else invalid ends it. Every read and write has a
+// deadline (Config.StreamTimeout) and a session at most
+// Config.SyncTimeout. A node takes part in one session at a time, in
+// either role: a node that reconnects after a partition thus pulls the
+// missing ops once, from one peer, instead of from every peer at once.
+//
+// Sessions run when a peer connects, when a gap seen on gossip persists,
+// when a heartbeat shows a peer ahead, and every Config.SyncInterval (±20
+// %) with a random connected member. Ops that are evidence of an
+// equivocation reach other nodes by gossip only: the version vectors do
+// not describe them.
+//
+// # Discovery
+//
+// Bootstrap peers (Config.Bootstrap) are dialed at start and redialed with
+// exponential backoff (1 s to 1 min) whenever disconnected. mDNS
+// (Config.MDNS) finds the federation's nodes on the LAN under the service
+// name "_cagnotte-<first 8 hex digits of the federation key>._udp".
+// Behind NATs, libp2p's own features are configured: port mapping
+// (Config.NATPortMap), AutoRelay through static relays (Config.Relays) and
+// DCUtR hole punching (Config.HolePunching). Gossip and anti-entropy need
+// a direct connection: relayed connections are limited in time and bytes,
+// and serve to set one up.
 package p2p

@@ -18,12 +18,13 @@ import (
 
 // demoVenueJSON is one venue in `demo --json` output (see shared API.md).
 type demoVenueJSON struct {
-	Name   string `json:"name"`
-	API    string `json:"api"`
-	Web    string `json:"web"`
-	Token  string `json:"token"`
-	PeerID string `json:"peer_id"`
-	Data   string `json:"data"`
+	Name   string   `json:"name"`
+	API    string   `json:"api"`
+	Web    string   `json:"web"`
+	Token  string   `json:"token"`
+	PeerID string   `json:"peer_id"`
+	Data   string   `json:"data"`
+	P2P    []string `json:"p2p,omitempty"`
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
@@ -70,7 +71,15 @@ directory removed at exit; with --data it is kept and reused.`,
 				if basePort > 0 {
 					addr = fmt.Sprintf("127.0.0.1:%d", basePort+i)
 				}
-				n, err := node.New(node.Config{DataDir: v.Dir, HTTPAddr: addr, Logger: log.With("name", v.Name)})
+				// The venues form one network on loopback: each listens on
+				// a free TCP port and bootstraps from the first venue.
+				net := p2p.DefaultConfig()
+				net.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+				net.MDNS, net.NATPortMap, net.HolePunching = false, false, false
+				if len(nodes) > 0 {
+					net.Bootstrap = nodes[0].Network().P2PAddrs()
+				}
+				n, err := node.New(node.Config{DataDir: v.Dir, HTTPAddr: addr, Logger: log.With("name", v.Name), P2P: &net})
 				if err != nil {
 					return fmt.Errorf("venue %s: %w", v.Name, err)
 				}
@@ -80,7 +89,8 @@ directory removed at exit; with --data it is kept and reused.`,
 				}
 				id, _ := p2p.PeerID(v.Key)
 				api := "http://" + n.Addr()
-				out.Venues = append(out.Venues, demoVenueJSON{Name: v.Name, API: api, Web: api + "/", Token: v.Token, PeerID: id.String(), Data: v.Dir})
+				out.Venues = append(out.Venues, demoVenueJSON{Name: v.Name, API: api, Web: api + "/", Token: v.Token, PeerID: id.String(), Data: v.Dir,
+					P2P: n.Network().P2PAddrs()})
 			}
 			if fresh && seed {
 				if err := seedDemo(ctx, out.Venues); err != nil {
@@ -95,7 +105,11 @@ directory removed at exit; with --data it is kept and reused.`,
 			} else {
 				fmt.Fprintf(g.stdout, "Cagnotte demo: %d venues, data in %s\n\n", len(out.Venues), dataDir)
 				for _, v := range out.Venues {
-					fmt.Fprintf(g.stdout, "%s\n  web:   %s\n  api:   %s\n  token: %s\n  peer:  %s\n\n", v.Name, v.Web, v.API, v.Token, v.PeerID)
+					fmt.Fprintf(g.stdout, "%s\n  web:   %s\n  api:   %s\n  token: %s\n  peer:  %s\n", v.Name, v.Web, v.API, v.Token, v.PeerID)
+					for _, a := range v.P2P {
+						fmt.Fprintf(g.stdout, "  p2p:   %s\n", a)
+					}
+					fmt.Fprintln(g.stdout)
 				}
 				if seed && fresh {
 					fmt.Fprintf(g.stdout, "Demo card 04A1B2C3D4E5F6 holds 20.00 EUR. Try:\n")

@@ -11,12 +11,20 @@ import (
 
 func newNodeCmd(g *globals) *cobra.Command {
 	var dataDir, bundle, httpAddr string
+	net := p2p.DefaultConfig()
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run this venue's node",
 		Long: `Run this venue's node from its data directory (made by 'cagnotte node init').
 The first time, give the federation bundle the maintainers wrote when they
-admitted the venue (--federation); it is copied into the data directory.`,
+admitted the venue (--federation); it is copied into the data directory.
+
+The node joins the federation's peer-to-peer network: it listens on --listen
+(TCP and QUIC on every interface by default, on ports the system picks; give
+fixed ports on a node others bootstrap from), connects to the --bootstrap
+peers and finds the other venues of the LAN by mDNS. Behind a NAT that does
+not map ports, --relay names a circuit relay others reach the node through.
+See docs/operations.md, "Networking".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if bundle != "" {
@@ -28,7 +36,7 @@ admitted the venue (--federation); it is copied into the data directory.`,
 					return err
 				}
 			}
-			n, err := node.New(node.Config{DataDir: dataDir, HTTPAddr: httpAddr, Logger: g.logger()})
+			n, err := node.New(node.Config{DataDir: dataDir, HTTPAddr: httpAddr, Logger: g.logger(), P2P: &net})
 			if err != nil {
 				return err
 			}
@@ -38,6 +46,10 @@ admitted the venue (--federation); it is copied into the data directory.`,
 	cmd.PersistentFlags().StringVar(&dataDir, "data", "cagnotte-data", "the node's data directory")
 	cmd.Flags().StringVar(&bundle, "federation", "", "federation bundle from the maintainers (copied into the data directory)")
 	cmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8080", "HTTP API listen address")
+	cmd.Flags().StringArrayVar(&net.ListenAddrs, "listen", net.ListenAddrs, "p2p listen multiaddr (repeatable), e.g. /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1")
+	cmd.Flags().StringArrayVar(&net.Bootstrap, "bootstrap", nil, "bootstrap peer, a multiaddr ending in /p2p/<peer id> (repeatable)")
+	cmd.Flags().BoolVar(&net.MDNS, "mdns", true, "find the federation's nodes on the local network by mDNS")
+	cmd.Flags().StringArrayVar(&net.Relays, "relay", nil, "static circuit relay for when this node is behind a NAT, a multiaddr ending in /p2p/<peer id> (repeatable)")
 
 	initCmd := &cobra.Command{
 		Use:   "init",

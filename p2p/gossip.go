@@ -1,0 +1,315 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// startPubSub starts GossipSub with strict signing, peer scoring and a
+// member-only peer filter, joins both topics and registers their
+// validators.
+func (n *Network) startPubSub() error {
+	opsTopic, hbTopic := OpsTopic(n.fed), HeartbeatTopic(n.fed)
+	params, thresholds := scoreParams(opsTopic, hbTopic)
+	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		pubsub.WithPeerScore(params, thresholds),
+		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(n.onScores), time.Second),
+		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return n.gater.member(p) }),
+		pubsub.WithMaxMessageSize(n.cfg.MaxMessageSize+4096),
+		pubsub.WithValidateQueueSize(256),
+		pubsub.WithLogger(n.log.With("component", "pubsub")),
+	)
+	if err != nil {
+		return fmt.Errorf("p2p: gossipsub: %w", err)
+	}
+	n.ps = ps
+	if err := ps.RegisterTopicValidator(opsTopic, pubsub.ValidatorEx(n.validateOps)); err != nil {
+		return fmt.Errorf("p2p: ops validator: %w", err)
+	}
+	if err := ps.RegisterTopicValidator(hbTopic, pubsub.ValidatorEx(n.validateHeartbeat)); err != nil {
+		return fmt.Errorf("p2p: heartbeat validator: %w", err)
+	}
+	if n.opsTopic, err = ps.Join(opsTopic); err != nil {
+		return fmt.Errorf("p2p: join %s: %w", opsTopic, err)
+	}
+	if n.hbTopic, err = ps.Join(hbTopic); err != nil {
+		return fmt.Errorf("p2p: join %s: %w", hbTopic, err)
+	}
+	if n.opsSub, err = n.opsTopic.Subscribe(pubsub.WithBufferSize(256)); err != nil {
+		return fmt.Errorf("p2p: subscribe %s: %w", opsTopic, err)
+	}
+	if n.hbSub, err = n.hbTopic.Subscribe(pubsub.WithBufferSize(256)); err != nil {
+		return fmt.Errorf("p2p: subscribe %s: %w", hbTopic, err)
+	}
+	return nil
+}
+
+// scoreParams are the GossipSub peer-scoring parameters. Invalid messages
+// (P4) weigh heavily: one puts the sender below the gossip threshold, three
+// graylist it (its messages are then dropped unread) until the counter
+// decays (half-life of minutes). Mesh delivery deficits (P3) are off: a
+// venue that publishes little is not misbehaving. IP colocation (P6) is
+// off: venues may share a NAT, tests share loopback, and only admitted
+// keys get in anyway.
+func scoreParams(topics ...string) (*pubsub.PeerScoreParams, *pubsub.PeerScoreThresholds) {
+	p := &pubsub.PeerScoreParams{
+		Topics:                    map[string]*pubsub.TopicScoreParams{},
+		TopicScoreCap:             15,
+		AppSpecificScore:          func(peer.ID) float64 { return 0 },
+		AppSpecificWeight:         1,
+		IPColocationFactorWeight:  0,
+		BehaviourPenaltyWeight:    -1,
+		BehaviourPenaltyThreshold: 6,
+		BehaviourPenaltyDecay:     pubsub.ScoreParameterDecay(10 * time.Minute),
+		DecayInterval:             pubsub.DefaultDecayInterval,
+		DecayToZero:               pubsub.DefaultDecayToZero,
+		RetainScore:               30 * time.Minute,
+	}
+	for _, t := range topics {
+		p.Topics[t] = &pubsub.TopicScoreParams{
+			TopicWeight:                    1,
+			TimeInMeshWeight:               0.01,
+			TimeInMeshQuantum:              time.Second,
+			TimeInMeshCap:                  300,
+			FirstMessageDeliveriesWeight:   1,
+			FirstMessageDeliveriesDecay:    pubsub.ScoreParameterDecay(10 * time.Minute),
+			FirstMessageDeliveriesCap:      10,
+			InvalidMessageDeliveriesWeight: -10,
+			InvalidMessageDeliveriesDecay:  pubsub.ScoreParameterDecay(30 * time.Minute),
+		}
+	}
+	t := &pubsub.PeerScoreThresholds{
+		GossipThreshold:             -10,
+		PublishThreshold:            -50,
+		GraylistThreshold:           -80,
+		AcceptPXThreshold:           20,
+		OpportunisticGraftThreshold: 2,
+	}
+	return p, t
+}
+
+func (n *Network) onScores(scores map[peer.ID]float64) {
+	n.peersMu.Lock()
+	n.scores = scores
+	n.peersMu.Unlock()
+}
+
+// onChange is the replica's commit hook: it queues the node's own new ops
+// (and federation ops that did not come from the network) for publishing,
+// and wakes the membership check when the federation admits or revokes.
+// It never blocks.
+func (n *Network) onChange(ops []crdt.Op) {
+	if n.closed.Load() {
+		return
+	}
+	members := false
+	n.pubMu.Lock()
+	for _, op := range ops {
+		publish := op.Author == n.key
+		if op.Author == n.fed {
+			members = members || op.Kind == crdt.KindAdmit || op.Kind == crdt.KindRevoke
+			id := op.ID()
+			if _, ok := n.fromNet[id]; ok {
+				delete(n.fromNet, id)
+			} else {
+				publish = true
+			}
+		}
+		if !publish {
+			continue
+		}
+		if len(n.pubQueue) >= n.cfg.MaxPublishQueue {
+			n.stats.publishDropped.Add(1)
+			continue
+		}
+		n.pubQueue = append(n.pubQueue, op)
+	}
+	queued := len(n.pubQueue) > 0
+	n.pubMu.Unlock()
+	if queued {
+		wake(n.pubWake)
+	}
+	if members {
+		wake(n.maintainWake)
+	}
+}
+
+// noteFromNet records the federation ops among ops received from a peer,
+// so that onChange does not publish them again.
+func (n *Network) noteFromNet(ops []crdt.Op) {
+	n.pubMu.Lock()
+	defer n.pubMu.Unlock()
+	for i := range ops {
+		if ops[i].Author == n.fed {
+			if len(n.fromNet) > 100000 {
+				clear(n.fromNet)
+			}
+			n.fromNet[ops[i].ID()] = struct{}{}
+		}
+	}
+}
+
+// publishLoop publishes queued own ops: everything queued since the last
+// publish goes out together, in messages of at most GossipBatch ops and
+// MaxMessageSize bytes.
+func (n *Network) publishLoop() {
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.pubWake:
+		}
+		n.pubMu.Lock()
+		ops := n.pubQueue
+		n.pubQueue = nil
+		n.pubMu.Unlock()
+		for len(ops) > 0 {
+			k, size := 0, 1+10
+			for k < len(ops) && k < n.cfg.GossipBatch && size+ops[k].Size()+3 <= n.cfg.MaxMessageSize {
+				size += ops[k].Size() + 3
+				k++
+			}
+			msg := EncodeOpsMessage(ops[:k])
+			if err := n.opsTopic.Publish(n.ctx, msg); err != nil {
+				if n.ctx.Err() != nil {
+					return
+				}
+				n.log.Warn("publish ops", "ops", k, "err", err)
+			} else {
+				n.stats.messagesPublished.Add(1)
+				n.stats.opsPublished.Add(uint64(k))
+			}
+			ops = ops[k:]
+		}
+	}
+}
+
+// validateOps is the ops topic validator. It accepts a message whose ops
+// are all valid and at least one new; it ignores a message with nothing
+// new; it rejects (and so penalises the peer that relayed it) anything
+// invalid: a signer that is not a member, garbage, an op not authored by
+// the message's signer (or the federation), a bad signature, an op the
+// rules refuse. Ops ahead of their author's chain are accepted (a peer may
+// hold the ops between) and anti-entropy with the relaying peer is asked
+// for if the gap is still there after GapSyncDelay.
+func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	if from == n.host.ID() {
+		return pubsub.ValidationAccept // our own publish: ops already committed
+	}
+	signer := msg.GetFrom()
+	if signer == n.host.ID() {
+		return pubsub.ValidationIgnore
+	}
+	reject := func(why string, err error) pubsub.ValidationResult {
+		n.stats.messagesRej.Add(1)
+		n.log.Warn("rejected ops message", "from", from, "signer", signer, "why", why, "err", err)
+		return pubsub.ValidationReject
+	}
+	skey, err := KeyOf(signer)
+	if err != nil {
+		return reject("signer is not a node key", err)
+	}
+	if !n.rep.IsMember(skey) {
+		// We may lack its admission: catch up with the relaying peer.
+		n.wantSync(from, n.cfg.GapSyncDelay, func(w *want) { w.force = true })
+		return reject("signer is not a member", nil)
+	}
+	if len(msg.Data) > n.cfg.MaxMessageSize {
+		return reject("too large", nil)
+	}
+	ops, err := DecodeOpsMessage(msg.Data, n.cfg.GossipBatch)
+	if err != nil {
+		return reject("malformed", err)
+	}
+	fresh := 0
+	var gaps []crdt.Op
+	for i := range ops {
+		op := &ops[i]
+		if op.Author != skey && op.Author != n.fed {
+			return reject("op not authored by the signer", nil)
+		}
+		err := n.rep.Check(op)
+		switch {
+		case err == nil:
+			fresh++
+		case errors.Is(err, crdt.ErrDuplicate):
+		case errors.Is(err, crdt.ErrGap), errors.Is(err, crdt.ErrUnknownAuthor):
+			fresh++
+			gaps = append(gaps, *op)
+		case errors.Is(err, crdt.ErrStale):
+			// Signature checked: either the op we hold, or a second op at
+			// that seq (evidence the replica keeps and peers should see).
+			if n.heldOp(op) {
+				continue
+			}
+			fresh++
+		case errors.Is(err, crdt.ErrBrokenChain):
+			// Signed on top of an op we do not hold at seq-1: evidence.
+			fresh++
+		default:
+			return reject("invalid op", err)
+		}
+	}
+	if fresh == 0 {
+		n.stats.messagesIgnored.Add(1)
+		return pubsub.ValidationIgnore
+	}
+	if len(gaps) > 0 {
+		n.wantSync(from, n.cfg.GapSyncDelay, func(w *want) { w.addGaps(gaps) })
+	}
+	msg.ValidatorData = ops
+	return pubsub.ValidationAccept
+}
+
+// heldOp reports whether the replica holds op itself at its seq.
+func (n *Network) heldOp(op *crdt.Op) bool {
+	id := op.ID()
+	same := false
+	_ = n.rep.ReadRange(op.Author, op.Seq, op.Seq, func(o crdt.Op) error {
+		same = o.ID() == id
+		return nil
+	})
+	return same
+}
+
+// readOps hands validated ops messages to the replica, several at once so
+// that the replica can commit them together.
+func (n *Network) readOps() {
+	for {
+		msg, err := n.opsSub.Next(n.ctx)
+		if err != nil {
+			return
+		}
+		if msg.ReceivedFrom == n.host.ID() {
+			continue // our own publish, delivered to ourselves
+		}
+		ops, ok := msg.ValidatorData.([]crdt.Op)
+		if !ok {
+			continue
+		}
+		n.stats.messagesAccepted.Add(1)
+		n.stats.opsReceived.Add(uint64(len(ops)))
+		select {
+		case n.ingestSem <- struct{}{}:
+		case <-n.ctx.Done():
+			return
+		}
+		n.noteFromNet(ops)
+		from := msg.ReceivedFrom
+		if !n.goSafe(func() {
+			defer func() { <-n.ingestSem }()
+			if err := n.rep.Ingest(n.ctx, ops); err != nil && n.ctx.Err() == nil {
+				n.log.Warn("ingest gossiped ops", "from", from, "ops", len(ops), "err", err)
+			}
+		}) {
+			return
+		}
+	}
+}

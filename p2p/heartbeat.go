@@ -1,0 +1,172 @@
+package p2p
+
+import (
+	"context"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// heartbeatAddrTTL is how long an address learnt from a heartbeat is kept.
+const heartbeatAddrTTL = 10 * time.Minute
+
+// connectHeartbeatDelay is how soon after a new connection the node
+// announces itself, so that a new peer need not wait a whole interval.
+const connectHeartbeatDelay = 300 * time.Millisecond
+
+// heartbeatLoop publishes the node's heartbeat at start, every
+// HeartbeatInterval (±10 %), and soon after a member connects.
+func (n *Network) heartbeatLoop() {
+	t := time.NewTimer(0)
+	defer t.Stop()
+	next := time.Now()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-n.hbWake:
+			if time.Until(next) > connectHeartbeatDelay {
+				next = time.Now().Add(connectHeartbeatDelay)
+				t.Reset(connectHeartbeatDelay)
+			}
+			continue
+		case <-t.C:
+		}
+		hb := n.makeHeartbeat()
+		if err := n.hbTopic.Publish(n.ctx, EncodeHeartbeat(hb, n.signer)); err != nil && n.ctx.Err() == nil {
+			n.log.Debug("publish heartbeat", "err", err)
+		}
+		d := jitter(n.cfg.HeartbeatInterval, 0.1)
+		next = time.Now().Add(d)
+		t.Reset(d)
+	}
+}
+
+// makeHeartbeat describes the node's current state.
+func (n *Network) makeHeartbeat() *Heartbeat {
+	vv := n.rep.VersionVector()
+	digest, ops := n.rep.Digest()
+	hb := &Heartbeat{
+		Peer:     n.key,
+		Time:     n.cfg.Now(),
+		Digest:   digest,
+		Ops:      ops,
+		VVDigest: VVDigest(vv),
+		Authors:  len(vv),
+		Peers:    len(n.Connected()),
+		Isolated: n.isolated.Load(),
+	}
+	if n.cfg.Isolated != nil {
+		hb.Isolated = n.cfg.Isolated()
+	}
+	for _, a := range n.host.Addrs() {
+		// Loopback addresses only help peers on this machine (tests, the
+		// demo); advertise them only when there is nothing else.
+		if len(hb.Addrs) < MaxHeartbeatAddrs && (!manet.IsIPLoopback(a) || onlyLoopback(n.host.Addrs())) {
+			hb.Addrs = append(hb.Addrs, a)
+		}
+	}
+	return hb
+}
+
+func onlyLoopback(addrs []ma.Multiaddr) bool {
+	for _, a := range addrs {
+		if !manet.IsIPLoopback(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// validateHeartbeat accepts a well-formed heartbeat signed by the member
+// that signed the pubsub message; it ignores one too old or from the
+// future (clock skew is not misbehaviour) and rejects anything else.
+func (n *Network) validateHeartbeat(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	if from == n.host.ID() {
+		return pubsub.ValidationAccept
+	}
+	signer := msg.GetFrom()
+	if signer == n.host.ID() {
+		return pubsub.ValidationIgnore
+	}
+	reject := func(why string, err error) pubsub.ValidationResult {
+		n.stats.messagesRej.Add(1)
+		n.log.Warn("rejected heartbeat", "from", from, "signer", signer, "why", why, "err", err)
+		return pubsub.ValidationReject
+	}
+	key, err := KeyOf(signer)
+	if err != nil {
+		return reject("signer is not a node key", err)
+	}
+	if !n.rep.IsMember(key) {
+		return reject("signer is not a member", nil)
+	}
+	hb, err := DecodeHeartbeat(msg.Data)
+	if err != nil {
+		return reject("malformed", err)
+	}
+	if hb.Peer != key {
+		return reject("heartbeat of another node", nil)
+	}
+	now := n.cfg.Now()
+	if age := now.Sub(hb.Time); age > 10*n.cfg.HeartbeatInterval+time.Minute || age < -time.Minute {
+		return pubsub.ValidationIgnore
+	}
+	msg.ValidatorData = hb
+	return pubsub.ValidationAccept
+}
+
+// readHeartbeats records heartbeats, learns addresses of members it is not
+// connected to, and asks for anti-entropy with a peer that is ahead.
+func (n *Network) readHeartbeats() {
+	for {
+		msg, err := n.hbSub.Next(n.ctx)
+		if err != nil {
+			return
+		}
+		if msg.ReceivedFrom == n.host.ID() {
+			continue
+		}
+		hb, ok := msg.ValidatorData.(*Heartbeat)
+		if !ok {
+			continue
+		}
+		n.onHeartbeat(msg.GetFrom(), hb)
+	}
+}
+
+func (n *Network) onHeartbeat(p peer.ID, hb *Heartbeat) {
+	n.stats.heartbeats.Add(1)
+	now := n.cfg.Now()
+	n.peersMu.Lock()
+	pi := n.peer(p)
+	if pi.hb != nil && hb.Time.Before(pi.hb.Time) {
+		n.peersMu.Unlock()
+		return // an older heartbeat arriving late
+	}
+	pi.hb, pi.hbAt, pi.lastSeen = hb, now, now
+	recent := now.Sub(pi.lastSync) < n.cfg.HeartbeatInterval
+	n.peersMu.Unlock()
+
+	connected := n.host.Network().Connectedness(p) == network.Connected
+	if !connected && len(hb.Addrs) > 0 && !n.gater.isBlocked(p) {
+		n.host.Peerstore().AddAddrs(p, hb.Addrs, heartbeatAddrTTL)
+		wake(n.maintainWake)
+	}
+	if connected && !recent && n.behind(hb) {
+		n.stats.hbSyncs.Add(1)
+		n.wantSync(p, 0, func(w *want) { w.hb = true })
+	}
+}
+
+// behind reports whether a peer's heartbeat shows a state this node should
+// pull: a different digest with at least as many ops. (A peer with fewer
+// ops pulls from us when it hears our heartbeat.)
+func (n *Network) behind(hb *Heartbeat) bool {
+	digest, ops := n.rep.Digest()
+	return hb.Digest != digest && hb.Ops >= ops
+}
