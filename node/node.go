@@ -136,8 +136,9 @@ type Node struct {
 	pending crdt.Pending
 
 	writes  chan *writeReq
-	net     *p2p.Network // nil without networking
-	failed  atomic.Bool  // storage failed: writes refused until restart
+	stopped chan struct{} // closed when the writer has exited
+	net     *p2p.Network  // nil without networking
+	failed  atomic.Bool   // storage failed: writes refused until restart
 	metrics *metrics
 	iso     isolation
 
@@ -166,6 +167,7 @@ func New(cfg Config) (*Node, error) {
 		log:     cfg.Logger.With("venue", cfg.Key.Public().Short()),
 		fed:     cfg.Federation[0].Author,
 		writes:  make(chan *writeReq, 1024),
+		stopped: make(chan struct{}),
 		metrics: newMetrics(),
 	}
 	for _, t := range cfg.StaffTokens {

@@ -132,10 +132,24 @@ func (n *Node) submit(ctx context.Context, idem *idemKey, apply func(tx *writeTx
 	case n.writes <- req:
 	case <-ctx.Done():
 		return result{err: ctx.Err()}
+	case <-n.stopped:
+		return result{err: errStopping}
 	}
 	// Once queued the write is answered even if the client leaves, so that
-	// what is committed is always reported to someone who waits.
-	return <-req.done
+	// what is committed is always reported to someone who waits. A write
+	// queued as the writer exits is answered by the writer's last drain or
+	// refused here.
+	select {
+	case r := <-req.done:
+		return r
+	case <-n.stopped:
+		select {
+		case r := <-req.done:
+			return r
+		default:
+			return result{err: errStopping}
+		}
+	}
 }
 
 // Ingest adds ops received from peers and commits them durably. Ops that
@@ -154,6 +168,8 @@ func (n *Node) writer(ctx context.Context) {
 		batch = batch[:0]
 		select {
 		case <-ctx.Done():
+			n.drainWrites()
+			close(n.stopped)
 			n.drainWrites()
 			return
 		case r := <-n.writes:
