@@ -137,6 +137,7 @@ type Node struct {
 
 	writes  chan *writeReq
 	stopped chan struct{} // closed when the writer has exited
+	started time.Time
 	net     *p2p.Network  // nil without networking
 	failed  atomic.Bool   // storage failed: writes refused until restart
 	metrics *metrics
@@ -168,6 +169,7 @@ func New(cfg Config) (*Node, error) {
 		fed:     cfg.Federation[0].Author,
 		writes:  make(chan *writeReq, 1024),
 		stopped: make(chan struct{}),
+		started: cfg.Now(),
 		metrics: newMetrics(),
 	}
 	for _, t := range cfg.StaffTokens {

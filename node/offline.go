@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -86,7 +87,11 @@ func (n *Node) evaluateIsolation() (bool, string) {
 		if isolated {
 			n.iso.since = now
 			n.iso.ledger.Reset(now.UnixMilli())
-			n.log.Warn("node is isolated: offline caps apply", "reason", reason)
+			lvl := slog.LevelWarn
+			if now.Sub(n.started) < time.Duration(settings.IsolationAfter)*time.Millisecond {
+				lvl = slog.LevelInfo // just started: no heartbeat could have arrived yet
+			}
+			n.log.Log(context.Background(), lvl, "node is isolated: offline caps apply", "reason", reason)
 			if err := WriteFileAtomic(filepath.Join(n.cfg.DataDir, OfflineSinceFile), []byte(strconv.FormatInt(now.UnixMilli(), 10)+"\n"), 0o644); err != nil {
 				n.log.Error("persist isolation", "err", err)
 			}
