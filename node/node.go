@@ -138,8 +138,8 @@ type Node struct {
 	writes  chan *writeReq
 	stopped chan struct{} // closed when the writer has exited
 	started time.Time
-	net     *p2p.Network  // nil without networking
-	failed  atomic.Bool   // storage failed: writes refused until restart
+	net     *p2p.Network // nil without networking
+	failed  atomic.Bool  // storage failed: writes refused until restart
 	metrics *metrics
 	iso     isolation
 
