@@ -36,13 +36,19 @@ func DemoVenueName(i int) string {
 // (dir/venue-N, with its key, staff token and federation bundle). It reuses
 // what a previous run left there and adds venues if asked for more.
 func PrepareDemo(dir string, venues int) ([]DemoVenue, error) {
+	return PrepareFederation(dir, venues, crdt.DefaultSettings())
+}
+
+// PrepareFederation is PrepareDemo with the given federation settings
+// (used when the federation is created; an existing one keeps its own).
+func PrepareFederation(dir string, venues int, settings crdt.Settings) ([]DemoVenue, error) {
 	if venues < 1 || venues > 100 {
 		return nil, fmt.Errorf("demo: venues must be between 1 and 100, got %d", venues)
 	}
 	fdir := filepath.Join(dir, "federation")
 	f, err := OpenFederation(fdir, nil)
 	if err != nil {
-		f, err = InitFederation(fdir, crdt.Genesis{Name: "Demo federation", Currency: "EUR", Settings: crdt.DefaultSettings()}, nil)
+		f, err = InitFederation(fdir, crdt.Genesis{Name: "Demo federation", Currency: "EUR", Settings: settings}, nil)
 		if err != nil {
 			return nil, fmt.Errorf("demo: %w", err)
 		}

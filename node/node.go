@@ -272,6 +272,15 @@ func (n *Node) Start(ctx context.Context) error {
 // startNetwork joins the federation's network once the writer runs.
 func (n *Node) startNetwork(ctx context.Context) error {
 	cfg := *n.cfg.P2P
+	// Heartbeats follow the federation's settings, so that every node
+	// judges isolation on the same rhythm; a configured interval may only
+	// be faster.
+	n.mu.RLock()
+	fedBeat := time.Duration(n.set.State.Settings.HeartbeatInterval) * time.Millisecond
+	n.mu.RUnlock()
+	if fedBeat > 0 && (cfg.HeartbeatInterval == 0 || cfg.HeartbeatInterval > fedBeat) {
+		cfg.HeartbeatInterval = fedBeat
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = n.log
 	}

@@ -1,0 +1,108 @@
+package node
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/cagnotte/cagnotte/p2p"
+)
+
+// waitUntil polls cond until it holds or the deadline passes.
+func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// TestOfflineOverRealNetwork runs the offline rules end to end over real
+// libp2p hosts: heartbeats make the venues in sync, cutting the link makes
+// them isolated (caps apply), a card spent on both sides is a double spend
+// found on every venue once the link heals, and the auto-block spreads.
+func TestOfflineOverRealNetwork(t *testing.T) {
+	settings := crdt.DefaultSettings()
+	settings.HeartbeatInterval = 100
+	settings.IsolationAfter = 600
+	vs, err := PrepareFederation(t.TempDir(), 2, settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*testVenue
+	for i, v := range vs {
+		cfg := p2p.DefaultConfig()
+		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+		cfg.MDNS, cfg.NATPortMap, cfg.HolePunching = false, false, false
+		cfg.SyncInterval = 500 * time.Millisecond
+		if i > 0 {
+			cfg.Bootstrap = nodes[0].node.Network().P2PAddrs()
+		}
+		n, err := New(Config{DataDir: v.Dir, HTTPAddr: "127.0.0.1:0", Logger: quietLogger(), P2P: &cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		tv := &testVenue{t: t, dir: v.Dir, token: v.Token, node: n, api: "http://" + n.Addr()}
+		t.Cleanup(tv.stop)
+		nodes = append(nodes, tv)
+	}
+	a, b := nodes[0], nodes[1]
+	inSync := func(v *testVenue) bool { return !v.node.Isolation().Isolated }
+	waitUntil(t, 10*time.Second, "both venues in sync", func() bool { return inSync(a) && inSync(b) })
+
+	card := "04AABBCCDD0100"
+	if st, r := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 10000, "method": "cash", "idempotency_key": "t"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	waitUntil(t, 10*time.Second, "the top-up to reach b", func() bool { return a.digest() == b.digest() })
+
+	// Cut the link: both sides become isolated.
+	a.node.Network().Block(b.node.Network().ID())
+	b.node.Network().Block(a.node.Network().ID())
+	waitUntil(t, 10*time.Second, "both venues isolated", func() bool { return !inSync(a) && !inSync(b) })
+	if st, r := a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 3000, "idempotency_key": "big"}); st != 402 || r["error"] != "offline_cap_exceeded" {
+		t.Fatalf("payment above the offline floor: %d %v", st, r)
+	}
+	// The card and its clone spend on both sides with the same counter.
+	if st, r := a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 2500, "idempotency_key": "x"}); st != 200 || r["offline"] != true {
+		t.Fatalf("offline payment at a: %d %v", st, r)
+	}
+	if st, r := b.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 2500, "idempotency_key": "y"}); st != 200 || r["offline"] != true {
+		t.Fatalf("offline payment at b: %d %v", st, r)
+	}
+
+	// Heal: back in sync, the double spend is found on both, the card
+	// blocked everywhere, and the ledger stays exact.
+	a.node.Network().Unblock(b.node.Network().ID())
+	b.node.Network().Unblock(a.node.Network().ID())
+	waitUntil(t, 15*time.Second, "convergence after heal", func() bool {
+		if a.digest() != b.digest() || !inSync(a) || !inSync(b) {
+			return false
+		}
+		_, cv := b.do("GET", "/api/v1/cards/"+card, "", nil)
+		return cv["blocked"] == true
+	})
+	for _, v := range nodes {
+		_, list := v.do("GET", "/api/v1/conflicts", "", nil)
+		if strings.Count(list["raw"].(string), `"kind":"double_spend"`) != 1 {
+			t.Fatalf("conflicts: %s", list["raw"])
+		}
+		_, cv := v.do("GET", "/api/v1/cards/"+card, "", nil)
+		if cv["balance_cents"] != 5000.0 || cv["blocked"] != true {
+			t.Fatalf("card after heal: %v", cv)
+		}
+		if st, r := v.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 1, "idempotency_key": "after"}); st != 403 || r["error"] != "card_blocked" {
+			t.Fatalf("blocked card paid: %d %v", st, r)
+		}
+	}
+}
