@@ -212,8 +212,8 @@ func DefaultSettings() Settings {
 		OfflineVenueBudget: 100000,
 		OfflineValidity:    24 * 3600 * 1000,
 		DailyCardMax:       0,
-		HeartbeatInterval:  5000,
-		IsolationAfter:     30000,
+		HeartbeatInterval:  2000,
+		IsolationAfter:     6000,
 		MinPeersPercent:    50,
 		AutoBlock:          true,
 	}

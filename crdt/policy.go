@@ -1,8 +1,10 @@
 package crdt
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // The payment rules, shared by nodes and simulations. They are pure: the
@@ -15,6 +17,7 @@ var (
 	ErrInsufficientFunds = errors.New("insufficient funds")
 	ErrOfflineCap        = errors.New("offline cap exceeded")
 	ErrDailyCap          = errors.New("daily card cap exceeded")
+	ErrStaleStamp        = errors.New("card stamp older than the card's known payments")
 )
 
 // OfflineLedger is what one venue took while isolated, since its last moment
@@ -112,6 +115,13 @@ func (s *State) DecidePayment(venue PublicKey, in PaymentInput, offline *Offline
 			return d, fmt.Errorf("%w: signed by a venue that is not a member", ErrBadStamp)
 		}
 		d.StampCounter = st.Counter
+		if in.Isolated && st.Counter < known {
+			// The card's memory is behind payments this venue knows of:
+			// a clone or a rolled-back card. Online the ledger decides
+			// (and the payment is flagged); offline it is refused, since
+			// the ledger may be missing the rest of the story.
+			return d, fmt.Errorf("%w: the card says %d payments, this venue knows %d", ErrStaleStamp, st.Counter, known)
+		}
 		if st.Counter > known {
 			// The card paid somewhere this venue has not heard of yet: its
 			// own memory is the newer state.
@@ -161,4 +171,25 @@ func (c *Card) spentSince(since int64) uint64 {
 		}
 	}
 	return sum
+}
+
+// Quorum applies the isolation rule. heard holds, for each other admitted
+// venue, when it was last heard (Unix ms; 0 if never). A venue is in sync
+// when at least MinPeersPercent of the other venues were heard within
+// IsolationAfter. quorumAt is the last moment that held (the time the
+// required number of venues had all been heard by), 0 if never: an isolated
+// venue counts its offline payments from then, so those made while the
+// silence was not yet noticed count towards the caps too. With no other
+// venue, a venue is always in sync. With MinPeersPercent ≥ 50 two disjoint
+// groups of venues can never both be in sync.
+func (s Settings) Quorum(heard []int64, now int64) (inSync bool, quorumAt int64, need int) {
+	others := uint64(len(heard))
+	if others == 0 || s.MinPeersPercent == 0 {
+		return true, now, 0
+	}
+	need = int((s.MinPeersPercent*others + 99) / 100)
+	sorted := slices.Clone(heard)
+	slices.SortFunc(sorted, func(a, b int64) int { return cmp.Compare(b, a) })
+	quorumAt = sorted[need-1]
+	return quorumAt > 0 && now-quorumAt <= int64(s.IsolationAfter), quorumAt, need
 }

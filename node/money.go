@@ -115,6 +115,8 @@ func paymentError(err error) error {
 		return apiErr(http.StatusPaymentRequired, "offline_cap_exceeded", "the venue is offline and this payment is beyond its offline limits: "+msg)
 	case errors.Is(err, crdt.ErrDailyCap):
 		return apiErr(http.StatusPaymentRequired, "daily_cap_exceeded", msg)
+	case errors.Is(err, crdt.ErrStaleStamp):
+		return apiErr(http.StatusConflict, "stale_stamp", "this card's memory is older than its payments known here (possible cloned card); the venue is offline, so the payment is refused: "+msg)
 	case errors.Is(err, crdt.ErrBadStamp):
 		return apiErr(http.StatusBadRequest, "invalid_request", "the card's stamp is not valid: "+msg)
 	}
@@ -135,6 +137,14 @@ func (tx *writeTx) topUp(card crdt.CardID, amount uint64, method, ref string) (M
 }
 
 func (tx *writeTx) refund(card crdt.CardID, amount uint64, reason string) (MoneyAnswer, error) {
+	tx.n.iso.mu.Lock()
+	isolated := tx.n.iso.isolated
+	tx.n.iso.mu.Unlock()
+	if isolated {
+		// A refund in cash has no counter and no cap: offline, the card
+		// could be spent on the other side of the partition meanwhile.
+		return MoneyAnswer{}, apiErr(http.StatusServiceUnavailable, "offline", "refunds need the venue to be in sync with the federation; try again once it is")
+	}
 	c := tx.n.set.State.Card(card)
 	if c == nil {
 		return MoneyAnswer{}, ErrUnknownCard

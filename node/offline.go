@@ -64,35 +64,58 @@ func (n *Node) evaluateIsolation() (bool, string) {
 	n.mu.RUnlock()
 
 	n.iso.mu.Lock()
-	defer n.iso.mu.Unlock()
-	isolated, reason := false, ""
-	if len(others) > 0 {
-		var heard map[crdt.PublicKey]time.Time
-		if n.iso.peers != nil {
-			heard = n.iso.peers.LastHeard()
+	peers, was := n.iso.peers, n.iso.isolated
+	n.iso.mu.Unlock()
+	var heardMap map[crdt.PublicKey]time.Time
+	if peers != nil {
+		heardMap = peers.LastHeard()
+	}
+	heard := make([]int64, len(others))
+	for i, k := range others {
+		if t, ok := heardMap[k]; ok {
+			heard[i] = t.UnixMilli()
 		}
+	}
+	inSync, quorumAt, need := settings.Quorum(heard, now.UnixMilli())
+	isolated, reason := !inSync, ""
+	var ledger crdt.OfflineLedger
+	if isolated {
 		window := time.Duration(settings.IsolationAfter) * time.Millisecond
 		fresh := 0
-		for _, k := range others {
-			if t, ok := heard[k]; ok && now.Sub(t) <= window {
+		for _, h := range heard {
+			if h > 0 && now.UnixMilli()-h <= window.Milliseconds() {
 				fresh++
 			}
 		}
-		if uint64(fresh)*100 < settings.MinPeersPercent*uint64(len(others)) || fresh == 0 && settings.MinPeersPercent > 0 {
-			isolated = true
-			reason = fmt.Sprintf("heard %d of %d other venues in the last %s (need %d%%)", fresh, len(others), window, settings.MinPeersPercent)
+		reason = fmt.Sprintf("heard %d of %d other venues in the last %s (need %d)", fresh, len(others), window, need)
+		if !was {
+			// Payments made since the quorum was last heard, before the
+			// silence was noticed, count towards the caps too.
+			since := now.UnixMilli()
+			if quorumAt > 0 && quorumAt < since {
+				since = quorumAt
+			}
+			n.mu.RLock()
+			ledger = crdt.RebuildOfflineLedger(n.set.State, n.cfg.Key.Public(), since)
+			n.mu.RUnlock()
 		}
 	}
+
+	n.iso.mu.Lock()
+	defer n.iso.mu.Unlock()
 	if isolated != n.iso.isolated {
 		if isolated {
-			n.iso.since = now
-			n.iso.ledger.Reset(now.UnixMilli())
+			if ledger.Since == 0 { // the state changed under us: count from now
+				ledger.Reset(now.UnixMilli())
+			}
+			n.iso.since = time.UnixMilli(ledger.Since)
+			n.iso.ledger = ledger
 			lvl := slog.LevelWarn
 			if now.Sub(n.started) < time.Duration(settings.IsolationAfter)*time.Millisecond {
 				lvl = slog.LevelInfo // just started: no heartbeat could have arrived yet
 			}
 			n.log.Log(context.Background(), lvl, "node is isolated: offline caps apply", "reason", reason)
-			if err := WriteFileAtomic(filepath.Join(n.cfg.DataDir, OfflineSinceFile), []byte(strconv.FormatInt(now.UnixMilli(), 10)+"\n"), 0o644); err != nil {
+			if err := WriteFileAtomic(filepath.Join(n.cfg.DataDir, OfflineSinceFile), []byte(strconv.FormatInt(ledger.Since, 10)+"\n"), 0o644); err != nil {
 				n.log.Error("persist isolation", "err", err)
 			}
 		} else {

@@ -317,3 +317,28 @@ func TestStampCarriesStateOffline(t *testing.T) {
 		t.Fatalf("an honest offline card raised a conflict: %v", list["raw"])
 	}
 }
+
+// Offline, a stale stamp is refused and refunds wait for the network.
+func TestOfflineRefusesStaleStampsAndRefunds(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)}
+	nodes := newFederation(t, 2, clock)
+	a := nodes[0]
+	hearAll(nodes, clock.Now())
+	card := "04AABBCCDD0004"
+	a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 5000, "method": "cash", "idempotency_key": "t"})
+	_, p1 := a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 100, "idempotency_key": "p1"})
+	if st, _ := a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 100, "idempotency_key": "p2", "stamp": p1["stamp"]}); st != 200 {
+		t.Fatal(st)
+	}
+	clock.Advance(time.Minute)
+	before := a.digest()
+	if st, r := a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 100, "idempotency_key": "clone", "stamp": p1["stamp"]}); st != 409 || r["error"] != "stale_stamp" {
+		t.Fatalf("stale stamp offline: %d %v", st, r)
+	}
+	if st, r := a.post("/api/v1/refunds", map[string]any{"card": card, "amount_cents": 100, "idempotency_key": "r", "reason": "x"}); st != 503 || r["error"] != "offline" {
+		t.Fatalf("refund offline: %d %v", st, r)
+	}
+	if a.digest() != before {
+		t.Fatal("a refused request changed the state")
+	}
+}
