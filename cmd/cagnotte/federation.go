@@ -29,6 +29,9 @@ keep it offline and backed up) and the genesis op with the federation's
 name, currency and offline caps (chain.ops).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkSettings(s); err != nil {
+				return err
+			}
 			f, err := node.InitFederation(dir, crdt.Genesis{Name: name, Currency: currency, Settings: s}, nil)
 			if err != nil {
 				return err
@@ -138,6 +141,17 @@ func settingsFlags(cmd *cobra.Command, s *crdt.Settings) {
 	f.Uint64Var(&s.OfflineValidity, "offline-validity-ms", s.OfflineValidity, "how long an isolated venue may keep selling, in ms")
 	f.Uint64Var(&s.DailyCardMax, "daily-card-max", s.DailyCardMax, "what one card may spend per day online, in cents (0: no cap)")
 	f.BoolVar(&s.AutoBlock, "auto-block", s.AutoBlock, "block a card automatically when a double spend is detected")
+	f.Uint64Var(&s.MinPeersPercent, "min-peers-percent", s.MinPeersPercent, "share of the other venues a node must hear to be in sync (at least 50)")
+	f.Uint64Var(&s.HeartbeatInterval, "heartbeat-ms", s.HeartbeatInterval, "how often nodes announce their state, in ms")
+	f.Uint64Var(&s.IsolationAfter, "isolation-after-ms", s.IsolationAfter, "silence after which a node is isolated, in ms")
+}
+
+// checkSettings refuses settings that would void the offline bound.
+func checkSettings(s crdt.Settings) error {
+	if s.MinPeersPercent < 50 {
+		return fmt.Errorf("--min-peers-percent %d: below 50, both sides of a network split could believe they are in sync and the offline caps would no longer bound losses", s.MinPeersPercent)
+	}
+	return nil
 }
 
 func fileExists(p string) bool {

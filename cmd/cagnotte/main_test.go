@@ -114,8 +114,14 @@ func TestRealFederationSetup(t *testing.T) {
 	if out := run(t, "federation", "show", "--dir", fed); !strings.Contains(out, "Le Test") || !strings.Contains(out, "OfflineCardMax:3000") {
 		t.Fatal(out)
 	}
-	// Admitting twice is refused.
+	// Settings that void the offline bound are refused.
 	var errb bytes.Buffer
+	if Main(context.Background(), []string{"federation", "init", "--dir", filepath.Join(root, "fed2"), "--name", "X", "--min-peers-percent", "40"}, io.Discard, &errb) == 0 ||
+		!strings.Contains(errb.String(), "below 50") {
+		t.Fatalf("min peers 40 accepted: %s", errb.String())
+	}
+	// Admitting twice is refused.
+	errb.Reset()
 	if Main(context.Background(), []string{"federation", "admit", "--dir", fed, "--peer", m[1], "--name", "Again"}, io.Discard, &errb) == 0 {
 		t.Fatal("second admission accepted")
 	}
