@@ -186,4 +186,8 @@ func TestAgendaAndExports(t *testing.T) {
 	if st != 200 {
 		t.Fatal(st)
 	}
+	st, home := v.do("GET", "/", "", nil)
+	if st != 200 || !strings.Contains(home["raw"].(string), DemoVenueName(0)) {
+		t.Fatalf("home page: %d %v", st, home)
+	}
 }
