@@ -1,0 +1,131 @@
+// Package simulations runs Cagnotte scenarios in one process and checks
+// their invariants: many venues, partitions, card traffic, cloned cards.
+//
+// # The harness
+//
+// A [Harness] holds N venues of one federation. Each venue is a
+// [crdt.Replica] (op set, memory log, pending buffer) with its own
+// [crdt.Author], whose key is derived from the run's seed, and the state a
+// node keeps beside its replica: whether it is isolated and its
+// [crdt.OfflineLedger]. The federation key makes a genesis (the settings of
+// the scenario, [crdt.DefaultSettings] unless it says otherwise) and one
+// admission per venue, delivered to every replica.
+//
+// Time is a virtual clock in Unix milliseconds that the harness moves
+// forward: no time.Now, no sleeps. Randomness is math/rand/v2's PCG seeded
+// from the run's seed, so a seed always gives the same run, the same ops
+// and the same digests.
+//
+// The network is a partition: each venue is in one group. An op a venue
+// makes is added to its own replica and delivered at once ([crdt.Replica]
+// Deliver, as gossip does) to every venue of its group, and to no other.
+// Heal puts every venue back in one group and runs anti-entropy: each
+// replica pulls from every other the ranges its version vector lacks
+// ([crdt.OpSet] Missing, added with AddRange as catch-up does), so all
+// replicas end with the same op set and the same Digest.
+//
+// Isolation is node/offline.go's rule: a venue is in sync when it hears at
+// least MinPeersPercent of the other admitted, unrevoked venues it knows;
+// otherwise it is isolated. By default a venue hears exactly the venues of
+// its group, from the moment of the split (instant detection). With
+// DetectionLag it hears a venue for IsolationAfter ms after they were last
+// connected, as a node counting heartbeats does. On every change of state
+// the venue's ledger is Reset (to the moment it lost sync, or to 0 when it
+// regains it), and each offline payment is recorded in it.
+//
+// Payments go through [crdt.State.DecidePayment] on the venue's replica
+// with its isolation state and ledger, exactly as node/money.go does; an
+// accepted payment becomes a signed [crdt.Payment] with the decision's
+// Counter and StampCounter, and the card gets a new stamp signed by the
+// venue ([crdt.Signer.SignStamp]). Cards carry that stamp and present it,
+// decoded with [crdt.DecodeStamp], at their next payment. Top-ups are
+// [crdt.TopUp] ops. When the settings ask for AutoBlock, a venue that sees a
+// new double-spend or stale-stamp conflict in its replica blocks the card
+// with a [crdt.CardBlock] op, as node/writer.go does.
+//
+// # The offline-risk scenario
+//
+// [RunOffline] plays an evening: cards are issued (topped up at a random
+// venue) while the network is whole; then come Episodes partitions, each
+// splitting the venues into 2 to MaxGroups random groups for a random
+// time, followed by a heal and a random time whole. Honest cards pay
+// random amounts at random venues all along (a Poisson process), topping
+// up when their holder knows the balance is short. Some cards are cloned at
+// random moments: the attacker then holds the card and its clone (a copy of
+// its UID and of its stamp at that moment). At each partition, a little
+// after the split, every clone pair strikes: the original spends all it
+// can in the group that stays in sync (or a random group when none does),
+// and the clone, at every venue of every other group, pays the largest
+// amount the rules accept, again and again, until they accept nothing
+// more. A frozen clone presents the copied stamp every time; a per-group
+// clone carries the stamps it gets within a group and presents the copied
+// one again in the next group.
+//
+// After the final heal the run checks, on every replica: same Digest;
+// Σ balances = Credits − Debits, and these equal what the run topped up and
+// paid; every (card, counter) paid twice or more is exactly one double_spend
+// conflict holding exactly those payments, every payment made on a stale
+// stamp is in its card's stale_stamp conflict, and there is no other
+// conflict (none on honest cards); no honest card is overdrawn or blocked;
+// every overdrawn card carries a conflict; and the loss stays within the
+// bound below.
+//
+// # The bound
+//
+// Loss is Σ over cards of max(0, −balance) in the converged ledger: money
+// spent that was never credited. Only cloned cards can cause it: a genuine
+// card carries its latest stamp, so every payment of it takes a fresh
+// counter and a venue never trusts more than the card says it holds.
+//
+// Take one card c and one partition. At the split the ledger is whole (the
+// previous heal exchanged everything), so every venue sees the same
+// balance B0. During the partition the venues of a group G see exactly the
+// ops made before the split and those made in G. Let C_G be the credits
+// and S_G the payments of c made in G.
+//
+//  1. Every payment needs balance ≥ amount, where the balance DecidePayment
+//     uses is the venue's view B0 + C_G − S_G so far, or lower when the
+//     card's stamp is newer. So the view never goes below min(B0, 0):
+//     B0 + C_G − S_G ≥ min(B0, 0) for every group. (This needs c known to
+//     the venue; the scenario issues every card before the first split. A
+//     card unknown to a venue is judged on its stamp alone, a case this
+//     derivation and this simulation leave out.)
+//
+//  2. At most one group holds venues in sync: a venue is in sync when its
+//     group has at least 1 + ⌈p·(N−1)/100⌉ venues, and with p =
+//     MinPeersPercent ≥ 50 two disjoint groups of that size would need
+//     N + 1 venues. Call it R (any group if none is in sync). In every
+//     other group, c paid offline only: C_G − S_G ≥ −O_G, where O_G is what
+//     c paid offline there.
+//
+//  3. The balance after the partition is B1 = B0 + Σ_G (C_G − S_G)
+//     ≥ min(B0, 0) − Σ_{G≠R} O_G ≥ min(B0, 0) − O, O being all that c paid
+//     offline during the partition. While the network is whole, every venue
+//     sees everything and a balance never goes below min(B, 0). By
+//     induction over the evening, loss(c) ≤ Σ of c's offline payments.
+//
+//  4. A venue's offline ledger lasts one isolation period (from losing sync
+//     to regaining it). Within one, c pays at most min(OfflineCardMax,
+//     OfflineCardCount × OfflinePaymentMax) there (each payment is at most
+//     the floor limit), and all cards together at most OfflineVenueBudget.
+//     Summing over the overdrawn cards (the others lose nothing):
+//
+//     Loss ≤ Σ over (venue, isolation period) of min(OfflineVenueBudget,
+//     n × min(OfflineCardMax, OfflineCardCount × OfflinePaymentMax))
+//
+//     where n is the number of overdrawn cards that paid offline at that
+//     venue in that period. This is OfflineReport.BoundCents.
+//
+// Step 2 fails in two cases, and the run measures both: when isolation is
+// detected late (a node counts a peer as heard for IsolationAfter after
+// its last heartbeat, so during the first IsolationAfter of a split every
+// group is still "in sync" and sells without caps on a stale view), and
+// when MinPeersPercent is below 50. If c paid in sync in s groups of one
+// partition, each of the s − 1 extra groups adds C_G − S_G ≥ min(B0, 0) −
+// B0 by step 1, so Loss ≤ Bound + Σ (s − 1)·max(B0, 0), the second term being
+// OfflineReport.SyncExposureCents. The run always checks this; with instant
+// detection and p ≥ 50 it also checks that the exposure is 0.
+//
+// docs/offline.md explains the rules and their defaults and gives the
+// figures; docs/benchmarks.md has the command and the full-size output.
+package simulations

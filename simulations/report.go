@@ -1,0 +1,185 @@
+package simulations
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// euros renders cents as 12.34.
+func euros(c int64) string {
+	sign := ""
+	if c < 0 {
+		sign, c = "-", -c
+	}
+	return fmt.Sprintf("%s%d.%02d", sign, c/100, c%100)
+}
+
+func (c OfflineConfig) describe() string {
+	iso := "instant isolation"
+	if c.DetectionLag {
+		iso = "isolation from heartbeats"
+	}
+	d := fmt.Sprintf("%d venues, %d partitions, %d cards, %d clones (%s stamps), %s, attack %ds after the split",
+		c.Venues, c.Episodes, c.Cards, c.Clones, c.CloneStamps, iso, c.AttackAfterMs/1000)
+	if c.AttackerTopUpCents > 0 {
+		d += fmt.Sprintf(", cloned cards topped up to %s €", euros(c.AttackerTopUpCents))
+	}
+	return d
+}
+
+// String renders the report as text: the partitions, then the figures.
+func (r OfflineReport) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "offline risk, seed %d: %s\n\n", r.Config.Seed, r.Config.describe())
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "partition\tat\tminutes\tgroups\tin sync\tpayments\toffline\tattack\tattack €\t")
+	for _, e := range r.Episodes {
+		sizes := make([]string, len(e.Groups))
+		for i, g := range e.Groups {
+			sizes[i] = fmt.Sprint(len(g))
+		}
+		sync := "none"
+		if e.InSyncGroup >= 0 {
+			sync = fmt.Sprintf("the %d", len(e.Groups[e.InSyncGroup]))
+		}
+		fmt.Fprintf(w, "%d\t+%dm\t%d\t%s\t%s\t%d\t%d\t%d\t%s\t\n", e.Episode, e.StartMs/60_000, e.DurationMs/60_000,
+			strings.Join(sizes, "/"), sync, e.Payments, e.OfflinePayments, e.AttackPayments, euros(e.AttackCents))
+	}
+	w.Flush()
+	b.WriteString("\n")
+	w = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "loss from clones\t%s €\t(%d cards overdrawn)\n", euros(r.LossCents), r.LossCards)
+	fmt.Fprintf(w, "bound from the caps\t%s €\tloss/bound %.1f %%\n", euros(r.BoundCents), 100*r.LossRatio())
+	fmt.Fprintf(w, "in-sync exposure\t%s €\t(cards paid in sync in two groups of a partition); %d cards lost more than their caps allow\n", euros(r.SyncExposureCents), r.CardsOverCapBound)
+	fmt.Fprintf(w, "attack accepted\t%s €\t%d payments: %d offline (%s €), %d in sync (%s €); clones %d (%s €)\n",
+		euros(r.Attack.Cents), r.Attack.Payments, r.Attack.OfflinePayments, euros(r.Attack.OfflineCents),
+		r.Attack.InSyncPayments, euros(r.Attack.InSyncCents), r.Attack.ClonePayments, euros(r.Attack.CloneCents))
+	fmt.Fprintf(w, "double spends\t%d caused\t%d detected, on every replica, once each\n", r.DoubleSpends, r.DoubleSpendsDetected)
+	fmt.Fprintf(w, "stale stamps\t%d caused\t%d detected\n", r.StaleStamps, r.StaleStampsDetected)
+	fmt.Fprintf(w, "detected\t%.1f %%\t%d duplicate, %d false conflicts; %d block ops, %d cards blocked\n",
+		r.DetectedPercent(), r.DuplicateConflicts, r.FalseConflicts, r.BlockOps, r.BlockedCards)
+	hs := r.Honest
+	fmt.Fprintf(w, "honest payments\t%d asked\t%d accepted, %d asked offline (%d accepted)\n", hs.Attempted, hs.Accepted, hs.OfflineAttempted, hs.OfflineAccepted)
+	fmt.Fprintf(w, "refused by the caps\t%d\t%.2f %% of honest payments%s\n", hs.RefusedCap, r.RefusedHonestPercent(), capBreakdown(hs.RefusedCapBy))
+	fmt.Fprintf(w, "refused otherwise\t%d\t%d insufficient funds (top-up not seen across the partition), %d other\n", hs.RefusedFunds+hs.RefusedOther, hs.RefusedFunds, hs.RefusedOther)
+	check := "ok"
+	if r.CreditsCents-r.DebitsCents != r.BalancesCents || r.CreditsCents != r.ToppedUpCents || r.DebitsCents != r.PaidCents {
+		check = "MISMATCH"
+	}
+	fmt.Fprintf(w, "money\t%s\tcredits %s − debits %s = Σ balances %s €\n", check, euros(r.CreditsCents), euros(r.DebitsCents), euros(r.BalancesCents))
+	conv := "converged"
+	if !r.Converged {
+		conv = "DIVERGED"
+	}
+	fmt.Fprintf(w, "replicas\t%s\t%d venues, %d ops, digest %.16s\n", conv, r.Config.Venues, r.Ops, r.Digest)
+	w.Flush()
+	if len(r.Violations) > 0 {
+		b.WriteString("\nVIOLATIONS:\n")
+		for _, v := range r.Violations {
+			b.WriteString("  - " + v + "\n")
+		}
+	}
+	return b.String()
+}
+
+func capBreakdown(m map[string]int) string {
+	if len(m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s %d", k, m[k])
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// OfflineSummary adds up several runs.
+type OfflineSummary struct {
+	Runs              int     `json:"runs"`
+	LossCents         int64   `json:"loss_cents"`
+	BoundCents        int64   `json:"bound_cents"`
+	SyncExposureCents int64   `json:"sync_exposure_cents"`
+	LossRatio         float64 `json:"loss_ratio"`
+	// MaxLossRatio is the largest loss/bound of one run.
+	MaxLossRatio  float64 `json:"max_loss_ratio"`
+	RunsOverBound int     `json:"runs_over_bound"`
+	// CardsOverCapBound adds up OfflineReport.CardsOverCapBound.
+	CardsOverCapBound int     `json:"cards_over_cap_bound"`
+	DoubleSpends      int     `json:"double_spends"`
+	StaleStamps       int     `json:"stale_stamps"`
+	Detected          int     `json:"detected"`
+	DetectedPercent   float64 `json:"detected_percent"`
+	HonestAttempted   int     `json:"honest_attempted"`
+	HonestRefusedCap  int     `json:"honest_refused_cap"`
+	// RefusedHonestPercent is the share of honest payments refused by the
+	// offline caps.
+	RefusedHonestPercent float64 `json:"refused_honest_percent"`
+	// RefusedOfflinePercent is the same share among honest payments asked
+	// at an isolated venue.
+	RefusedOfflinePercent float64 `json:"refused_offline_percent"`
+	OfflineAttempted      int     `json:"offline_attempted"`
+	Violations            int     `json:"violations"`
+}
+
+// SummarizeOffline adds up runs.
+func SummarizeOffline(rs []OfflineReport) OfflineSummary {
+	var s OfflineSummary
+	for i := range rs {
+		r := &rs[i]
+		s.Runs++
+		s.LossCents += r.LossCents
+		s.BoundCents += r.BoundCents
+		s.SyncExposureCents += r.SyncExposureCents
+		s.MaxLossRatio = max(s.MaxLossRatio, r.LossRatio())
+		if r.LossCents > r.BoundCents {
+			s.RunsOverBound++
+		}
+		s.CardsOverCapBound += r.CardsOverCapBound
+		s.DoubleSpends += r.DoubleSpends
+		s.StaleStamps += r.StaleStamps
+		s.Detected += r.DoubleSpendsDetected + r.StaleStampsDetected
+		s.HonestAttempted += r.Honest.Attempted
+		s.HonestRefusedCap += r.Honest.RefusedCap
+		s.OfflineAttempted += r.Honest.OfflineAttempted
+		s.Violations += len(r.Violations)
+	}
+	s.LossRatio = ratio(s.LossCents, s.BoundCents)
+	s.DetectedPercent = percent(s.Detected, s.DoubleSpends+s.StaleStamps)
+	s.RefusedHonestPercent = 100 * ratio(int64(s.HonestRefusedCap), int64(s.HonestAttempted))
+	s.RefusedOfflinePercent = 100 * ratio(int64(s.HonestRefusedCap), int64(s.OfflineAttempted))
+	return s
+}
+
+// FormatOfflineRuns renders runs as a table, one row per seed and a total.
+func FormatOfflineRuns(rs []OfflineReport) string {
+	if len(rs) == 0 {
+		return "no runs\n"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "offline risk: %s\n\n", rs[0].Config.describe())
+	w := tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(w, "seed\tloss €\tbound €\tloss/bound\tin-sync exp. €\tdouble spends\tstale stamps\tdetected\thonest\trefused by caps\tviolations\t")
+	row := func(name string, loss, bound, exp int64, ds, ss int, det float64, honest, refused int, viol int) {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%.1f %%\t%s\t%d\t%d\t%.1f %%\t%d\t%d (%.2f %%)\t%d\t\n", name, euros(loss), euros(bound),
+			100*ratio(loss, bound), euros(exp), ds, ss, det, honest, refused, 100*ratio(int64(refused), int64(honest)), viol)
+	}
+	for i := range rs {
+		r := &rs[i]
+		row(fmt.Sprint(r.Config.Seed), r.LossCents, r.BoundCents, r.SyncExposureCents, r.DoubleSpends, r.StaleStamps,
+			r.DetectedPercent(), r.Honest.Attempted, r.Honest.RefusedCap, len(r.Violations))
+	}
+	s := SummarizeOffline(rs)
+	row("all", s.LossCents, s.BoundCents, s.SyncExposureCents, s.DoubleSpends, s.StaleStamps, s.DetectedPercent,
+		s.HonestAttempted, s.HonestRefusedCap, s.Violations)
+	w.Flush()
+	fmt.Fprintf(&b, "\nworst run loss/bound %.1f %%, runs over the caps bound %d, cards over their own caps bound %d; honest payments refused by the caps: %.2f %% of all, %.2f %% of those asked offline\n",
+		100*s.MaxLossRatio, s.RunsOverBound, s.CardsOverCapBound, s.RefusedHonestPercent, s.RefusedOfflinePercent)
+	return b.String()
+}
