@@ -257,7 +257,6 @@ func ingestRange(r *crdt.Replica, ops []crdt.Op) error {
 	return nil
 }
 
-
 // lastHeard returns when venue v last heard venue u (Unix ms, 0 never):
 // now for a venue of its own group, the last heartbeat before the split
 // with DetectionLag, never otherwise.
