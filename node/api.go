@@ -250,7 +250,8 @@ func (n *Node) handlePayment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.evaluateIsolation()
-	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.pay(card, amount, req.Label, stamp) })
+	lost := n.quorumLost(r.Context())
+	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.pay(card, amount, req.Label, stamp, lost) })
 }
 
 type topUpRequest struct {

@@ -29,6 +29,7 @@ type metrics struct {
 	isolationChanges prometheus.Counter
 	offlinePayments  prometheus.Counter
 	autoBlocks       prometheus.Counter
+	quorumLost       prometheus.Counter
 
 	detected map[string]time.Time
 }
@@ -54,10 +55,11 @@ func newMetrics() *metrics {
 		isolationChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_isolation_changes_total", Help: "Changes between in sync and isolated."}),
 		offlinePayments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_offline_payments_total", Help: "Payments taken while isolated."}),
 		autoBlocks:       prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_auto_blocks_total", Help: "Cards this node blocked after detecting a double spend."}),
+		quorumLost:       prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_quorum_lost_total", Help: "Payments taken under the offline caps because no quorum answered a ping, though heartbeats were fresh."}),
 		detected:         map[string]time.Time{},
 	}
 	m.reg.MustRegister(m.payments, m.topups, m.refunds, m.refused, m.evidence, m.requests, m.commitSeconds, m.batchSize,
-		m.ops, m.cards, m.conflicts, m.pending, m.isolated, m.isolationChanges, m.offlinePayments, m.autoBlocks,
+		m.ops, m.cards, m.conflicts, m.pending, m.isolated, m.isolationChanges, m.offlinePayments, m.autoBlocks, m.quorumLost,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

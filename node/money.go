@@ -72,13 +72,19 @@ type MoneyAnswer struct {
 
 // pay applies crdt.State.DecidePayment with the node's sync state and
 // offline ledger, signs the payment and a new stamp for the card.
-func (tx *writeTx) pay(card crdt.CardID, amount uint64, label string, stamp *crdt.CardStamp) (MoneyAnswer, error) {
+func (tx *writeTx) pay(card crdt.CardID, amount uint64, label string, stamp *crdt.CardStamp, quorumLost bool) (MoneyAnswer, error) {
 	n := tx.n
 	now := n.cfg.Now()
 	n.iso.mu.Lock()
 	defer n.iso.mu.Unlock()
-	in := crdt.PaymentInput{Card: card, Amount: amount, Stamp: stamp, Now: now.UnixMilli(), Isolated: n.iso.isolated}
-	d, err := n.set.State.DecidePayment(n.cfg.Key.Public(), in, &n.iso.ledger)
+	in := crdt.PaymentInput{Card: card, Amount: amount, Stamp: stamp, Now: now.UnixMilli(), Isolated: n.iso.isolated || quorumLost}
+	ledger := &n.iso.ledger
+	if quorumLost && !n.iso.isolated {
+		window := int64(n.set.State.Settings.IsolationAfter)
+		l := recentLedger(n.set.State, n.cfg.Key.Public(), card, now.UnixMilli()-window)
+		ledger = &l
+	}
+	d, err := n.set.State.DecidePayment(n.cfg.Key.Public(), in, ledger)
 	if err != nil {
 		return MoneyAnswer{}, paymentError(err)
 	}
@@ -87,7 +93,9 @@ func (tx *writeTx) pay(card crdt.CardID, amount uint64, label string, stamp *crd
 		return MoneyAnswer{}, err
 	}
 	if in.Isolated {
-		n.iso.ledger.Record(card, amount)
+		if n.iso.isolated {
+			n.iso.ledger.Record(card, amount)
+		}
 		n.metrics.offlinePayments.Inc()
 	}
 	n.metrics.payments.Inc()

@@ -60,6 +60,9 @@ type Config struct {
 	MaxBatch int
 	// SnapshotEvery is passed to the store. Default: the store's.
 	SnapshotEvery uint64
+	// QuorumTimeout bounds the round trip a payment waits for to confirm
+	// that the node reaches a quorum of venues now. Default 300 ms.
+	QuorumTimeout time.Duration
 	// MaxClockSkew bounds how far in the future a remote op's timestamp may
 	// be for the node's clock to follow it. Default 5 minutes.
 	MaxClockSkew time.Duration
@@ -90,6 +93,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 256
+	}
+	if c.QuorumTimeout <= 0 {
+		c.QuorumTimeout = 300 * time.Millisecond
 	}
 	if c.MaxClockSkew <= 0 {
 		c.MaxClockSkew = 5 * time.Minute

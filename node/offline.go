@@ -185,3 +185,57 @@ func (n *Node) watchIsolation(ctx context.Context) {
 		}
 	}
 }
+
+// quorumLost reports whether a node that believes itself in sync cannot
+// reach a quorum of venues right now. Heartbeats only tell that the
+// quorum was there within IsolationAfter; a fresh round trip (libp2p ping)
+// tells it is there now, and at most one side of a split can reach a
+// majority. A payment that finds the quorum lost is taken under the offline
+// caps, as if the node were isolated.
+func (n *Node) quorumLost(ctx context.Context) bool {
+	if n.net == nil {
+		return false // without a network, isolation comes from heartbeats alone
+	}
+	n.iso.mu.Lock()
+	isolated := n.iso.isolated
+	n.iso.mu.Unlock()
+	if isolated {
+		return false // the caps apply anyway
+	}
+	n.mu.RLock()
+	settings := n.set.State.Settings
+	others := 0
+	for k, v := range n.set.State.Venues {
+		if !v.Revoked && k != n.cfg.Key.Public() {
+			others++
+		}
+	}
+	n.mu.RUnlock()
+	_, _, need := settings.Quorum(make([]int64, others), 0)
+	if need == 0 {
+		return false
+	}
+	got := n.net.Reachable(ctx, need, n.cfg.QuorumTimeout)
+	if got < need {
+		n.metrics.quorumLost.Inc()
+		n.log.Warn("payment under offline caps: quorum not reachable now", "reached", got, "need", need)
+		return true
+	}
+	return false
+}
+
+// recentLedger is the offline ledger of a payment taken under the caps
+// while the node still believes itself in sync: this venue's payments of
+// the card within the last IsolationAfter count.
+func recentLedger(st *crdt.State, venue crdt.PublicKey, card crdt.CardID, since int64) crdt.OfflineLedger {
+	var l crdt.OfflineLedger
+	l.Reset(since)
+	if c := st.Card(card); c != nil {
+		for _, e := range c.Entries {
+			if e.Kind == crdt.KindPayment && e.Venue == venue && e.HLC.Millis() >= since {
+				l.Record(card, uint64(-e.Amount))
+			}
+		}
+	}
+	return l
+}
