@@ -66,6 +66,22 @@ func RebuildOfflineLedger(s *State, venue PublicKey, since int64) OfflineLedger 
 	return l
 }
 
+// CardLedger is the offline ledger of one card at one venue from since
+// (Unix ms): what a payment taken under the caps counts when the venue
+// still believes itself in sync but cannot reach a quorum now.
+func CardLedger(s *State, venue PublicKey, card CardID, since int64) OfflineLedger {
+	var l OfflineLedger
+	l.Reset(since)
+	if c := s.Cards[card]; c != nil {
+		for _, e := range c.Entries {
+			if e.Kind == KindPayment && e.Venue == venue && e.HLC.Millis() >= since {
+				l.Record(card, uint64(-e.Amount))
+			}
+		}
+	}
+	return l
+}
+
 // PaymentInput is a payment a cashier asks for.
 type PaymentInput struct {
 	Card   CardID

@@ -81,7 +81,7 @@ func (tx *writeTx) pay(card crdt.CardID, amount uint64, label string, stamp *crd
 	ledger := &n.iso.ledger
 	if quorumLost && !n.iso.isolated {
 		window := int64(n.set.State.Settings.IsolationAfter)
-		l := recentLedger(n.set.State, n.cfg.Key.Public(), card, now.UnixMilli()-window)
+		l := crdt.CardLedger(n.set.State, n.cfg.Key.Public(), card, now.UnixMilli()-window)
 		ledger = &l
 	}
 	d, err := n.set.State.DecidePayment(n.cfg.Key.Public(), in, ledger)

@@ -223,19 +223,3 @@ func (n *Node) quorumLost(ctx context.Context) bool {
 	}
 	return false
 }
-
-// recentLedger is the offline ledger of a payment taken under the caps
-// while the node still believes itself in sync: this venue's payments of
-// the card within the last IsolationAfter count.
-func recentLedger(st *crdt.State, venue crdt.PublicKey, card crdt.CardID, since int64) crdt.OfflineLedger {
-	var l crdt.OfflineLedger
-	l.Reset(since)
-	if c := st.Card(card); c != nil {
-		for _, e := range c.Entries {
-			if e.Kind == crdt.KindPayment && e.Venue == venue && e.HLC.Millis() >= since {
-				l.Record(card, uint64(-e.Amount))
-			}
-		}
-	}
-	return l
-}

@@ -26,6 +26,11 @@ type HarnessConfig struct {
 	// Settings.IsolationAfter ms. Without it, a venue hears exactly the
 	// venues of its group, at once (the idealised model).
 	DetectionLag bool
+	// NoQuorumCheck turns off what node/offline.go's quorumLost does: a
+	// venue that believes itself in sync pings the others before a payment
+	// and, if it cannot reach a quorum now, takes the payment under the
+	// offline caps. Only matters with DetectionLag.
+	NoQuorumCheck bool
 }
 
 // Venue is one simulated node: a replica, the author of its ops and the
@@ -411,10 +416,44 @@ func (h *Harness) TopUp(v int, card crdt.CardID, amount uint64) (crdt.Op, error)
 // Decide runs the payment rules at venue v now, with its sync state and
 // ledger, without paying.
 func (h *Harness) Decide(v int, card crdt.CardID, amount uint64, stamp *crdt.CardStamp) (crdt.PaymentDecision, error) {
+	d, _, err := h.decide(v, card, amount, stamp)
+	return d, err
+}
+
+// decide also says whether the payment fell under the caps because the
+// venue, though it believes itself in sync, cannot reach a quorum now.
+func (h *Harness) decide(v int, card crdt.CardID, amount uint64, stamp *crdt.CardStamp) (crdt.PaymentDecision, bool, error) {
 	h.evaluate()
 	ven := h.venues[v]
-	in := crdt.PaymentInput{Card: card, Amount: amount, Stamp: stamp, Now: h.now, Isolated: ven.Isolated}
-	return ven.Replica.Set.State.DecidePayment(ven.Signer.Public(), in, &ven.Ledger)
+	st := ven.Replica.Set.State
+	lost := !ven.Isolated && !h.cfg.NoQuorumCheck && !h.reachesQuorum(v)
+	in := crdt.PaymentInput{Card: card, Amount: amount, Stamp: stamp, Now: h.now, Isolated: ven.Isolated || lost}
+	ledger := &ven.Ledger
+	if lost {
+		l := crdt.CardLedger(st, ven.Signer.Public(), card, h.now-int64(st.Settings.IsolationAfter))
+		ledger = &l
+	}
+	d, err := st.DecidePayment(ven.Signer.Public(), in, ledger)
+	return d, lost, err
+}
+
+// reachesQuorum reports whether venue v can reach a quorum of the other
+// venues right now: the venues of its group.
+func (h *Harness) reachesQuorum(v int) bool {
+	st := h.venues[v].Replica.Set.State
+	self := h.venues[v].Signer.Public()
+	others, reach := 0, 0
+	for k, ven := range st.Venues {
+		if ven.Revoked || k == self {
+			continue
+		}
+		others++
+		if u, ok := h.byKey[k]; ok && h.group[u] == h.group[v] {
+			reach++
+		}
+	}
+	_, _, need := st.Settings.Quorum(make([]int64, others), 0)
+	return reach >= need
 }
 
 // Paid is an accepted payment.
@@ -434,14 +473,19 @@ type Paid struct {
 // state and offline ledger, a signed payment op with the decision's
 // counters, the ledger recorded when offline, and a new signed stamp.
 func (h *Harness) Pay(v int, card crdt.CardID, amount uint64, stamp *crdt.CardStamp, label string) (Paid, error) {
-	d, err := h.Decide(v, card, amount, stamp)
+	d, lost, err := h.decide(v, card, amount, stamp)
 	if err != nil {
 		return Paid{}, err
 	}
 	ven := h.venues[v]
-	offline, period := ven.Isolated, 0
-	if offline {
+	offline, period := ven.Isolated || lost, 0
+	if ven.Isolated {
 		period = ven.Periods
+	} else if lost {
+		// Before isolation is noticed: a period of its own (capped by
+		// the card's recent payments, then counted again by the ledger of
+		// the isolation that follows, so a separate cap is an upper bound).
+		period = -1 - ven.Periods
 	}
 	op, err := h.emit(v, &crdt.Payment{Card: card, Amount: amount, Counter: d.Counter, Label: label, StampCounter: d.StampCounter})
 	if err != nil {

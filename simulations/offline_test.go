@@ -122,6 +122,7 @@ func TestOfflineRiskCapsBind(t *testing.T) {
 func TestOfflineRiskDetectionLag(t *testing.T) {
 	cfg := DefaultOfflineConfig()
 	cfg.DetectionLag = true
+	cfg.NoQuorumCheck = true
 	cfg.AttackAfterMs = 0
 	cfg.CloneStamps = StampPerGroup
 	cfg.AttackerTopUpCents = 30000
@@ -212,13 +213,42 @@ func TestOfflineConfigRefused(t *testing.T) {
 	}
 }
 
+// TestOfflineRiskQuorumCheck: with the node's heartbeat timing and
+// attackers striking as the split begins, the quorum ping each payment
+// makes puts every payment of a side that cannot reach a quorum under the
+// caps at once: no in-sync exposure, and the caps bound holds.
+func TestOfflineRiskQuorumCheck(t *testing.T) {
+	cfg := DefaultOfflineConfig()
+	cfg.DetectionLag = true
+	cfg.AttackAfterMs = 0
+	cfg.CloneStamps = StampPerGroup
+	cfg.AttackerTopUpCents = 30000
+	rs := runSeeds(t, cfg, 4)
+	lost := false
+	for i := range rs {
+		checkRun(t, &rs[i])
+		if rs[i].SyncExposureCents != 0 {
+			t.Errorf("seed %d: in-sync exposure %d with the quorum check", rs[i].Config.Seed, rs[i].SyncExposureCents)
+		}
+		if rs[i].LossCents > rs[i].BoundCents {
+			t.Errorf("seed %d: loss %d > bound %d", rs[i].Config.Seed, rs[i].LossCents, rs[i].BoundCents)
+		}
+		lost = lost || rs[i].LossCents > 0
+	}
+	if !lost {
+		t.Error("the attack never cost anything: the test would not notice a broken bound")
+	}
+	t.Log("\n" + FormatOfflineRuns(rs))
+}
+
 // BenchmarkOfflineRisk runs the scenario at full size (10 venues, 20
 // partitions, 500 cards, 50 clones) over -sim.seeds seeds (default 3):
 //
 //	frozen        clones present the stamp copied when cloned (the scenario)
 //	per_group     clones carry stamps within a group, start again in the next
 //	caps_bind     per_group, cloned cards topped up to 300.00 first
-//	lag_attack    caps_bind with the node's heartbeat timing, striking as the split begins
+//	lag_attack    caps_bind with the node's heartbeat timing and quorum ping, striking as the split begins
+//	lag_no_ping   lag_attack without the quorum ping: the detection window alone
 func BenchmarkOfflineRisk(b *testing.B) {
 	full := FullOfflineConfig()
 	perGroup := full
@@ -228,10 +258,12 @@ func BenchmarkOfflineRisk(b *testing.B) {
 	lag := capsBind
 	lag.DetectionLag = true
 	lag.AttackAfterMs = 0
+	noPing := lag
+	noPing.NoQuorumCheck = true
 	for _, bc := range []struct {
 		name string
 		cfg  OfflineConfig
-	}{{"frozen", full}, {"per_group", perGroup}, {"caps_bind", capsBind}, {"lag_attack", lag}} {
+	}{{"frozen", full}, {"per_group", perGroup}, {"caps_bind", capsBind}, {"lag_attack", lag}, {"lag_no_ping", noPing}} {
 		b.Run(bc.name, func(b *testing.B) {
 			var rs []OfflineReport
 			for b.Loop() {

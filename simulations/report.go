@@ -20,6 +20,11 @@ func (c OfflineConfig) describe() string {
 	iso := "instant isolation"
 	if c.DetectionLag {
 		iso = "isolation from heartbeats"
+		if c.NoQuorumCheck {
+			iso += ", no quorum ping"
+		} else {
+			iso += " and a quorum ping per payment"
+		}
 	}
 	d := fmt.Sprintf("%d venues, %d partitions, %d cards, %d clones (%s stamps), %s, attack %ds after the split",
 		c.Venues, c.Episodes, c.Cards, c.Clones, c.CloneStamps, iso, c.AttackAfterMs/1000)
