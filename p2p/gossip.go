@@ -198,7 +198,9 @@ func (n *Network) publishLoop() {
 // the message's signer (or the federation), a bad signature, an op the
 // rules refuse. Ops ahead of their author's chain are accepted (a peer may
 // hold the ops between) and anti-entropy with the relaying peer is asked
-// for if the gap is still there after GapSyncDelay.
+// for if the gap is still there after GapSyncDelay; but a message whose new
+// ops are all more than GossipBatch past their author's chain is ignored
+// (anti-entropy alone brings them).
 func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if from == n.host.ID() {
 		return pubsub.ValidationAccept // our own publish: ops already committed
@@ -228,8 +230,9 @@ func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Messa
 	if err != nil {
 		return reject("malformed", err)
 	}
-	fresh := 0
+	fresh, far := 0, 0
 	var gaps []crdt.Op
+	var vv crdt.VersionVector // read at the first op ahead of its chain
 	for i := range ops {
 		op := &ops[i]
 		if op.Author != skey && op.Author != n.fed {
@@ -243,16 +246,16 @@ func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Messa
 		case errors.Is(err, crdt.ErrGap), errors.Is(err, crdt.ErrUnknownAuthor):
 			fresh++
 			gaps = append(gaps, *op)
-		case errors.Is(err, crdt.ErrStale):
-			// Signature checked: either the op we hold, or a second op at
-			// that seq (evidence the replica keeps and peers should see).
-			if n.heldOp(op) {
-				continue
+			if vv == nil {
+				vv = n.rep.VersionVector()
 			}
-			fresh++
-		case errors.Is(err, crdt.ErrBrokenChain):
-			// Signed on top of an op we do not hold at seq-1: evidence.
-			fresh++
+			if op.Seq > vv[op.Author]+uint64(n.cfg.GossipBatch) {
+				far++
+			}
+		case errors.Is(err, crdt.ErrStale):
+			// A seq the replica covers whose held op it could not compare
+			// (not committed yet): nothing new to relay. Real evidence
+			// comes back from Check as nil.
 		default:
 			return reject("invalid op", err)
 		}
@@ -264,19 +267,16 @@ func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Messa
 	if len(gaps) > 0 {
 		n.wantSync(from, n.cfg.GapSyncDelay, func(w *want) { w.addGaps(gaps) })
 	}
+	if far == fresh {
+		// Every new op is more than a gossip batch past our chain: we are
+		// catching up (a heal, a restart), anti-entropy brings these ops
+		// in order, and relaying them would only send them to peers that
+		// are likely as far behind.
+		n.stats.messagesAhead.Add(1)
+		return pubsub.ValidationIgnore
+	}
 	msg.ValidatorData = ops
 	return pubsub.ValidationAccept
-}
-
-// heldOp reports whether the replica holds op itself at its seq.
-func (n *Network) heldOp(op *crdt.Op) bool {
-	id := op.ID()
-	same := false
-	_ = n.rep.ReadRange(op.Author, op.Seq, op.Seq, func(o crdt.Op) error {
-		same = o.ID() == id
-		return nil
-	})
-	return same
 }
 
 // readOps hands validated ops messages to the replica, several at once so
