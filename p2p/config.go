@@ -114,7 +114,10 @@ type Config struct {
 	// HostOptions are ignored.
 	Host host.Host
 	// HostOptions are extra libp2p options appended when the network builds
-	// its host (e.g. libp2p.BandwidthReporter, libp2p.PrivateNetwork).
+	// its host (e.g. libp2p.BandwidthReporter, libp2p.PrivateNetwork). A
+	// bandwidth reporter given here replaces the network's own counter
+	// (libp2p takes one); Stats reports its totals if it has
+	// GetBandwidthTotals, as *metrics.BandwidthCounter does.
 	HostOptions []libp2p.Option
 }
 

@@ -39,7 +39,12 @@
 // ahead of their author's chain are accepted and handed to the replica,
 // which holds them until the ops between arrive; if the gap is still there
 // after Config.GapSyncDelay, anti-entropy runs with the peer that
-// forwarded them. Three invalid messages put a peer below the graylist
+// forwarded them. A message whose ops are all more than
+// Config.GossipBatch past their author's chain is ignored before any
+// signature check (not forwarded, not penalised) and anti-entropy brings
+// them: the node is catching up (a healed partition, a restart), and
+// relaying them would mostly send ops the sync sessions carry anyway to
+// peers as far behind. Three invalid messages put a peer below the graylist
 // threshold (four if it had earned a good score): its messages are then
 // dropped unread until its score decays.
 //
@@ -59,7 +64,10 @@
 // other's addresses from heartbeats and connect directly (up to
 // Config.TargetPeers connections). A heartbeat whose digest differs from
 // ours while its op count is at least ours asks for anti-entropy with its
-// sender (a peer with fewer ops pulls from us when it hears ours).
+// sender after Config.GapSyncDelay, if the peer's latest heartbeat still
+// shows it ahead then (ops in flight on gossip make heartbeats differ for
+// a few milliseconds); a peer with fewer ops pulls from us when it hears
+// ours.
 // [Network.Peers] exposes the last heartbeat of each peer and
 // [Network.LastHeard] when it arrived: the node's isolation rule uses it.
 //

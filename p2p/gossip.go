@@ -24,6 +24,7 @@ func (n *Network) startPubSub() error {
 		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return n.gater.member(p) }),
 		pubsub.WithMaxMessageSize(n.cfg.MaxMessageSize+4096),
 		pubsub.WithValidateQueueSize(256),
+		pubsub.WithGossipSubParams(gossipParams()),
 		pubsub.WithLogger(n.log.With("component", "pubsub")),
 	)
 	if err != nil {
@@ -198,9 +199,9 @@ func (n *Network) publishLoop() {
 // the message's signer (or the federation), a bad signature, an op the
 // rules refuse. Ops ahead of their author's chain are accepted (a peer may
 // hold the ops between) and anti-entropy with the relaying peer is asked
-// for if the gap is still there after GapSyncDelay; but a message whose new
-// ops are all more than GossipBatch past their author's chain is ignored
-// (anti-entropy alone brings them).
+// for if the gap is still there after GapSyncDelay; but a message whose ops
+// are all more than GossipBatch past their author's chain is ignored
+// unchecked, and anti-entropy alone brings them.
 func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if from == n.host.ID() {
 		return pubsub.ValidationAccept // our own publish: ops already committed
@@ -230,14 +231,29 @@ func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Messa
 	if err != nil {
 		return reject("malformed", err)
 	}
-	fresh, far := 0, 0
-	var gaps []crdt.Op
-	var vv crdt.VersionVector // read at the first op ahead of its chain
+	// Ops all more than a gossip batch past our chains: we are catching
+	// up (a heal, a restart), anti-entropy brings them in order, and
+	// relaying them would only send them to peers likely as far behind.
+	// Ignored before any signature is checked.
+	vv := n.recentVV()
+	far := 0
 	for i := range ops {
-		op := &ops[i]
-		if op.Author != skey && op.Author != n.fed {
+		if ops[i].Author != skey && ops[i].Author != n.fed {
 			return reject("op not authored by the signer", nil)
 		}
+		if ops[i].Seq > vv[ops[i].Author]+uint64(n.cfg.GossipBatch) {
+			far++
+		}
+	}
+	if far == len(ops) {
+		n.stats.messagesAhead.Add(1)
+		n.wantSync(from, n.cfg.GapSyncDelay, func(w *want) { w.addGaps(ops) })
+		return pubsub.ValidationIgnore
+	}
+	fresh := 0
+	var gaps []crdt.Op
+	for i := range ops {
+		op := &ops[i]
 		err := n.rep.Check(op)
 		switch {
 		case err == nil:
@@ -246,12 +262,6 @@ func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Messa
 		case errors.Is(err, crdt.ErrGap), errors.Is(err, crdt.ErrUnknownAuthor):
 			fresh++
 			gaps = append(gaps, *op)
-			if vv == nil {
-				vv = n.rep.VersionVector()
-			}
-			if op.Seq > vv[op.Author]+uint64(n.cfg.GossipBatch) {
-				far++
-			}
 		case errors.Is(err, crdt.ErrStale):
 			// A seq the replica covers whose held op it could not compare
 			// (not committed yet): nothing new to relay. Real evidence
@@ -267,16 +277,30 @@ func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Messa
 	if len(gaps) > 0 {
 		n.wantSync(from, n.cfg.GapSyncDelay, func(w *want) { w.addGaps(gaps) })
 	}
-	if far == fresh {
-		// Every new op is more than a gossip batch past our chain: we are
-		// catching up (a heal, a restart), anti-entropy brings these ops
-		// in order, and relaying them would only send them to peers that
-		// are likely as far behind.
-		n.stats.messagesAhead.Add(1)
-		return pubsub.ValidationIgnore
-	}
 	msg.ValidatorData = ops
 	return pubsub.ValidationAccept
+}
+
+// vvMaxAge bounds the age of the version vector the ops validator
+// compares messages with (copying it for every message is costly with
+// many authors; a vector a little old only makes the far-ahead test a
+// little stricter).
+const vvMaxAge = 100 * time.Millisecond
+
+type vvSnapshot struct {
+	vv crdt.VersionVector
+	at time.Time
+}
+
+// recentVV returns the replica's version vector as of at most vvMaxAge
+// ago. The caller must not modify it.
+func (n *Network) recentVV() crdt.VersionVector {
+	if s := n.vvSnap.Load(); s != nil && time.Since(s.at) < vvMaxAge {
+		return s.vv
+	}
+	s := &vvSnapshot{vv: n.rep.VersionVector(), at: time.Now()}
+	n.vvSnap.Store(s)
+	return s.vv
 }
 
 // readOps hands validated ops messages to the replica, several at once so
@@ -312,4 +336,10 @@ func (n *Network) readOps() {
 			return
 		}
 	}
+}
+
+func gossipParams() pubsub.GossipSubParams {
+	p := pubsub.DefaultGossipSubParams()
+	p.Dlo, p.D, p.Dhi, p.Dout, p.Dscore = 3, 4, 6, 1, 2
+	return p
 }

@@ -158,8 +158,12 @@ func (n *Network) onHeartbeat(p peer.ID, hb *Heartbeat) {
 		wake(n.maintainWake)
 	}
 	if connected && !recent && n.behind(hb) {
+		// After GapSyncDelay, and only if the peer's latest heartbeat
+		// still shows it ahead then: under load a heartbeat is often ahead
+		// by ops still in flight on gossip, which arrive within
+		// milliseconds.
 		n.stats.hbSyncs.Add(1)
-		n.wantSync(p, 0, func(w *want) { w.hb = true })
+		n.wantSync(p, n.cfg.GapSyncDelay, func(w *want) { w.hb = true })
 	}
 }
 

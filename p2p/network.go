@@ -15,6 +15,7 @@ import (
 	"github.com/cagnotte/cagnotte/crdt"
 	"github.com/libp2p/go-libp2p"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/config"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
@@ -58,7 +59,10 @@ type Network struct {
 	host    host.Host
 	ownHost bool
 	gater   *gater
-	bw      *metrics.BandwidthCounter
+	// bw gives the wire totals of Stats: the network's own counter, or
+	// the reporter given in HostOptions when it has totals (nil otherwise
+	// and with a caller-supplied host).
+	bw bandwidthTotals
 
 	ps       *pubsub.PubSub
 	opsTopic *pubsub.Topic
@@ -89,6 +93,7 @@ type Network struct {
 	fromNet map[crdt.OpID]struct{}
 
 	ingestSem chan struct{}
+	vvSnap    atomic.Pointer[vvSnapshot] // see recentVV
 
 	maintainWake chan struct{}
 	hbWake       chan struct{}
@@ -145,6 +150,7 @@ type Stats struct {
 	PublishDropped    uint64 // ops not published because the queue was full
 	MessagesAccepted  uint64 // ops messages from peers that validated
 	MessagesIgnored   uint64 // ops messages with nothing new
+	MessagesAhead     uint64 // ops messages ignored as too far ahead of our chains
 	MessagesRejected  uint64 // invalid ops or heartbeat messages
 	OpsReceived       uint64 // ops in accepted gossip messages
 	Heartbeats        uint64 // heartbeats received
@@ -166,6 +172,7 @@ type Stats struct {
 type stats struct {
 	messagesPublished, opsPublished, publishDropped  atomic.Uint64
 	messagesAccepted, messagesIgnored, messagesRej   atomic.Uint64
+	messagesAhead                                    atomic.Uint64
 	opsReceived, heartbeats                          atomic.Uint64
 	syncSessions, syncInSync, syncFailures, syncBusy atomic.Uint64
 	syncOpsIn, syncOpsOut, syncBytesIn, syncBytesOut atomic.Uint64
@@ -242,8 +249,14 @@ func New(ctx context.Context, cfg Config, rep Replica, key *crdt.Signer) (*Netwo
 	return n, nil
 }
 
+// bandwidthTotals is what Stats reads of a bandwidth reporter
+// (*metrics.BandwidthCounter has it).
+type bandwidthTotals interface {
+	GetBandwidthTotals() metrics.Stats
+}
+
 func (n *Network) buildHost(priv crypto.PrivKey, relays []peer.AddrInfo) (host.Host, error) {
-	n.bw = metrics.NewBandwidthCounter()
+	bw := metrics.NewBandwidthCounter()
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.ListenAddrStrings(n.cfg.ListenAddrs...),
@@ -252,7 +265,6 @@ func (n *Network) buildHost(priv crypto.PrivKey, relays []peer.AddrInfo) (host.H
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ConnectionGater(n.gater),
-		libp2p.BandwidthReporter(n.bw),
 		libp2p.UserAgent("cagnotte"),
 		libp2p.DisableMetrics(),
 	}
@@ -266,6 +278,21 @@ func (n *Network) buildHost(priv crypto.PrivKey, relays []peer.AddrInfo) (host.H
 		opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(relays))
 	}
 	opts = append(opts, n.cfg.HostOptions...)
+	// libp2p takes one bandwidth reporter: a reporter in HostOptions (a
+	// simulation counting bytes) replaces the network's own counter, and
+	// Stats reads its totals if it keeps any.
+	opts = append(opts, func(c *config.Config) error {
+		switch r := c.Reporter.(type) {
+		case nil:
+			c.Reporter = bw
+			n.bw = bw
+		case bandwidthTotals:
+			n.bw = r
+		default:
+			n.bw = nil
+		}
+		return nil
+	})
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("p2p: libp2p host: %w", err)
@@ -526,6 +553,7 @@ func (n *Network) Stats() Stats {
 		PublishDropped:    s.publishDropped.Load(),
 		MessagesAccepted:  s.messagesAccepted.Load(),
 		MessagesIgnored:   s.messagesIgnored.Load(),
+		MessagesAhead:     s.messagesAhead.Load(),
 		MessagesRejected:  s.messagesRej.Load(),
 		OpsReceived:       s.opsReceived.Load(),
 		Heartbeats:        s.heartbeats.Load(),
