@@ -220,16 +220,6 @@ func (n *Node) handlePayment(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	card, err := parseCard(req.Card)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	amount, err := parseAmount(req.AmountCents)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	if len(req.Label) > crdt.MaxNameLen {
 		writeError(w, badRequest("label longer than %d bytes", crdt.MaxNameLen))
 		return
@@ -243,15 +233,38 @@ func (n *Node) handlePayment(w http.ResponseWriter, r *http.Request) {
 		}
 		stamp = &st
 	}
-	req.Card = string(card)
-	ik, err := idempotency("payment", req.IdempotencyKey, req)
+	m, err := parseMoney("payment", &req.Card, req.AmountCents, req.IdempotencyKey, &req)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	n.evaluateIsolation()
 	lost := n.quorumLost(r.Context())
-	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.pay(card, amount, req.Label, stamp, lost) })
+	n.write(w, r, m.ik, func(tx *writeTx) (any, error) { return tx.pay(m.card, m.amount, req.Label, stamp, lost) })
+}
+
+// moneyRequest is what payments, top-ups and refunds share once parsed.
+type moneyRequest struct {
+	card   crdt.CardID
+	amount uint64
+	ik     *idemKey
+}
+
+// parseMoney checks the card and amount of a money request, normalises the
+// card id in req (so that retries spelling it differently are the same
+// request) and derives the idempotency key from the whole request.
+func parseMoney(route string, card *string, cents int64, key string, req any) (moneyRequest, error) {
+	var m moneyRequest
+	var err error
+	if m.card, err = parseCard(*card); err != nil {
+		return m, err
+	}
+	if m.amount, err = parseAmount(cents); err != nil {
+		return m, err
+	}
+	*card = string(m.card)
+	m.ik, err = idempotency(route, key, req)
+	return m, err
 }
 
 type topUpRequest struct {
@@ -268,16 +281,6 @@ func (n *Node) handleTopUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	card, err := parseCard(req.Card)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	amount, err := parseAmount(req.AmountCents)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	if req.Method != crdt.MethodCash && req.Method != crdt.MethodCardTerminal {
 		writeError(w, badRequest(`method must be "cash" or "card_terminal"`))
 		return
@@ -286,13 +289,12 @@ func (n *Node) handleTopUp(w http.ResponseWriter, r *http.Request) {
 		writeError(w, badRequest("reference longer than %d bytes", crdt.MaxRefLen))
 		return
 	}
-	req.Card = string(card)
-	ik, err := idempotency("topup", req.IdempotencyKey, req)
+	m, err := parseMoney("topup", &req.Card, req.AmountCents, req.IdempotencyKey, &req)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.topUp(card, amount, req.Method, req.Reference) })
+	n.write(w, r, m.ik, func(tx *writeTx) (any, error) { return tx.topUp(m.card, m.amount, req.Method, req.Reference) })
 }
 
 type refundRequest struct {
@@ -308,27 +310,16 @@ func (n *Node) handleRefund(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	card, err := parseCard(req.Card)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	amount, err := parseAmount(req.AmountCents)
-	if err != nil {
-		writeError(w, err)
-		return
-	}
 	if len(req.Reason) > crdt.MaxTextLen {
 		writeError(w, badRequest("reason longer than %d bytes", crdt.MaxTextLen))
 		return
 	}
-	req.Card = string(card)
-	ik, err := idempotency("refund", req.IdempotencyKey, req)
+	m, err := parseMoney("refund", &req.Card, req.AmountCents, req.IdempotencyKey, &req)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	n.write(w, r, ik, func(tx *writeTx) (any, error) { return tx.refund(card, amount, req.Reason) })
+	n.write(w, r, m.ik, func(tx *writeTx) (any, error) { return tx.refund(m.card, m.amount, req.Reason) })
 }
 
 func (n *Node) handleCard(w http.ResponseWriter, r *http.Request) {
