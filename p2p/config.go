@@ -83,6 +83,12 @@ type Config struct {
 	// MaxVVEntries bounds the authors in a received version vector.
 	// Default 4096.
 	MaxVVEntries int
+	// MeshDegree is the number of peers each GossipSub topic mesh aims at
+	// (kept between 3/4 and 3/2 of it). A node forwards each message it
+	// relays to about MeshDegree-1 peers: a larger mesh is more redundant,
+	// a smaller one spends less bandwidth and CPU per op; a node's own ops
+	// go to every connected member anyway. Default 4 (at least 2).
+	MeshDegree int
 	// TargetPeers is the number of connections the node keeps up by dialing
 	// the members it learns of (bootstrap peers are always dialed).
 	// Default 16.
@@ -138,6 +144,7 @@ func DefaultConfig() Config {
 		MaxMessageSize:    1 << 20,
 		GossipBatch:       128,
 		MaxVVEntries:      4096,
+		MeshDegree:        4,
 		TargetPeers:       16,
 		MaxPublishQueue:   10000,
 		IngestWorkers:     4,
@@ -169,6 +176,7 @@ func (c *Config) setDefaults() error {
 	num(&c.MaxMessageSize, d.MaxMessageSize)
 	num(&c.GossipBatch, d.GossipBatch)
 	num(&c.MaxVVEntries, d.MaxVVEntries)
+	num(&c.MeshDegree, d.MeshDegree)
 	num(&c.TargetPeers, d.TargetPeers)
 	num(&c.MaxPublishQueue, d.MaxPublishQueue)
 	num(&c.IngestWorkers, d.IngestWorkers)
@@ -183,6 +191,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxMessageSize < minMessageSize {
 		return fmt.Errorf("p2p: MaxMessageSize %d cannot carry one op (min %d)", c.MaxMessageSize, minMessageSize)
+	}
+	if c.MeshDegree < 2 {
+		return fmt.Errorf("p2p: MeshDegree %d is under 2", c.MeshDegree)
 	}
 	if c.HeartbeatInterval < 10*time.Millisecond || c.SyncInterval < 10*time.Millisecond {
 		return errors.New("p2p: HeartbeatInterval and SyncInterval must be at least 10 ms")

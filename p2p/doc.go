@@ -29,7 +29,11 @@
 //
 //	version (1 byte, = 1) | count (uvarint) | count × (length (uvarint) | canonical op)
 //
-// with at most Config.GossipBatch ops and Config.MaxMessageSize bytes.
+// with at most Config.GossipBatch ops and Config.MaxMessageSize bytes. A
+// node publishes to every connected member and relays through a mesh of
+// about Config.MeshDegree peers per topic (default 4, below libp2p's 6: a
+// venue federation is tens of nodes, each connected to up to 16 others,
+// and every relay costs a venue's uplink and CPU).
 // Messages are signed by the publishing peer (StrictSign). The topic
 // validator rejects, and GossipSub's peer scoring penalises the peer that
 // forwarded, any message whose signer is not a member, that does not
@@ -49,8 +53,9 @@
 // dropped unread until its score decays.
 //
 // Topic "/cagnotte/<federation key hex>/heartbeat/1" carries each node's
-// heartbeat every Config.HeartbeatInterval (and soon after a new
-// connection):
+// heartbeat every Config.HeartbeatInterval (±10 %, from a random phase so
+// that nodes started together do not beat together) and soon after a new
+// connection:
 //
 //	version (1) | node key (32) | unix ms (8, big endian) | digest (32) |
 //	op count (uvarint) | version vector digest (32) | authors (uvarint) |

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/cagnotte/cagnotte/crdt"
@@ -24,8 +25,8 @@ func (n *Network) startPubSub() error {
 		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return n.gater.member(p) }),
 		pubsub.WithMaxMessageSize(n.cfg.MaxMessageSize+4096),
 		pubsub.WithValidateQueueSize(256),
-		pubsub.WithGossipSubParams(gossipParams()),
-		pubsub.WithLogger(n.log.With("component", "pubsub")),
+		pubsub.WithGossipSubParams(gossipParams(n.cfg.MeshDegree)),
+		pubsub.WithLogger(slog.New(quietPubSub{n.log.Handler()}).With("component", "pubsub")),
 	)
 	if err != nil {
 		return fmt.Errorf("p2p: gossipsub: %w", err)
@@ -338,8 +339,40 @@ func (n *Network) readOps() {
 	}
 }
 
-func gossipParams() pubsub.GossipSubParams {
+// gossipParams are GossipSub's defaults with a mesh of d peers per topic
+// (libp2p's default is 6, kept between 5 and 12): each node forwards each
+// message to about d-1 peers, so d sets the bytes and CPU a venue spends
+// per op, while a node's own messages still go to every connected peer
+// (flood publishing) and anti-entropy repairs what the mesh misses.
+func gossipParams(d int) pubsub.GossipSubParams {
 	p := pubsub.DefaultGossipSubParams()
-	p.Dlo, p.D, p.Dhi, p.Dout, p.Dscore = 3, 4, 6, 1, 2
+	p.D = d
+	p.Dlo = d - d/4
+	p.Dhi = d + d/2
+	p.Dout = max(0, min(d/2-1, p.Dlo-1))
+	p.Dscore = d * 2 / 3
+	p.Dlazy = d
 	return p
+}
+
+// quietPubSub drops the log records go-libp2p-pubsub emits for every
+// delivered message when the host's connection manager has no decaying
+// tags (the default one has none): a warning per message would flood the
+// node's log.
+type quietPubSub struct{ slog.Handler }
+
+func (q quietPubSub) Handle(ctx context.Context, r slog.Record) error {
+	switch r.Message {
+	case "error bumping delivery tag", "unable to create decaying delivery tag":
+		return nil
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quietPubSub) WithAttrs(as []slog.Attr) slog.Handler {
+	return quietPubSub{q.Handler.WithAttrs(as)}
+}
+
+func (q quietPubSub) WithGroup(name string) slog.Handler {
+	return quietPubSub{q.Handler.WithGroup(name)}
 }

@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
@@ -18,32 +19,55 @@ const heartbeatAddrTTL = 10 * time.Minute
 // announces itself, so that a new peer need not wait a whole interval.
 const connectHeartbeatDelay = 300 * time.Millisecond
 
-// heartbeatLoop publishes the node's heartbeat at start, every
-// HeartbeatInterval (±10 %), and soon after a member connects.
+// heartbeatLoop publishes the node's heartbeat at start, then every
+// HeartbeatInterval (±10 %) from a random phase, and once soon after a
+// member connects, without moving the periodic schedule: nodes that start
+// or reconnect together keep their heartbeats spread over the interval
+// instead of all publishing (and all verifying the others') at one instant.
 func (n *Network) heartbeatLoop() {
+	start := time.Now()
+	periodic := start.Add(time.Duration(rand.Int64N(int64(n.cfg.HeartbeatInterval))))
+	extra := start // the start heartbeat; zero when none is due
 	t := time.NewTimer(0)
 	defer t.Stop()
-	next := time.Now()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-n.hbWake:
-			if time.Until(next) > connectHeartbeatDelay {
-				next = time.Now().Add(connectHeartbeatDelay)
+			if at := time.Now().Add(connectHeartbeatDelay); extra.IsZero() && periodic.After(at) {
+				extra = at
 				t.Reset(connectHeartbeatDelay)
 			}
 			continue
 		case <-t.C:
 		}
+		now := time.Now()
+		if now.Before(periodic) && (extra.IsZero() || now.Before(extra)) {
+			t.Reset(time.Until(nextBeat(periodic, extra)))
+			continue // an earlier timer that was moved
+		}
 		hb := n.makeHeartbeat()
 		if err := n.hbTopic.Publish(n.ctx, EncodeHeartbeat(hb, n.signer)); err != nil && n.ctx.Err() == nil {
 			n.log.Debug("publish heartbeat", "err", err)
 		}
-		d := jitter(n.cfg.HeartbeatInterval, 0.1)
-		next = time.Now().Add(d)
-		t.Reset(d)
+		if !now.Before(periodic) {
+			periodic = now.Add(jitter(n.cfg.HeartbeatInterval, 0.1))
+		}
+		if !extra.IsZero() && !now.Before(extra) {
+			extra = time.Time{}
+		}
+		t.Reset(time.Until(nextBeat(periodic, extra)))
 	}
+}
+
+// nextBeat returns the earlier of the periodic and the extra heartbeat
+// times (extra zero: none).
+func nextBeat(periodic, extra time.Time) time.Time {
+	if !extra.IsZero() && extra.Before(periodic) {
+		return extra
+	}
+	return periodic
 }
 
 // makeHeartbeat describes the node's current state.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -151,14 +152,39 @@ func (m *MemReplica) Check(op *crdt.Op) error {
 // buffer; the first refusal is returned after the others are added.
 func (m *MemReplica) Ingest(_ context.Context, ops []crdt.Op) error {
 	m.mu.Lock()
-	before := m.r.Set.VersionVector()
+	// With nothing pending, only the authors of ops can gain ops: compare
+	// their heads rather than copying the whole version vector.
+	var before crdt.VersionVector
+	var authors []crdt.PublicKey
+	var heads []uint64
+	if m.r.Pending.Len() == 0 {
+		for i := range ops {
+			if !slices.Contains(authors, ops[i].Author) {
+				seq, _ := m.r.Set.Head(ops[i].Author)
+				authors, heads = append(authors, ops[i].Author), append(heads, seq)
+			}
+		}
+	} else {
+		before = m.r.Set.VersionVector()
+	}
 	var first error
 	for _, op := range ops {
 		if err := m.r.Deliver(op); err != nil && !errors.Is(err, crdt.ErrDuplicate) && first == nil {
 			first = err
 		}
 	}
-	added := m.addedSince(before)
+	var added []crdt.Op
+	if before != nil {
+		added = m.addedSince(before)
+	} else {
+		for i, a := range authors {
+			after, _ := m.r.Set.Head(a)
+			_ = m.r.Log.ReadRange(a, heads[i]+1, after, func(op crdt.Op) error {
+				added = append(added, op)
+				return nil
+			})
+		}
+	}
 	m.mu.Unlock()
 	m.notify(added)
 	return first
