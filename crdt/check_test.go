@@ -31,3 +31,22 @@ func TestCheckVerifiesEarlyOps(t *testing.T) {
 		t.Fatalf("early op of a kind the venue may not make: %v", err)
 	}
 }
+
+// Check remembers verified ops so that Add does not verify them again; a
+// copy with another signature is a different op and is verified.
+func TestVerifiedCacheKeysOnWholeOp(t *testing.T) {
+	fed := newActor(signerFromBytes(t, 1))
+	set := crdt.NewOpSet(crdt.Config{Federation: fed.key()})
+	g := fed.make(1, &crdt.Genesis{Name: "F", Currency: "EUR", Settings: crdt.DefaultSettings()})
+	if err := set.Check(&g); err != nil {
+		t.Fatal(err)
+	}
+	forged := g
+	forged.Sig[0] ^= 1
+	if _, err := set.Add(forged); !errors.Is(err, crdt.ErrBadSignature) {
+		t.Fatalf("forged copy of a checked op: %v", err)
+	}
+	if _, err := set.Add(g); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -81,13 +81,14 @@ type OpSet struct {
 	State       *State
 	// Stale is set when a revocation or a fork voids ops that were already
 	// folded: views are wrong until Refold runs.
-	Stale bool
-	ops   uint64
+	Stale    bool
+	ops      uint64
+	verified *verifiedCache
 }
 
 // NewOpSet returns an empty op set for a federation.
 func NewOpSet(cfg Config) *OpSet {
-	s := &OpSet{cfg: cfg}
+	s := &OpSet{cfg: cfg, verified: &verifiedCache{}}
 	s.reset()
 	return s
 }
@@ -138,7 +139,7 @@ func (s *OpSet) Check(op *Op) error {
 		if kindRoles(op.Kind)&a.Role == 0 {
 			return opErr(op, fmt.Errorf("%w: %s", ErrNotAllowed, op.Kind))
 		}
-		if verr := op.Verify(); verr != nil {
+		if verr := s.verify(op); verr != nil {
 			return opErr(op, verr)
 		}
 		return err
@@ -186,7 +187,7 @@ func (s *OpSet) check(op *Op, verify bool) (*AuthorState, Body, error) {
 		return a, nil, opErr(op, ErrBrokenChain)
 	}
 	if verify {
-		if err := op.Verify(); err != nil {
+		if err := s.verify(op); err != nil {
 			return a, nil, opErr(op, err)
 		}
 	}
