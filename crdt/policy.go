@@ -56,14 +56,19 @@ func RebuildOfflineLedger(s *State, venue PublicKey, since int64) OfflineLedger 
 	if since == 0 {
 		return l
 	}
-	for id, c := range s.Cards {
-		for _, e := range c.Entries {
-			if e.Kind == KindPayment && e.Venue == venue && e.HLC.Millis() >= since {
-				l.Record(id, uint64(-e.Amount))
-			}
-		}
+	for _, c := range s.Cards {
+		l.recordPayments(c, venue, since)
 	}
 	return l
+}
+
+// recordPayments adds the card's payments at venue from since.
+func (l *OfflineLedger) recordPayments(c *Card, venue PublicKey, since int64) {
+	for _, e := range c.Entries {
+		if e.Kind == KindPayment && e.Venue == venue && e.HLC.Millis() >= since {
+			l.Record(c.ID, uint64(-e.Amount))
+		}
+	}
 }
 
 // CardLedger is the offline ledger of one card at one venue from since
@@ -73,11 +78,7 @@ func CardLedger(s *State, venue PublicKey, card CardID, since int64) OfflineLedg
 	var l OfflineLedger
 	l.Reset(since)
 	if c := s.Cards[card]; c != nil {
-		for _, e := range c.Entries {
-			if e.Kind == KindPayment && e.Venue == venue && e.HLC.Millis() >= since {
-				l.Record(card, uint64(-e.Amount))
-			}
-		}
+		l.recordPayments(c, venue, since)
 	}
 	return l
 }
