@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -114,6 +116,9 @@ func Open(cfg Config) (*Store, error) {
 		cfg.SnapshotEvery = DefaultSnapshotEvery
 	}
 	log := cfg.Logger.With("component", "store")
+	if err := removeEmptyLogs(cfg.Dir, log); err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
+	}
 	db, err := badger.Open(badgerOptions(cfg, log))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
@@ -141,6 +146,39 @@ func Open(cfg Config) (*Store, error) {
 // badgerOptions tunes Badger for a modest machine: small memtables and
 // caches, one version per key, no compression (ops are mostly hashes and
 // signatures), snapshots in the value log and ops in the LSM tree.
+// removeEmptyLogs deletes zero-byte memtable (.mem) and value log (.vlog)
+// files. Badger creates such a file, then writes its header; a crash in
+// between leaves an empty file that Badger v4.9 then refuses to open
+// ("Create a new file"), so a node killed at that moment would not restart.
+// An empty file holds no entry, committed or not, so removing it loses
+// nothing.
+func removeEmptyLogs(dir string, log *slog.Logger) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !(strings.HasSuffix(name, ".mem") || strings.HasSuffix(name, ".vlog")) {
+			continue
+		}
+		info, err := e.Info()
+		if err != nil {
+			return err
+		}
+		if info.Size() == 0 {
+			log.Warn("removing an empty log file left by a crash", "file", name)
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(cfg.Dir).
 		WithLogger(badgerLogger{log: log}).
