@@ -2,6 +2,7 @@ package p2p
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -9,17 +10,23 @@ import (
 
 	"github.com/cagnotte/cagnotte/crdt"
 	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// startPubSub starts GossipSub with strict signing, peer scoring and a
+// startPubSub starts GossipSub with unsigned messages (ops and heartbeats
+// carry their own signatures), peer scoring and a
 // member-only peer filter, joins both topics and registers their
 // validators.
 func (n *Network) startPubSub() error {
 	opsTopic, hbTopic := OpsTopic(n.fed), HeartbeatTopic(n.fed)
 	params, thresholds := scoreParams(opsTopic, hbTopic)
 	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
-		pubsub.WithMessageSignaturePolicy(pubsub.StrictSign),
+		// Ops and heartbeats carry their authors' Ed25519 signatures, which
+		// the validators check: signing each pubsub message again would
+		// only double the verifications every node makes per op.
+		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithMessageIdFn(MessageID),
 		pubsub.WithPeerScore(params, thresholds),
 		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(n.onScores), time.Second),
 		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return n.gater.member(p) }),
@@ -196,8 +203,8 @@ func (n *Network) publishLoop() {
 // validateOps is the ops topic validator. It accepts a message whose ops
 // are all valid and at least one new; it ignores a message with nothing
 // new; it rejects (and so penalises the peer that relayed it) anything
-// invalid: a signer that is not a member, garbage, an op not authored by
-// the message's signer (or the federation), a bad signature, an op the
+// invalid: an author that is not a member, garbage, ops of several venues
+// (a node publishes its own and federation ops), a bad signature, an op the
 // rules refuse. Ops ahead of their author's chain are accepted (a peer may
 // hold the ops between) and anti-entropy with the relaying peer is asked
 // for if the gap is still there after GapSyncDelay; but a message whose ops
@@ -207,23 +214,10 @@ func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Messa
 	if from == n.host.ID() {
 		return pubsub.ValidationAccept // our own publish: ops already committed
 	}
-	signer := msg.GetFrom()
-	if signer == n.host.ID() {
-		return pubsub.ValidationIgnore
-	}
 	reject := func(why string, err error) pubsub.ValidationResult {
 		n.stats.messagesRej.Add(1)
-		n.log.Warn("rejected ops message", "from", from, "signer", signer, "why", why, "err", err)
+		n.log.Warn("rejected ops message", "from", from, "why", why, "err", err)
 		return pubsub.ValidationReject
-	}
-	skey, err := KeyOf(signer)
-	if err != nil {
-		return reject("signer is not a node key", err)
-	}
-	if !n.rep.IsMember(skey) {
-		// We may lack its admission: catch up with the relaying peer.
-		n.wantSync(from, n.cfg.GapSyncDelay, func(w *want) { w.force = true })
-		return reject("signer is not a member", nil)
 	}
 	if len(msg.Data) > n.cfg.MaxMessageSize {
 		return reject("too large", nil)
@@ -231,6 +225,23 @@ func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Messa
 	ops, err := DecodeOpsMessage(msg.Data, n.cfg.GossipBatch)
 	if err != nil {
 		return reject("malformed", err)
+	}
+	// A node publishes its own ops and federation ops: the message's
+	// author is its one non-federation author (or the federation).
+	skey := n.fed
+	for i := range ops {
+		if ops[i].Author != n.fed {
+			skey = ops[i].Author
+			break
+		}
+	}
+	if skey == n.key {
+		return pubsub.ValidationIgnore // our own ops, back from a peer
+	}
+	if !n.rep.IsMember(skey) {
+		// We may lack its admission: catch up with the relaying peer.
+		n.wantSync(from, n.cfg.GapSyncDelay, func(w *want) { w.force = true })
+		return reject("author is not a member", nil)
 	}
 	// Ops all more than a gossip batch past our chains: we are catching
 	// up (a heal, a restart), anti-entropy brings them in order, and
@@ -240,7 +251,7 @@ func (n *Network) validateOps(_ context.Context, from peer.ID, msg *pubsub.Messa
 	far := 0
 	for i := range ops {
 		if ops[i].Author != skey && ops[i].Author != n.fed {
-			return reject("op not authored by the signer", nil)
+			return reject("ops of several venues in one message", nil)
 		}
 		if ops[i].Seq > vv[ops[i].Author]+uint64(n.cfg.GossipBatch) {
 			far++
@@ -375,4 +386,15 @@ func (q quietPubSub) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (q quietPubSub) WithGroup(name string) slog.Handler {
 	return quietPubSub{q.Handler.WithGroup(name)}
+}
+
+// MessageID identifies a gossip message by its topic and content: messages
+// are not signed (StrictNoSign), so the same ops relayed by several peers
+// are one message.
+func MessageID(m *pubsubpb.Message) string {
+	h := sha256.New()
+	h.Write([]byte(m.GetTopic()))
+	h.Write([]byte{0})
+	h.Write(m.Data)
+	return string(h.Sum(nil))
 }

@@ -106,35 +106,27 @@ func onlyLoopback(addrs []ma.Multiaddr) bool {
 	return true
 }
 
-// validateHeartbeat accepts a well-formed heartbeat signed by the member
-// that signed the pubsub message; it ignores one too old or from the
+// validateHeartbeat accepts a well-formed heartbeat signed by a member (the
+// heartbeat carries its sender's key and signature); it ignores one too old or from the
 // future (clock skew is not misbehaviour) and rejects anything else.
 func (n *Network) validateHeartbeat(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
 	if from == n.host.ID() {
 		return pubsub.ValidationAccept
 	}
-	signer := msg.GetFrom()
-	if signer == n.host.ID() {
-		return pubsub.ValidationIgnore
-	}
 	reject := func(why string, err error) pubsub.ValidationResult {
 		n.stats.messagesRej.Add(1)
-		n.log.Warn("rejected heartbeat", "from", from, "signer", signer, "why", why, "err", err)
+		n.log.Warn("rejected heartbeat", "from", from, "why", why, "err", err)
 		return pubsub.ValidationReject
 	}
-	key, err := KeyOf(signer)
-	if err != nil {
-		return reject("signer is not a node key", err)
-	}
-	if !n.rep.IsMember(key) {
-		return reject("signer is not a member", nil)
-	}
-	hb, err := DecodeHeartbeat(msg.Data)
+	hb, err := DecodeHeartbeat(msg.Data) // checks the heartbeat's own signature
 	if err != nil {
 		return reject("malformed", err)
 	}
-	if hb.Peer != key {
-		return reject("heartbeat of another node", nil)
+	if hb.Peer == n.key {
+		return pubsub.ValidationIgnore
+	}
+	if !n.rep.IsMember(hb.Peer) {
+		return reject("sender is not a member", nil)
 	}
 	now := n.cfg.Now()
 	if age := now.Sub(hb.Time); age > 10*n.cfg.HeartbeatInterval+time.Minute || age < -time.Minute {
@@ -159,7 +151,11 @@ func (n *Network) readHeartbeats() {
 		if !ok {
 			continue
 		}
-		n.onHeartbeat(msg.GetFrom(), hb)
+		p, err := PeerID(hb.Peer)
+		if err != nil {
+			continue
+		}
+		n.onHeartbeat(p, hb)
 	}
 }
 
