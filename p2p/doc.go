@@ -34,11 +34,15 @@
 // about Config.MeshDegree peers per topic (default 4, below libp2p's 6: a
 // venue federation is tens of nodes, each connected to up to 16 others,
 // and every relay costs a venue's uplink and CPU).
-// Messages are signed by the publishing peer (StrictSign). The topic
-// validator rejects, and GossipSub's peer scoring penalises the peer that
-// forwarded, any message whose signer is not a member, that does not
-// decode, that holds an op not authored by its signer (or the federation),
-// or an op the replica refuses (bad signature, kind not allowed, …). A
+// Pubsub messages are not signed (StrictNoSign, ids hash the topic and
+// content): every op carries its author's Ed25519 signature and every
+// heartbeat its sender's, and the validators check those, so a second
+// signature per message would only double each node's verifications. A
+// message holds the ops of one venue (its publisher) and federation ops.
+// The topic validator rejects, and GossipSub's peer scoring penalises the
+// peer that forwarded, any message whose venue is not a member, that does
+// not decode, that mixes several venues' ops, or that holds an op the
+// replica refuses (bad signature, kind not allowed, …). A
 // message with nothing new is ignored (not forwarded, not penalised). Ops
 // ahead of their author's chain are accepted and handed to the replica,
 // which holds them until the ops between arrive; if the gap is still there
