@@ -20,7 +20,6 @@ var (
 	ErrUnknownAuthor = errors.New("crdt: author is not an admitted venue")
 	ErrRevoked       = errors.New("crdt: author is revoked")
 	ErrNotAllowed    = errors.New("crdt: op kind not allowed for this author")
-	ErrNoGenesis     = errors.New("crdt: federation genesis missing")
 	ErrDuplicate     = errors.New("crdt: op already in the set")
 	ErrGap           = errors.New("crdt: seq is ahead of the author's head")
 	ErrEquivocation  = errors.New("crdt: second op at the same author and seq")

@@ -630,29 +630,6 @@ func (b *Correction) validate() error {
 	return checkName("reason", b.Reason, MaxTextLen, true)
 }
 
-// cardOf returns the card an op body is about, if any.
-func cardOf(b Body) (CardID, bool) {
-	switch v := b.(type) {
-	case *CardRegister:
-		return v.Card, true
-	case *CardLink:
-		return v.Card, true
-	case *CardBlock:
-		return v.Card, true
-	case *CardUnblock:
-		return v.Card, true
-	case *TopUp:
-		return v.Card, true
-	case *Payment:
-		return v.Card, true
-	case *Refund:
-		return v.Card, true
-	case *Correction:
-		return v.Card, true
-	}
-	return "", false
-}
-
 // role says who may author a kind.
 type role uint8
 

@@ -51,11 +51,7 @@ name, currency and offline caps (chain.ops).`,
 		Short: "Admit a venue's node (by its peer id) and write the bundle the venue starts with",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := p2p.ParsePeerKey(peerID)
-			if err != nil {
-				return err
-			}
-			f, err := node.OpenFederation(dir, nil)
+			key, f, err := openForPeer(dir, peerID)
 			if err != nil {
 				return err
 			}
@@ -85,11 +81,7 @@ name, currency and offline caps (chain.ops).`,
 		Short: "Revoke a venue: its ops after --after-seq stop counting and its node is refused",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			key, err := p2p.ParsePeerKey(peerID)
-			if err != nil {
-				return err
-			}
-			f, err := node.OpenFederation(dir, nil)
+			key, f, err := openForPeer(dir, peerID)
 			if err != nil {
 				return err
 			}
@@ -152,6 +144,16 @@ func checkSettings(s crdt.Settings) error {
 		return fmt.Errorf("--min-peers-percent %d: below 50, both sides of a network split could believe they are in sync and the offline caps would no longer bound losses", s.MinPeersPercent)
 	}
 	return nil
+}
+
+// openForPeer parses a venue's peer id and opens the federation directory.
+func openForPeer(dir, peerID string) (crdt.PublicKey, *node.Federation, error) {
+	key, err := p2p.ParsePeerKey(peerID)
+	if err != nil {
+		return key, nil, err
+	}
+	f, err := node.OpenFederation(dir, nil)
+	return key, f, err
 }
 
 func fileExists(p string) bool {
