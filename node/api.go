@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -10,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"html"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -27,6 +25,8 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/topups", n.staff(n.handleTopUp))
 	mux.HandleFunc("POST /api/v1/refunds", n.staff(n.handleRefund))
 	mux.HandleFunc("GET /api/v1/cards/{card}", n.handleCard)
+	mux.HandleFunc("POST /api/v1/cards/{card}/holder-token", n.staff(n.handleHolderToken))
+	mux.HandleFunc("GET /api/v1/holder/{token}", n.handleHolder)
 	mux.HandleFunc("POST /api/v1/cards/{card}/block", n.staff(n.handleBlock(true)))
 	mux.HandleFunc("POST /api/v1/cards/{card}/unblock", n.staff(n.handleBlock(false)))
 	mux.HandleFunc("GET /api/v1/events", n.handleEvents)
@@ -35,10 +35,12 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/conflicts", n.handleConflicts)
 	mux.HandleFunc("GET /agenda.ics", n.handleICS)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", n.handleHealthz)
+	mux.HandleFunc("GET /readyz", n.handleReadyz)
 	mux.HandleFunc("GET /{$}", n.handleIndex)
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, apiErr(http.StatusNotFound, "not_found", "no such endpoint: "+r.Method+" "+r.URL.Path))
-	})
+	// Anything else: 405 with Allow when the path exists for another
+	// method, else 404, in the API's error shape.
+	mux.HandleFunc("/", methodNotAllowed(mux, "/"))
 	return n.instrument(mux)
 }
 
@@ -121,31 +123,6 @@ func writeError(w http.ResponseWriter, err error) {
 
 func badRequest(format string, a ...any) *APIError {
 	return apiErr(http.StatusBadRequest, "invalid_request", fmt.Sprintf(format, a...))
-}
-
-// decode reads one JSON object of at most MaxBodyBytes into v, refusing
-// unknown fields and trailing data.
-func (n *Node) decode(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
-		return badRequest("Content-Type must be application/json")
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, n.cfg.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return badRequest("request body larger than %d bytes", n.cfg.MaxBodyBytes)
-		}
-		return badRequest("could not read the request body: %v", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return badRequest("malformed JSON: %v", err)
-	}
-	if dec.More() {
-		return badRequest("trailing data after the JSON object")
-	}
-	return nil
 }
 
 // idempotency derives the key and request hash of a write.
@@ -310,8 +287,8 @@ func (n *Node) handleRefund(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if len(req.Reason) > crdt.MaxTextLen {
-		writeError(w, badRequest("reason longer than %d bytes", crdt.MaxTextLen))
+	if err := checkReason(req.Reason, "the refund"); err != nil {
+		writeError(w, err)
 		return
 	}
 	m, err := parseMoney("refund", &req.Card, req.AmountCents, req.IdempotencyKey, &req)
@@ -320,26 +297,6 @@ func (n *Node) handleRefund(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.write(w, r, m.ik, func(tx *writeTx) (any, error) { return tx.refund(m.card, m.amount, req.Reason) })
-}
-
-func (n *Node) handleCard(w http.ResponseWriter, r *http.Request) {
-	card, err := parseCard(r.PathValue("card"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	var v CardView
-	found := false
-	n.View(func(set *crdt.OpSet) {
-		if c := set.State.Card(card); c != nil {
-			v, found = cardView(set, c), true
-		}
-	})
-	if !found {
-		writeError(w, ErrUnknownCard)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
 }
 
 type blockRequest struct {
@@ -364,8 +321,8 @@ func (n *Node) handleBlock(blocked bool) http.HandlerFunc {
 			writeError(w, err)
 			return
 		}
-		if len(req.Reason) > crdt.MaxTextLen {
-			writeError(w, badRequest("reason longer than %d bytes", crdt.MaxTextLen))
+		if err := checkReason(req.Reason, "the "+route); err != nil {
+			writeError(w, err)
 			return
 		}
 		ik, err := idempotency(route+"/"+string(card), req.IdempotencyKey, req)
@@ -414,7 +371,10 @@ func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 type eventRequest struct {
-	ID             string     `json:"id,omitempty"`
+	ID string `json:"id,omitempty"`
+	// VenueID, when given, names the venue whose event this is: it must
+	// be this node's (a venue edits only its own events).
+	VenueID        string     `json:"venue_id,omitempty"`
 	Title          *string    `json:"title,omitempty"`
 	StartsAt       *time.Time `json:"starts_at,omitempty"`
 	EndsAt         *time.Time `json:"ends_at,omitempty"`
@@ -428,6 +388,10 @@ type eventRequest struct {
 func (n *Node) handleEventUpsert(w http.ResponseWriter, r *http.Request) {
 	var req eventRequest
 	if err := n.decode(w, r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := n.checkEventRequest(&req); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -464,6 +428,12 @@ func (n *Node) handleEventUpsert(w http.ResponseWriter, r *http.Request) {
 		if key.ID == "" {
 			key.ID = newEventID()
 			up.EventID = key.ID
+		}
+		isUpdate := req.Cancelled || (up.Fields&(crdt.FieldTitle|crdt.FieldStartsAt|crdt.FieldEndsAt)) != crdt.FieldTitle|crdt.FieldStartsAt|crdt.FieldEndsAt
+		if !existing && req.ID != "" && isUpdate {
+			if err := otherVenuesEvent(n.set, me, req.ID); err != nil {
+				return nil, err
+			}
 		}
 		if !existing && !req.Cancelled && (up.Fields&(crdt.FieldTitle|crdt.FieldStartsAt|crdt.FieldEndsAt)) != crdt.FieldTitle|crdt.FieldStartsAt|crdt.FieldEndsAt {
 			return nil, badRequest("a new event needs title, starts_at and ends_at")

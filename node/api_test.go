@@ -23,7 +23,7 @@ func TestMoneyFlow(t *testing.T) {
 	if st != 200 || ref["balance_cents"] != 500.0 {
 		t.Fatalf("refund: %d %v", st, ref)
 	}
-	st, c := v.do("GET", "/api/v1/cards/"+strings.ToLower(card), "", nil)
+	st, c := v.do("GET", "/api/v1/cards/"+strings.ToLower(card), v.token, nil)
 	if st != 200 || c["balance_cents"] != 500.0 || c["counter"] != 1.0 || c["blocked"] != false {
 		t.Fatalf("card: %d %v", st, c)
 	}
@@ -35,8 +35,8 @@ func TestMoneyFlow(t *testing.T) {
 	for _, e := range h {
 		kinds = append(kinds, e.(map[string]any)["kind"].(string))
 	}
-	if got := strings.Join(kinds, ","); got != "topup,payment,refund" {
-		t.Fatalf("history kinds %s", got)
+	if got := strings.Join(kinds, ","); got != "refund,payment,topup" {
+		t.Fatalf("history kinds (newest first) %s", got)
 	}
 	if h[1].(map[string]any)["op_id"] != pay["op_id"] || h[1].(map[string]any)["venue"] != DemoVenueName(0) {
 		t.Fatalf("history entry %v", h[1])
@@ -69,7 +69,7 @@ func TestRefusals(t *testing.T) {
 		{"insufficient funds", "POST", "/api/v1/payments", v.token, map[string]any{"card": card, "amount_cents": 501, "idempotency_key": "k1"}, 402, "insufficient_funds"},
 		{"blocked card", "POST", "/api/v1/payments", v.token, map[string]any{"card": "04000000000B10", "amount_cents": 1, "idempotency_key": "k2"}, 403, "card_blocked"},
 		{"unknown card pay", "POST", "/api/v1/payments", v.token, map[string]any{"card": "04FFFFFFFFFFFF", "amount_cents": 1, "idempotency_key": "k3"}, 404, "unknown_card"},
-		{"unknown card get", "GET", "/api/v1/cards/04FFFFFFFFFFFF", "", nil, 404, "unknown_card"},
+		{"unknown card get", "GET", "/api/v1/cards/04FFFFFFFFFFFF", v.token, nil, 404, "unknown_card"},
 		{"unknown card refund", "POST", "/api/v1/refunds", v.token, map[string]any{"card": "04FFFFFFFFFFFF", "amount_cents": 1, "idempotency_key": "k3b", "reason": "x"}, 404, "unknown_card"},
 		{"refund above balance", "POST", "/api/v1/refunds", v.token, map[string]any{"card": card, "amount_cents": 501, "idempotency_key": "k3c", "reason": "x"}, 402, "insufficient_funds"},
 		{"bad json", "POST", "/api/v1/payments", v.token, `{"card": "04A1`, 400, "invalid_request"},
@@ -132,7 +132,7 @@ func TestIdempotencySurvivesRestart(t *testing.T) {
 	if v.digest() != before {
 		t.Fatal("409 changed the state")
 	}
-	_, c := v.do("GET", "/api/v1/cards/"+card, "", nil)
+	_, c := v.do("GET", "/api/v1/cards/"+card, v.token, nil)
 	if c["balance_cents"] != 750.0 || len(c["history"].([]any)) != 2 {
 		t.Fatalf("charged twice: %v", c)
 	}

@@ -107,7 +107,7 @@ func TestNodeCrash(t *testing.T) {
 			t.Fatalf("cycle %d: child did not start", cycle)
 		}
 		// The previous cycle's acknowledged payments must all be there.
-		verify(t, api, cards, acked)
+		verify(t, api, token, cards, acked)
 		if !topped {
 			for _, c := range cards {
 				if st, b, err := post(api, "/api/v1/topups", map[string]any{"card": c, "amount_cents": 10_000_000, "method": "cash", "idempotency_key": "top-" + c}); err != nil || st != 200 {
@@ -158,7 +158,7 @@ func TestNodeCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	verify(t, "http://"+n.Addr(), cards, acked)
+	verify(t, "http://"+n.Addr(), token, cards, acked)
 	if len(acked) < *crashCycles {
 		t.Fatalf("only %d payments acknowledged over %d cycles", len(acked), *crashCycles)
 	}
@@ -166,7 +166,7 @@ func TestNodeCrash(t *testing.T) {
 }
 
 // verify checks acknowledged payments and conservation through the API.
-func verify(t *testing.T, api string, cards []string, acked []ack) {
+func verify(t *testing.T, api, token string, cards []string, acked []ack) {
 	t.Helper()
 	want := map[string]ack{}
 	for _, a := range acked {
@@ -174,18 +174,12 @@ func verify(t *testing.T, api string, cards []string, acked []ack) {
 	}
 	seen := map[string]int{}
 	for _, c := range cards {
-		resp, err := http.Get(api + "/api/v1/cards/" + c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var v CardView
-		err = json.NewDecoder(resp.Body).Decode(&v)
-		resp.Body.Close()
-		if resp.StatusCode == 404 {
+		v, status := readCard(t, api, token, c)
+		if status == 404 {
 			continue
 		}
-		if err != nil {
-			t.Fatal(err)
+		if status != 200 {
+			t.Fatalf("card %s: status %d", c, status)
 		}
 		var sum int64
 		for _, e := range v.History {
@@ -209,6 +203,38 @@ func verify(t *testing.T, api string, cards []string, acked []ack) {
 	for id, a := range want {
 		if seen[id] != 1 {
 			t.Fatalf("acknowledged payment %s (card %s, %d cents) is in the history %d times", id, a.card, a.amount, seen[id])
+		}
+	}
+}
+
+// readCard reads a card's view with its whole history, page by page.
+func readCard(t *testing.T, api, token, card string) (CardView, int) {
+	t.Helper()
+	var v CardView
+	next := ""
+	for {
+		req, _ := http.NewRequest("GET", api+"/api/v1/cards/"+card+"?limit=500&before="+next, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p CardPage
+		err = json.NewDecoder(resp.Body).Decode(&p)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return v, resp.StatusCode
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next == "" {
+			v = p.CardView
+		} else {
+			v.History = append(v.History, p.History...)
+		}
+		if next = p.Next; next == "" {
+			return v, 200
 		}
 	}
 }

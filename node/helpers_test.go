@@ -115,3 +115,35 @@ func (v *testVenue) digest() string {
 }
 
 func dataPath(v *testVenue, name string) string { return filepath.Join(v.dir, name) }
+
+// doRaw sends a request with the given Content-Type (none if empty) and raw
+// body, and returns the status, the headers and the decoded JSON object.
+func (v *testVenue) doRaw(method, path, token, contentType string, body []byte) (int, http.Header, map[string]any) {
+	v.t.Helper()
+	req, err := http.NewRequest(method, v.api+path, bytes.NewReader(body))
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := map[string]any{}
+	if len(raw) > 0 && raw[0] == '{' {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			v.t.Fatalf("%s %s: bad JSON %q: %v", method, path, raw, err)
+		}
+	} else {
+		out["raw"] = string(raw)
+	}
+	return resp.StatusCode, resp.Header, out
+}
+

@@ -66,7 +66,7 @@ func TestOfflineOverRealNetwork(t *testing.T) {
 		if a.digest() != b.digest() || !inSync(a) || !inSync(b) {
 			return false
 		}
-		_, cv := b.do("GET", "/api/v1/cards/"+card, "", nil)
+		_, cv := b.do("GET", "/api/v1/cards/"+card, b.token, nil)
 		return cv["blocked"] == true
 	})
 	for _, v := range nodes {
@@ -74,7 +74,7 @@ func TestOfflineOverRealNetwork(t *testing.T) {
 		if strings.Count(list["raw"].(string), `"kind":"double_spend"`) != 1 {
 			t.Fatalf("conflicts: %s", list["raw"])
 		}
-		_, cv := v.do("GET", "/api/v1/cards/"+card, "", nil)
+		_, cv := v.do("GET", "/api/v1/cards/"+card, v.token, nil)
 		if cv["balance_cents"] != 5000.0 || cv["blocked"] != true {
 			t.Fatalf("card after heal: %v", cv)
 		}

@@ -233,7 +233,7 @@ func TestDoubleSpendDetectedOnHealAndAutoBlocked(t *testing.T) {
 		if strings.Count(raw, `"kind":"double_spend"`) != 1 {
 			t.Fatalf("node %d: want exactly one double spend: %s", i, raw)
 		}
-		_, cv := n.do("GET", "/api/v1/cards/"+card, "", nil)
+		_, cv := n.do("GET", "/api/v1/cards/"+card, n.token, nil)
 		if cv["blocked"] != true || cv["balance_cents"] != -1000.0 {
 			t.Fatalf("node %d: card %v", i, cv)
 		}
