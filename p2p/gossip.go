@@ -21,6 +21,7 @@ import (
 func (n *Network) startPubSub() error {
 	opsTopic, hbTopic := OpsTopic(n.fed), HeartbeatTopic(n.fed)
 	params, thresholds := scoreParams(opsTopic, hbTopic)
+	params.AppSpecificScore = n.gater.pubsubScore // peers on probation are graylisted
 	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
 		// Ops and heartbeats carry their authors' Ed25519 signatures, which
 		// the validators check: signing each pubsub message again would

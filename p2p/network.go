@@ -130,8 +130,9 @@ type PeerState struct {
 	Member bool
 	// Connected is true while a connection is open.
 	Connected bool
-	// LastSeen is the last time the peer was heard of: connected now, a
-	// connection event or a heartbeat. Zero if never.
+	// LastSeen is when the peer was last heard: its last heartbeat, or
+	// the last time a connection with it opened or closed. Zero if never.
+	// It is not the time of the query, even while connected.
 	LastSeen time.Time
 	// Heartbeat is the peer's last heartbeat (nil if none yet) and
 	// HeartbeatAt when it arrived.
@@ -165,6 +166,9 @@ type Stats struct {
 	SyncBytesOut   uint64 // sync frame bytes sent
 	GapSyncs       uint64 // sessions asked for by a gap seen on gossip
 	HeartbeatSyncs uint64 // sessions asked for by a heartbeat ahead of us
+	// Joining (see JoinProtocol).
+	JoinsAccepted uint64 // unknown peers that proved their admission
+	JoinsRefused  uint64 // unknown peers refused
 	// Wire totals, when the network built its host (zero otherwise).
 	BytesIn, BytesOut int64
 }
@@ -177,6 +181,7 @@ type stats struct {
 	syncSessions, syncInSync, syncFailures, syncBusy atomic.Uint64
 	syncOpsIn, syncOpsOut, syncBytesIn, syncBytesOut atomic.Uint64
 	gapSyncs, hbSyncs                                atomic.Uint64
+	joinsAccepted, joinsRefused                      atomic.Uint64
 }
 
 // bootstrapWait bounds how long New waits for the first bootstrap dials.
@@ -306,6 +311,7 @@ func (n *Network) start(ctx context.Context) error {
 		return err
 	}
 	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
+	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
 	n.notifiee = &network.NotifyBundle{
 		ConnectedF:    func(_ network.Network, c network.Conn) { n.onConnected(c.RemotePeer()) },
 		DisconnectedF: func(_ network.Network, c network.Conn) { n.onDisconnected(c.RemotePeer()) },
@@ -377,6 +383,7 @@ func (n *Network) Close() error {
 	}
 	if n.host != nil {
 		n.host.RemoveStreamHandler(SyncProtocol)
+		n.host.RemoveStreamHandler(JoinProtocol)
 		if n.notifiee != nil {
 			n.host.Network().StopNotify(n.notifiee)
 		}
@@ -498,7 +505,6 @@ func (n *Network) Peers() []PeerState {
 			ids[p] = k
 		}
 	}
-	now := n.cfg.Now()
 	n.peersMu.Lock()
 	for p := range n.peers {
 		if k, err := KeyOf(p); err == nil {
@@ -514,9 +520,6 @@ func (n *Network) Peers() []PeerState {
 				hb := *pi.hb
 				st.Heartbeat, st.HeartbeatAt = &hb, pi.hbAt
 			}
-		}
-		if st.Connected {
-			st.LastSeen = now
 		}
 		out = append(out, st)
 	}
@@ -567,6 +570,8 @@ func (n *Network) Stats() Stats {
 		SyncBytesOut:      s.syncBytesOut.Load(),
 		GapSyncs:          s.gapSyncs.Load(),
 		HeartbeatSyncs:    s.hbSyncs.Load(),
+		JoinsAccepted:     s.joinsAccepted.Load(),
+		JoinsRefused:      s.joinsRefused.Load(),
 	}
 	if n.bw != nil {
 		t := n.bw.GetBandwidthTotals()
@@ -586,7 +591,7 @@ func (n *Network) peer(p peer.ID) *peerInfo {
 }
 
 func (n *Network) onConnected(p peer.ID) {
-	if n.closed.Load() {
+	if n.closed.Load() || n.maybeJoin(p) {
 		return
 	}
 	if !n.gater.member(p) {
