@@ -164,6 +164,9 @@ func parseAmount(v int64) (uint64, error) {
 
 // write runs fn in the writer under idempotency and sends its answer.
 func (n *Node) write(w http.ResponseWriter, r *http.Request, ik *idemKey, fn func(tx *writeTx) (any, error)) {
+	if n.refuseRevoked(w) {
+		return
+	}
 	res := n.submit(r.Context(), ik, func(tx *writeTx) result {
 		v, err := fn(tx)
 		if err != nil {
@@ -506,6 +509,7 @@ type SyncStatus struct {
 	OfflineCents  uint64            `json:"offline_cents,omitempty"`
 	Conflicts     int               `json:"conflicts"`
 	Pending       int               `json:"pending"`
+	Membership                      // revoked, revoked_after_seq, authors
 }
 
 // Status returns the node's sync status.
@@ -528,6 +532,7 @@ func (n *Node) Status() SyncStatus {
 		}
 		s.Conflicts = len(set.State.Conflicts)
 		s.Pending = n.pending.Len()
+		s.Membership = n.membership(set)
 		for _, p := range peers {
 			ps := PeerStatus{ID: p.ID.String(), Venue: venueName(set, p.Key), Connected: p.Connected, LastSeen: p.LastSeen}
 			if hb := p.Heartbeat; hb != nil {

@@ -251,12 +251,73 @@ func (f *Federation) Admit(venue crdt.PublicKey, name string) (crdt.Op, error) {
 	return f.append(&crdt.Admit{Venue: venue, Name: name})
 }
 
-// Revoke revokes a venue: its ops after afterSeq stop counting.
+// Revoke revokes a venue: its ops after afterSeq stop counting. A venue
+// already revoked is refused (ErrAlreadyRevoked).
 func (f *Federation) Revoke(venue crdt.PublicKey, afterSeq uint64, reason string) (crdt.Op, error) {
-	if f.set.State.Venues[venue] == nil {
+	return f.RevokeAt(venue, afterSeq, crdt.OpID{}, reason)
+}
+
+// ErrAlreadyRevoked is returned when revoking a venue revoked already.
+var ErrAlreadyRevoked = errors.New("venue already revoked")
+
+// RevokeAt is Revoke pinning the venue's history: head, when not zero, is
+// the id of the venue's op at afterSeq (as a node's sync status shows it),
+// so that only that op and its ancestors count.
+func (f *Federation) RevokeAt(venue crdt.PublicKey, afterSeq uint64, head crdt.OpID, reason string) (crdt.Op, error) {
+	v := f.set.State.Venues[venue]
+	if v == nil {
 		return crdt.Op{}, fmt.Errorf("venue %s is not a member", venue.Short())
 	}
-	return f.append(&crdt.Revoke{Venue: venue, AfterSeq: afterSeq, Reason: reason})
+	if v.Revoked {
+		return crdt.Op{}, fmt.Errorf("%w: %q was revoked after its op %d", ErrAlreadyRevoked, v.Name, v.RevokedAfter)
+	}
+	if afterSeq == 0 {
+		head = crdt.OpID{}
+	}
+	return f.append(&crdt.Revoke{Venue: venue, AfterSeq: afterSeq, Reason: reason, Head: head})
+}
+
+// FederationVenue is one venue of the federation as the maintainers' chain
+// records it.
+type FederationVenue struct {
+	Name   string         `json:"name"`
+	Key    crdt.PublicKey `json:"key"`
+	PeerID string         `json:"peer_id"`
+	// AdmittedSeq is the federation op that admitted the venue, made at
+	// AdmittedAt.
+	AdmittedSeq uint64    `json:"admitted_seq"`
+	AdmittedAt  time.Time `json:"admitted_at"`
+	// Revoked venues count only their ops up to RevokedAfter.
+	Revoked      bool   `json:"revoked"`
+	RevokedAfter uint64 `json:"revoked_after_seq,omitempty"`
+	RevokeReason string `json:"revoke_reason,omitempty"`
+}
+
+// Venues lists the venues in the order they were admitted. peerID
+// renders a key as a peer id (p2p.PeerID; node/federation.go stays free of
+// libp2p).
+func (f *Federation) Venues(peerID func(crdt.PublicKey) string) []FederationVenue {
+	var out []FederationVenue
+	for i := range f.ops {
+		op := &f.ops[i]
+		if op.Kind != crdt.KindAdmit {
+			continue
+		}
+		b, err := op.Decode()
+		a, ok := b.(*crdt.Admit)
+		if err != nil || !ok {
+			continue
+		}
+		fv := FederationVenue{Name: a.Name, Key: a.Venue, AdmittedSeq: op.Seq, AdmittedAt: time.UnixMilli(op.HLC.Millis()).UTC()}
+		if peerID != nil {
+			fv.PeerID = peerID(a.Venue)
+		}
+		if v := f.set.State.Venues[a.Venue]; v != nil && v.Revoked {
+			fv.Revoked, fv.RevokedAfter, fv.RevokeReason = true, v.RevokedAfter, v.RevokeReason
+		}
+		out = append(out, fv)
+	}
+	return out
 }
 
 // ChangeSettings replaces the federation settings.

@@ -199,12 +199,13 @@ func New(cfg Config) (*Node, error) {
 		st.Close()
 		return nil, fmt.Errorf("node: federation chain: %w", err)
 	}
-	if !n.set.IsMember(cfg.Key.Public()) {
+	if n.set.State.Venues[cfg.Key.Public()] == nil { // a revoked venue starts, and refuses writes
 		st.Close()
 		return nil, fmt.Errorf("node: this node (%s) is not an admitted venue of the federation %q: %w",
 			cfg.Key.Public().Short(), n.set.State.Name, crdt.ErrUnknownAuthor)
 	}
 	n.restoreIsolation()
+	n.watchRevocation()
 	n.metrics.observeState(n.set)
 	return n, nil
 }

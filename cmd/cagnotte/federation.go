@@ -1,9 +1,16 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/cagnotte/cagnotte/crdt"
 	"github.com/cagnotte/cagnotte/node"
@@ -75,51 +82,83 @@ name, currency and offline caps (chain.ops).`,
 	_ = admitCmd.MarkFlagRequired("name")
 
 	var afterSeq uint64
-	var reason string
+	var reason, nodeAPI string
 	revokeCmd := &cobra.Command{
 		Use:   "revoke",
 		Short: "Revoke a venue: its ops after --after-seq stop counting and its node is refused",
-		Args:  cobra.NoArgs,
+		Long: `Revoke a venue (a lost or compromised node): its ops after --after-seq stop
+counting everywhere, the other venues refuse its node, and its node refuses
+writes. The federation directory holds only the federation's chain, not the
+venue's ops, so say where the venue's history ends: --after-seq N (its last
+op that still counts; 0 voids them all), or --node-api URL to take the last
+op a running node holds of the venue (its sync status). Then give chain.ops
+to any venue (restart it with --federation chain.ops): the others get the
+revocation from it.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			key, f, err := openForPeer(dir, peerID)
 			if err != nil {
 				return err
 			}
-			if _, err := f.Revoke(key, afterSeq, reason); err != nil {
+			v := f.State().Venues[key]
+			if v == nil {
+				return fmt.Errorf("%s is not a venue of this federation (see 'cagnotte federation show --dir %s')", peerID, dir)
+			}
+			if v.Revoked {
+				return fmt.Errorf("%q (%s) is already revoked, after its op %d", v.Name, peerID, v.RevokedAfter)
+			}
+			var head crdt.OpID
+			if !cmd.Flags().Changed("after-seq") {
+				if nodeAPI == "" {
+					return fmt.Errorf("--after-seq or --node-api is required: %s holds only the federation's chain, not %q's ops, so it cannot tell its last good op.\n"+
+						"Pass --after-seq N (the venue's last op that still counts, e.g. from 'cagnotte status --api <a running node> --json', \"authors\"), "+
+						"or --node-api http://<a running node's API> to take the last op that node holds of the venue", dir, v.Name)
+				}
+				st, err := fetchStatus(cmd.Context(), nodeAPI)
+				if err != nil {
+					return fmt.Errorf("ask %s for %q's last op: %w", nodeAPI, v.Name, err)
+				}
+				a := findAuthor(st, key)
+				if a == nil || a.Seq == 0 {
+					return fmt.Errorf("the node at %s (%s) holds no op of %q: pass --after-seq 0 if the venue never made an op that should count", nodeAPI, st.Venue, v.Name)
+				}
+				afterSeq = a.Seq
+				if a.Head != nil {
+					head = *a.Head
+				}
+				fmt.Fprintf(g.stdout, "the node at %s (%s) holds %q's ops up to %d\n", nodeAPI, st.Venue, v.Name, afterSeq)
+			}
+			if _, err := f.RevokeAt(key, afterSeq, head, reason); err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stdout, "venue %s revoked after its op %d; give %s to any node to spread it\n", peerID, afterSeq, filepath.Join(dir, node.FederationChainFile))
+			fmt.Fprintf(g.stdout, "venue %q (%s) revoked after its op %d\nthe chain is %s: give it to any running venue (restart it with --federation %s) and the others get the revocation from it\n",
+				v.Name, peerID, afterSeq, filepath.Join(dir, node.FederationChainFile), filepath.Join(dir, node.FederationChainFile))
 			return nil
 		},
 	}
 	revokeCmd.Flags().StringVar(&peerID, "peer", "", "the venue's peer id (required)")
-	revokeCmd.Flags().Uint64Var(&afterSeq, "after-seq", 0, "the venue's last op that still counts (see its version vector in sync status)")
+	revokeCmd.Flags().Uint64Var(&afterSeq, "after-seq", 0, "the venue's last op that still counts (0: none); without it, --node-api is required")
+	revokeCmd.Flags().StringVar(&nodeAPI, "node-api", "", "a running node's API (e.g. http://127.0.0.1:8080): revoke after the last op it holds of the venue")
 	revokeCmd.Flags().StringVar(&reason, "reason", "", "why")
 	_ = revokeCmd.MarkFlagRequired("peer")
 
+	var showJSON bool
 	showCmd := &cobra.Command{
 		Use:   "show",
 		Short: "Show the federation: name, settings, venues",
-		Args:  cobra.NoArgs,
+		Long: `Show the federation in --dir: its name, key and settings, and a table of its
+venues (name, peer id, when admitted, revoked or not). --json prints the
+same as JSON.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := node.OpenFederation(dir, nil)
 			if err != nil {
 				return err
 			}
-			st := f.State()
-			fmt.Fprintf(g.stdout, "federation %q (%s), key %s, %d ops\n", st.Name, st.Currency, f.Public(), len(f.Ops()))
-			fmt.Fprintf(g.stdout, "settings: %+v\n", st.Settings)
-			for k, v := range st.Venues {
-				id, _ := p2p.PeerID(k)
-				state := "member"
-				if v.Revoked {
-					state = fmt.Sprintf("revoked after op %d", v.RevokedAfter)
-				}
-				fmt.Fprintf(g.stdout, "  %-24s %s  %s\n", v.Name, id, state)
-			}
-			return nil
+			return showFederation(g.stdout, f, showJSON)
 		},
 	}
+	showCmd.Flags().BoolVar(&showJSON, "json", false, "print JSON")
 	cmd.AddCommand(initCmd, admitCmd, revokeCmd, showCmd)
 	return cmd
 }
@@ -159,4 +198,103 @@ func openForPeer(dir, peerID string) (crdt.PublicKey, *node.Federation, error) {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// federationJSON is what `federation show --json` prints.
+type federationJSON struct {
+	Name     string                 `json:"name"`
+	Currency string                 `json:"currency"`
+	Key      crdt.PublicKey         `json:"key"`
+	Ops      int                    `json:"ops"`
+	Settings crdt.Settings          `json:"settings"`
+	Venues   []node.FederationVenue `json:"venues"`
+}
+
+// showFederation prints the federation and a table of its venues, or JSON.
+func showFederation(w io.Writer, f *node.Federation, asJSON bool) error {
+	st := f.State()
+	venues := f.Venues(func(k crdt.PublicKey) string {
+		id, err := p2p.PeerID(k)
+		if err != nil {
+			return ""
+		}
+		return id.String()
+	})
+	if asJSON {
+		if venues == nil {
+			venues = []node.FederationVenue{}
+		}
+		b, err := json.MarshalIndent(federationJSON{Name: st.Name, Currency: st.Currency, Key: f.Public(), Ops: len(f.Ops()), Settings: st.Settings, Venues: venues}, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(w, "%s\n", b)
+		return err
+	}
+	s := st.Settings
+	fmt.Fprintf(w, "federation %q (%s), key %s, %d ops\n", st.Name, st.Currency, f.Public(), len(f.Ops()))
+	fmt.Fprintf(w, "offline caps: %s per payment, %s and %d payments per card, %s per venue, for %s; heartbeat %s, isolated after %s, in sync with %d%% of the other venues\n",
+		cents(s.OfflinePaymentMax), cents(s.OfflineCardMax), s.OfflineCardCount, cents(s.OfflineVenueBudget),
+		time.Duration(s.OfflineValidity)*time.Millisecond, time.Duration(s.HeartbeatInterval)*time.Millisecond,
+		time.Duration(s.IsolationAfter)*time.Millisecond, s.MinPeersPercent)
+	if len(venues) == 0 {
+		fmt.Fprintf(w, "no venue admitted yet ('cagnotte federation admit')\n")
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VENUE\tPEER ID\tADMITTED\tSTATE")
+	for _, v := range venues {
+		state := "member"
+		if v.Revoked {
+			state = fmt.Sprintf("revoked after op %d", v.RevokedAfter)
+			if v.RevokeReason != "" {
+				state += " (" + v.RevokeReason + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s (op %d)\t%s\n", v.Name, v.PeerID, v.AdmittedAt.Format("2006-01-02 15:04 MST"), v.AdmittedSeq, state)
+	}
+	return tw.Flush()
+}
+
+// cents renders an amount in cents as units with two decimals.
+func cents(c uint64) string { return fmt.Sprintf("%d.%02d", c/100, c%100) }
+
+// fetchStatus asks a running node for its sync status.
+func fetchStatus(ctx context.Context, api string) (*node.SyncStatus, error) {
+	if !strings.Contains(api, "://") {
+		api = "http://" + api
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(api, "/")+"/api/v1/sync/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	var st node.SyncStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		return nil, fmt.Errorf("sync status: %w", err)
+	}
+	return &st, nil
+}
+
+// findAuthor returns the author of key in a sync status, or nil.
+func findAuthor(st *node.SyncStatus, key crdt.PublicKey) *node.AuthorStatus {
+	for i := range st.Authors {
+		if st.Authors[i].Key == key.String() {
+			return &st.Authors[i]
+		}
+	}
+	return nil
 }

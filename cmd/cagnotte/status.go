@@ -52,10 +52,20 @@ func newStatusCmd(g *globals) *cobra.Command {
 			if s.Isolated {
 				state = "ISOLATED"
 			}
+			if s.Revoked {
+				state = fmt.Sprintf("REVOKED by the federation after its op %d: writes refused", s.RevokedAfter)
+			}
 			fmt.Fprintf(g.stdout, "venue %s (%s) of %q: %s\n", s.Venue, s.Node, s.Federation, state)
 			fmt.Fprintf(g.stdout, "ops %d, digest %s, conflicts %d, pending %d\n", s.Ops, s.Digest, s.Conflicts, s.Pending)
 			for _, p := range s.Peers {
-				fmt.Fprintf(g.stdout, "  peer %-20s connected=%v last seen %s\n", p.Venue, p.Connected, p.LastSeen.Format(time.RFC3339))
+				fmt.Fprintf(g.stdout, "  peer %-20s %s connected=%v last seen %s\n", p.Venue, p.ID, p.Connected, p.LastSeen.Format(time.RFC3339))
+			}
+			for _, a := range s.Authors {
+				rev := ""
+				if a.Revoked {
+					rev = fmt.Sprintf(" (revoked after op %d)", a.RevokedAfter)
+				}
+				fmt.Fprintf(g.stdout, "  %-10s %-20s %s ops up to %d%s\n", a.Role, a.Venue, a.PeerID, a.Seq, rev)
 			}
 			return nil
 		},
