@@ -219,8 +219,8 @@ func (n *Node) handlePayment(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.evaluateIsolation()
-	lost := n.quorumLost(r.Context())
-	n.write(w, r, m.ik, func(tx *writeTx) (any, error) { return tx.pay(m.card, m.amount, req.Label, stamp, lost) })
+	lost, busy := n.paymentQuorum(r.Context(), m.card, m.amount)
+	n.writeGated(w, r, m.ik, busy, func(tx *writeTx) (any, error) { return tx.pay(m.card, m.amount, req.Label, stamp, lost) })
 }
 
 // moneyRequest is what payments, top-ups and refunds share once parsed.
@@ -299,7 +299,8 @@ func (n *Node) handleRefund(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	n.write(w, r, m.ik, func(tx *writeTx) (any, error) { return tx.refund(m.card, m.amount, req.Reason) })
+	lost, busy := n.paymentQuorum(r.Context(), m.card, m.amount)
+	n.writeGated(w, r, m.ik, refundGate(lost, busy), func(tx *writeTx) (any, error) { return tx.refund(m.card, m.amount, req.Reason) })
 }
 
 type blockRequest struct {

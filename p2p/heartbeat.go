@@ -147,6 +147,8 @@ func (n *Network) readHeartbeats() {
 		if msg.ReceivedFrom == n.host.ID() {
 			continue
 		}
+		// The peer that forwarded it reached us just now (quorum.go).
+		n.noteTraffic(msg.ReceivedFrom)
 		hb, ok := msg.ValidatorData.(*Heartbeat)
 		if !ok {
 			continue

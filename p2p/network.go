@@ -109,6 +109,9 @@ type Network struct {
 	syncWake chan struct{}
 
 	stats stats
+
+	quorum quorumState  // see quorum.go
+	res    reserveState // see reserve.go
 }
 
 type peerInfo struct {
@@ -312,6 +315,7 @@ func (n *Network) start(ctx context.Context) error {
 	}
 	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
 	n.host.SetStreamHandler(JoinProtocol, n.handleJoin)
+	n.startReservations()
 	n.notifiee = &network.NotifyBundle{
 		ConnectedF:    func(_ network.Network, c network.Conn) { n.onConnected(c.RemotePeer()) },
 		DisconnectedF: func(_ network.Network, c network.Conn) { n.onDisconnected(c.RemotePeer()) },
@@ -384,6 +388,7 @@ func (n *Network) Close() error {
 	if n.host != nil {
 		n.host.RemoveStreamHandler(SyncProtocol)
 		n.host.RemoveStreamHandler(JoinProtocol)
+		n.host.RemoveStreamHandler(ReserveProtocol)
 		if n.notifiee != nil {
 			n.host.Network().StopNotify(n.notifiee)
 		}
