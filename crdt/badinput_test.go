@@ -56,10 +56,11 @@ func badInputFixture(t *testing.T) (f *fixture, c *actor, s *crdt.OpSet, c2, aHe
 		}
 	}
 	add(f.base...)
+	admitC := f.fed.make(1, &crdt.Admit{Venue: c.key(), Name: "C"})
 	c1 := c.make(1, &crdt.VenueInfo{Name: "C"})
 	c2 = c.make(1, &crdt.VenueInfo{Name: "C2"})
 	aHead = f.a.make(1, &crdt.TopUp{Card: "04A1B2C3", Amount: 500, Method: crdt.MethodCash})
-	add(f.fed.make(1, &crdt.Admit{Venue: c.key(), Name: "C"}), c1,
+	add(admitC, c1,
 		f.fed.make(1, &crdt.Revoke{Venue: c.key(), AfterSeq: 1, Reason: "stolen"}), aHead)
 	return f, c, s, c2, aHead
 }
@@ -242,8 +243,10 @@ func TestBadOpsRefused(t *testing.T) {
 			return rawOp(s, f.fed, crdt.KindSettings, crdt.EncodeBody(&crdt.SettingsChange{Settings: st}))
 		}},
 		{name: "boolean not 0 or 1", want: crdt.ErrNonCanonical, op: func() crdt.Op {
-			b := crdt.EncodeBody(&crdt.SettingsChange{Settings: crdt.DefaultSettings()})
-			b[len(b)-1] = 2
+			st := crdt.DefaultSettings()
+			st.MaxClockSkew, st.BalanceMax = 0, 0 // one byte each, after the boolean
+			b := crdt.EncodeBody(&crdt.SettingsChange{Settings: st})
+			b[len(b)-3] = 2
 			return rawOp(s, f.fed, crdt.KindSettings, b)
 		}},
 		{name: "admit of the zero key", want: crdt.ErrInvalidBody, op: func() crdt.Op {

@@ -24,6 +24,8 @@ var (
 	ErrGap           = errors.New("crdt: seq is ahead of the author's head")
 	ErrEquivocation  = errors.New("crdt: second op at the same author and seq")
 	ErrStale         = errors.New("crdt: seq already covered by the author's chain")
+	ErrBadClock      = errors.New("crdt: op timestamp is zero or before its author's admission")
+	ErrFuture        = errors.New("crdt: op timestamp is too far in the future")
 )
 
 // OpError tells which op was refused and why.

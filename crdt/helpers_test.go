@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/cagnotte/cagnotte/crdt"
 )
@@ -42,8 +43,14 @@ func signerFromBytes(t tb, seed ...byte) *crdt.Signer {
 func newActor(s *crdt.Signer) *actor {
 	a := &actor{signer: s, ms: baseMillis}
 	a.author = crdt.NewAuthor(s, crdt.NewClock(func() int64 { return a.ms }), 0, crdt.OpID{})
+	actors.Store(s.Public(), a)
 	return a
 }
+
+// actors finds a venue's actor by key, so that an admission moves the
+// venue's clock past it, as a real node's clock observes its admission
+// (an op older than its author's admission is refused).
+var actors sync.Map
 
 // fork returns a second author signing with a's key after (seq, head): it
 // equivocates with a from seq+1 on.
@@ -58,7 +65,15 @@ func (a *actor) key() crdt.PublicKey { return a.signer.Public() }
 // make advances the actor's clock by dt milliseconds and makes an op.
 func (a *actor) make(dt int64, b crdt.Body) crdt.Op {
 	a.ms += dt
-	return a.author.Make(b)
+	op := a.author.Make(b)
+	if ad, ok := b.(*crdt.Admit); ok {
+		if v, ok := actors.Load(ad.Venue); ok {
+			v := v.(*actor)
+			v.author.Clock.Observe(op.HLC)
+			v.ms = max(v.ms, a.ms)
+		}
+	}
+	return op
 }
 
 // testSettings are valid non-default settings.
@@ -129,8 +144,10 @@ func dumpState(s *crdt.OpSet) string {
 	}
 	for _, k := range sortedPubKeys(s.Authors) {
 		a := s.Authors[k]
-		fmt.Fprintf(&b, "author %s role=%d counted=%d head=%s revoked=%v after=%d fork=%d\n",
-			k, a.Role, a.Counted, a.CountedHead, a.Revoked, a.RevokedAfter, a.Fork)
+		// NCounted and Acc, not the chain's head: a forked venue's chain
+		// is whichever branch the replica followed.
+		fmt.Fprintf(&b, "author %s role=%d ncounted=%d acc=%x revoked=%v after=%d fork=%d\n",
+			k, a.Role, a.NCounted, a.Acc, a.Revoked, a.RevokedAfter, a.Fork)
 	}
 	for _, id := range sortedKeys(st.Cards) {
 		c := st.Cards[id]

@@ -52,6 +52,15 @@ const (
 	MaxAmount    = 100_000_000 // one million in currency units, in cents
 	MinCardBytes = 4
 	MaxCardBytes = 10
+	// MaxCounter is the highest payment counter: what a card stamp holds.
+	MaxCounter = 1<<32 - 1
+	// MaxStampBalance is the highest balance a card stamp holds.
+	MaxStampBalance = 1<<31 - 1
+	// MaxCounterJump bounds how far a payment's counter may be ahead of the
+	// number of payments the ledger holds for its card: a counter further
+	// ahead is refused when a venue decides, and ignored by the card's
+	// counter view when folded, so no counter value can brick a card.
+	MaxCounterJump = 1000
 )
 
 // CardID is a card's NFC UID in upper-case hex (4, 7 or 10 bytes on ISO
@@ -198,8 +207,31 @@ type Settings struct {
 	// MinPeersPercent is the share of the other admitted venues a node must
 	// hear within IsolationAfter to be in sync.
 	MinPeersPercent uint64
-	// AutoBlock makes the node that detects a double spend block the card.
+	// AutoBlock makes a node that sees a card overdrawn after a merge (or a
+	// stale stamp presented while it is isolated) block the card.
 	AutoBlock bool
+	// MaxClockSkew is how far ahead of a receiver's clock an op's HLC may
+	// be: an op further in the future is held, not applied, until it no
+	// longer is. 0 means the default (DefaultMaxClockSkew).
+	MaxClockSkew uint64
+	// BalanceMax is the highest balance a card may reach: a top-up beyond
+	// it is refused. 0 means no ceiling.
+	BalanceMax uint64
+}
+
+// DefaultMaxClockSkew is the default Settings.MaxClockSkew: 5 minutes.
+const DefaultMaxClockSkew = 5 * 60 * 1000
+
+// DefaultBalanceMax is the default Settings.BalanceMax: 150.00, the
+// ceiling anonymous e-money rules use for a prepaid card.
+const DefaultBalanceMax = 15000
+
+// Skew returns the clock skew bound in milliseconds.
+func (s Settings) Skew() int64 {
+	if s.MaxClockSkew == 0 {
+		return DefaultMaxClockSkew
+	}
+	return int64(s.MaxClockSkew)
 }
 
 // DefaultSettings are the federation rules used when a genesis does not set
@@ -216,6 +248,8 @@ func DefaultSettings() Settings {
 		IsolationAfter:     6000,
 		MinPeersPercent:    50,
 		AutoBlock:          true,
+		MaxClockSkew:       DefaultMaxClockSkew,
+		BalanceMax:         DefaultBalanceMax,
 	}
 }
 
@@ -225,6 +259,8 @@ func (s *Settings) encode(w *writer) {
 		w.uvarint(v)
 	}
 	w.boolean(s.AutoBlock)
+	w.uvarint(s.MaxClockSkew)
+	w.uvarint(s.BalanceMax)
 }
 
 func (s *Settings) decode(r *reader) {
@@ -233,6 +269,8 @@ func (s *Settings) decode(r *reader) {
 		*p = r.uvarint()
 	}
 	s.AutoBlock = r.boolean()
+	s.MaxClockSkew = r.uvarint()
+	s.BalanceMax = r.uvarint()
 }
 
 func (s *Settings) validate() error {
@@ -244,6 +282,12 @@ func (s *Settings) validate() error {
 	}
 	if s.OfflinePaymentMax > MaxAmount || s.OfflineCardMax > MaxAmount*100 || s.OfflineVenueBudget > MaxAmount*100 {
 		return invalid("offline caps too large")
+	}
+	if s.MaxClockSkew > 24*3600*1000 {
+		return invalid("clock skew bound above one day")
+	}
+	if s.BalanceMax > MaxStampBalance {
+		return invalid("balance ceiling above %d", MaxStampBalance)
 	}
 	return nil
 }
@@ -311,11 +355,14 @@ func (b *Admit) validate() error {
 
 // Revoke removes a venue: its ops with a seq above AfterSeq do not count
 // and are refused. AfterSeq is usually the venue's head as the maintainer's
-// node saw it.
+// node saw it. Head, when not zero, pins the venue's history: the id of its
+// op at AfterSeq. Only that op and its ancestors count, so a venue that
+// forked cannot have another branch counted after its revocation.
 type Revoke struct {
 	Venue    PublicKey
 	AfterSeq uint64
 	Reason   string
+	Head     OpID
 }
 
 // Kind implements Body.
@@ -324,15 +371,20 @@ func (b *Revoke) encode(w *writer) {
 	w.key(b.Venue)
 	w.uvarint(b.AfterSeq)
 	w.str(b.Reason)
+	w.fixed(b.Head[:])
 }
 func (b *Revoke) decode(r *reader) {
 	b.Venue = r.key()
 	b.AfterSeq = r.uvarint()
 	b.Reason = r.str(MaxTextLen)
+	r.fixed(b.Head[:])
 }
 func (b *Revoke) validate() error {
 	if b.Venue.IsZero() {
 		return invalid("venue key is zero")
+	}
+	if b.AfterSeq == 0 && !b.Head.IsZero() {
+		return invalid("a revocation after seq 0 pins no head")
 	}
 	return nil
 }
@@ -543,13 +595,16 @@ func (b *TopUp) validate() error {
 // counter; two payments of one card with one counter are a double spend.
 // StampCounter is the counter of the stamp the card presented (0: none); a
 // stamp older than the counter the venue knew (Counter > StampCounter+1) is
-// a stale stamp, the mark of a cloned or rolled-back card.
+// a stale stamp, the mark of a cloned or rolled-back card. StampVenue is
+// the venue that signed that stamp (present only with a stamp), so the
+// ledger records whose word the payment relied on.
 type Payment struct {
 	Card         CardID
 	Amount       uint64
 	Counter      uint64
 	Label        string
 	StampCounter uint64
+	StampVenue   PublicKey
 }
 
 // Kind implements Body.
@@ -560,6 +615,9 @@ func (b *Payment) encode(w *writer) {
 	w.uvarint(b.Counter)
 	w.str(b.Label)
 	w.uvarint(b.StampCounter)
+	if b.StampCounter > 0 {
+		w.key(b.StampVenue)
+	}
 }
 func (b *Payment) decode(r *reader) {
 	b.Card = r.card()
@@ -567,13 +625,25 @@ func (b *Payment) decode(r *reader) {
 	b.Counter = r.uvarint()
 	b.Label = r.str(MaxNameLen)
 	b.StampCounter = r.uvarint()
+	if b.StampCounter > 0 {
+		b.StampVenue = r.key()
+	}
 }
 func (b *Payment) validate() error {
 	if b.Counter == 0 {
 		return invalid("counter starts at 1")
 	}
+	if b.Counter > MaxCounter {
+		return invalid("counter above %d", uint64(MaxCounter))
+	}
 	if b.StampCounter >= b.Counter {
 		return invalid("stamp counter must be below the payment's counter")
+	}
+	if b.StampCounter > 0 && b.StampVenue.IsZero() {
+		return invalid("a payment that relied on a stamp names the venue that signed it")
+	}
+	if b.StampCounter == 0 && !b.StampVenue.IsZero() {
+		return invalid("stamp venue without a stamp")
 	}
 	return checkAmount(b.Amount)
 }

@@ -24,27 +24,73 @@ type AuthorState struct {
 	// set and Head is the id of op Seq.
 	Seq  uint64
 	Head OpID
-	// Revoked venues count only ops up to RevokedAfter.
+	// AdmittedAt is the HLC of the venue's admission: its ops may not be
+	// older.
+	AdmittedAt HLC
+	// Revoked venues count only their pinned history: chain ops up to
+	// PinLimit and the evidence ops in Pinned. RevokedHead, when not zero,
+	// is the id of the op at RevokedAfter the revocation pinned.
 	Revoked      bool
 	RevokedAfter uint64
+	RevokedHead  OpID
+	PinLimit     uint64
+	Pinned       map[OpID]bool
+	// PinSeq and PinID are where the pinned history is expected to meet
+	// the chain: a chain op there with another id makes the set Stale.
+	PinSeq uint64
+	PinID  OpID
 	// Fork is the lowest seq where the author was caught signing two ops;
-	// ops from Fork on do not count. 0 means none.
+	// 0 means none. A venue's ops count on every branch; the federation's
+	// from Fork on do not count (its ops fold in seq order).
 	Fork uint64
-	// Counted and CountedHead are the last op folded into the views.
+	// EvidenceMax is the highest seq of the author's ops held as evidence.
+	EvidenceMax uint64
+	// Counted and CountedHead are the last chain op folded into the views.
 	Counted     uint64
 	CountedHead OpID
+	// NCounted and Acc are the number and the sum (mod 2^256) of the ids
+	// of the author's counted ops, chain and branches: the digest's input,
+	// the same whichever branch a replica holds as its chain.
+	NCounted uint64
+	Acc      OpID
 }
 
-// limit is the highest seq that counts for the author.
+// limit is the highest chain seq that counts for the author.
 func (a *AuthorState) limit() uint64 {
 	l := ^uint64(0)
 	if a.Revoked {
-		l = a.RevokedAfter
+		l = a.PinLimit
 	}
-	if a.Fork != 0 {
+	if a.Role == roleFederation && a.Fork != 0 {
 		l = min(l, a.Fork-1)
 	}
 	return l
+}
+
+// checkClock refuses an op stamped 0 or, for a venue, before its
+// admission (by wall-clock millisecond: a node's clock observes its
+// admission, so only a forged or broken clock is older).
+func (a *AuthorState) checkClock(op *Op) error {
+	if op.HLC == 0 || a.Role == roleVenue && op.HLC.Millis() < a.AdmittedAt.Millis() {
+		return opErr(op, ErrBadClock)
+	}
+	return nil
+}
+
+// countsBranch reports whether an op of a held outside the chain counts.
+func (a *AuthorState) countsBranch(id OpID) bool {
+	return a.Role == roleVenue && (!a.Revoked || a.Pinned[id])
+}
+
+// count adds id to the author's counted ops.
+func (a *AuthorState) count(id OpID) {
+	a.NCounted++
+	var carry uint16
+	for i := len(id) - 1; i >= 0; i-- {
+		carry += uint16(a.Acc[i]) + uint16(id[i])
+		a.Acc[i] = byte(carry)
+		carry >>= 8
+	}
 }
 
 // Outcome says what Add did with a valid op.
@@ -99,6 +145,7 @@ func (s *OpSet) reset() {
 	}
 	s.EvidenceOps = map[OpID]Op{}
 	s.State = newState()
+	s.State.Fed = s.cfg.Federation
 	s.ops = 0
 	s.Stale = false
 }
@@ -165,7 +212,27 @@ func (s *OpSet) check(op *Op, verify bool) (*AuthorState, Body, error) {
 		return nil, nil, opErr(op, ErrRevoked)
 	}
 	if op.Seq > a.Seq+1 {
-		return a, nil, opErr(op, ErrGap)
+		// An op signed on top of a branch op held as evidence is a
+		// branch op too: evidence, not a gap.
+		if ev, ok := s.EvidenceOps[op.Prev]; !ok || ev.Author != op.Author || ev.Seq+1 != op.Seq {
+			return a, nil, opErr(op, ErrGap)
+		}
+		body, err := op.Decode()
+		if err != nil {
+			return a, nil, opErr(op, err)
+		}
+		if kindRoles(op.Kind)&a.Role == 0 {
+			return a, nil, opErr(op, fmt.Errorf("%w: %s", ErrNotAllowed, op.Kind))
+		}
+		if verify {
+			if err := s.verify(op); err != nil {
+				return a, nil, opErr(op, err)
+			}
+		}
+		if err := a.checkClock(op); err != nil {
+			return a, nil, err
+		}
+		return a, body, opErr(op, errBranch)
 	}
 	if op.Seq == a.Seq && op.ID() == a.Head {
 		return a, nil, opErr(op, ErrDuplicate)
@@ -190,6 +257,9 @@ func (s *OpSet) check(op *Op, verify bool) (*AuthorState, Body, error) {
 		if err := s.verify(op); err != nil {
 			return a, nil, opErr(op, err)
 		}
+	}
+	if err := a.checkClock(op); err != nil {
+		return a, nil, err
 	}
 	if op.Seq <= a.Seq {
 		return a, body, opErr(op, ErrStale)
@@ -222,9 +292,12 @@ func (s *OpSet) evidence(a *AuthorState, op *Op, body Body, err error) (Outcome,
 	if err != nil {
 		return 0, err
 	}
-	s.fork(a, f, *op, atF...)
+	s.fork(a, f, *op, body, atF...)
 	return Evidence, nil
 }
+
+// errBranch marks an op whose prev is a branch op held as evidence.
+var errBranch = errors.New("crdt: op extends a branch held as evidence")
 
 // proves reports whether an op check refused proves that its author forked
 // its chain: the fork seq and the ids held there. Only an op whose
@@ -236,6 +309,11 @@ func (s *OpSet) proves(a *AuthorState, op *Op, body Body, err error) (uint64, []
 		return 0, nil, err
 	}
 	switch {
+	case errors.Is(err, errBranch):
+		if _, ok := s.EvidenceOps[op.ID()]; ok {
+			return 0, nil, opErr(op, ErrDuplicate)
+		}
+		return 0, nil, nil
 	case errors.Is(err, ErrStale):
 		id := op.ID()
 		// The op held at the head is known without the log (and the log
@@ -269,29 +347,55 @@ func (s *OpSet) proves(a *AuthorState, op *Op, body Body, err error) (uint64, []
 	return 0, nil, err
 }
 
-// fork records that author a signed two different ops at seq f: ev is the
-// op kept as evidence, atF the ids held at seq f. One conflict per author
-// names its lowest known fork and the ops seen there.
-func (s *OpSet) fork(a *AuthorState, f uint64, ev Op, atF ...OpID) {
-	s.EvidenceOps[ev.ID()] = ev
-	key := (&Conflict{Kind: ConflictEquivocation, Author: a.Key}).Key()
-	c := s.State.Conflicts[key]
-	if c == nil || f < c.Seq {
-		c = &Conflict{Kind: ConflictEquivocation, Author: a.Key, Seq: f}
-		s.State.Conflicts[key] = c
-		for id, o := range s.EvidenceOps {
-			if o.Author == a.Key && o.Seq == f {
-				c.addOps(id)
+// fork records that author a signed two different ops at seq f (0: ev
+// extends a branch already known): ev is the op kept as evidence, atF the
+// ids held at seq f. One conflict per author names its lowest known fork
+// and the ops seen there. A venue's evidence op counts like its chain ops
+// (both branches are signed facts of that venue) unless the venue is
+// revoked and the op is not in its pinned history.
+func (s *OpSet) fork(a *AuthorState, f uint64, ev Op, body Body, atF ...OpID) {
+	id := ev.ID()
+	s.EvidenceOps[id] = ev
+	a.EvidenceMax = max(a.EvidenceMax, ev.Seq)
+	if f != 0 {
+		key := (&Conflict{Kind: ConflictEquivocation, Author: a.Key}).Key()
+		c := s.State.Conflicts[key]
+		if c == nil || f < c.Seq {
+			c = &Conflict{Kind: ConflictEquivocation, Author: a.Key, Seq: f}
+			s.State.Conflicts[key] = c
+			for eid, o := range s.EvidenceOps {
+				if o.Author == a.Key && o.Seq == f {
+					c.addOps(eid)
+				}
+			}
+		}
+		if f == c.Seq {
+			c.addOps(atF...)
+		}
+		if a.Fork == 0 || f < a.Fork {
+			a.Fork = f
+			if a.Counted > a.limit() {
+				s.Stale = true
 			}
 		}
 	}
-	if f == c.Seq {
-		c.addOps(atF...)
-	}
-	if a.Fork == 0 || f < a.Fork {
-		a.Fork = f
-		if a.Counted > a.limit() {
+	switch {
+	case a.Role != roleVenue:
+	case a.Revoked:
+		// It may be the pinned head or one of its ancestors, or show that
+		// the chain counted up to the cut-off is one branch of several.
+		if ev.Seq <= a.RevokedAfter {
 			s.Stale = true
+		}
+	default:
+		if body == nil {
+			if b, err := ev.Decode(); err == nil {
+				body = b
+			}
+		}
+		if body != nil {
+			a.count(id)
+			s.State.apply(&ev, id, body)
 		}
 	}
 }
@@ -322,16 +426,24 @@ func (s *OpSet) fold(a *AuthorState, op *Op, id OpID, body Body) {
 	if op.Seq > a.limit() {
 		return
 	}
+	if a.Revoked && op.Seq == a.PinSeq && !a.PinID.IsZero() && id != a.PinID {
+		// The chain here is not the pinned history: Refold finds it.
+		s.Stale = true
+		return
+	}
 	a.Counted, a.CountedHead = op.Seq, id
+	a.count(id)
 	switch b := body.(type) {
 	case *Admit:
 		if v := s.Authors[b.Venue]; v == nil && b.Venue != s.cfg.Federation {
-			s.Authors[b.Venue] = &AuthorState{Key: b.Venue, Role: roleVenue}
+			s.Authors[b.Venue] = &AuthorState{Key: b.Venue, Role: roleVenue, AdmittedAt: op.HLC}
 		}
 	case *Revoke:
 		if v := s.Authors[b.Venue]; v != nil && v.Role == roleVenue && !v.Revoked {
-			v.Revoked, v.RevokedAfter = true, b.AfterSeq
-			if v.Counted > v.limit() {
+			v.Revoked, v.RevokedAfter, v.RevokedHead = true, b.AfterSeq, b.Head
+			v.PinLimit, v.PinSeq, v.PinID = b.AfterSeq, b.AfterSeq, b.Head
+			if v.Counted > v.limit() || v.NCounted > v.Counted || v.EvidenceMax > 0 ||
+				!b.Head.IsZero() && v.Seq >= b.AfterSeq {
 				s.Stale = true
 			}
 		}
@@ -339,63 +451,144 @@ func (s *OpSet) fold(a *AuthorState, op *Op, id OpID, body Body) {
 	s.State.apply(op, id, body)
 }
 
+// pin computes a revoked venue's pinned history from its head: the
+// evidence ops that lead to it and the chain seq where they meet the
+// chain (chain ops up to there count). r reads the chain held.
+func (s *OpSet) pin(a *AuthorState, r OpReader, chainSeq uint64) error {
+	a.PinLimit, a.Pinned, a.PinSeq, a.PinID = a.RevokedAfter, nil, 0, OpID{}
+	if a.RevokedHead.IsZero() {
+		// Pinned by seq alone: with a fork below the cut-off, only what
+		// every branch shares counts, whichever branch this set holds.
+		if a.Fork > 0 {
+			a.PinLimit = min(a.PinLimit, a.Fork-1)
+		}
+		return nil
+	}
+	id, seq := a.RevokedHead, a.RevokedAfter
+	for seq > 0 {
+		ev, ok := s.EvidenceOps[id]
+		if !ok || ev.Author != a.Key || ev.Seq != seq {
+			break
+		}
+		if a.Pinned == nil {
+			a.Pinned = map[OpID]bool{}
+		}
+		a.Pinned[id] = true
+		id, seq = ev.Prev, seq-1
+	}
+	if seq == 0 {
+		a.PinLimit = 0
+		return nil
+	}
+	if seq > chainSeq {
+		// Not held yet: the chain counts up to there, and an op that
+		// arrives there with another id makes the set Stale.
+		a.PinLimit, a.PinSeq, a.PinID = seq, seq, id
+		return nil
+	}
+	var held OpID
+	if err := r.ReadRange(a.Key, seq, seq, func(o Op) error { held = o.ID(); return nil }); err != nil {
+		return err
+	}
+	if held == id {
+		a.PinLimit = seq
+		return nil
+	}
+	// The pinned op is on a branch this set does not hold yet: count
+	// only what every branch shares until it arrives (as evidence, which
+	// makes the set Stale again).
+	a.PinLimit = seq - 1
+	if a.Fork > 0 {
+		a.PinLimit = min(a.PinLimit, a.Fork-1)
+	}
+	return nil
+}
+
 // AddRange adds a contiguous run of one author's ops, as received in
 // catch-up. The links between them are checked by hashing and only the
 // newest op's signature is verified: it covers its prev, which covers the
 // op before, and so on. Each op's body and author rights are still checked.
 // It returns how many ops were added; on error, the ops before the bad one
-// stay added only if the newest signature verified.
+// stay added only if the newest signature verified. A run that leaves the
+// set's chain (the author forked) is kept as evidence: see
+// AddRangeEvidence.
 func (s *OpSet) AddRange(ops []Op) (int, error) {
+	n, _, err := s.AddRangeEvidence(ops)
+	return n, err
+}
+
+// AddRangeEvidence is AddRange that also returns the ops it kept as
+// evidence: once a run leaves the set's chain, the rest of the run is a
+// branch of a forked author, authenticated by its links, and kept (and,
+// for a venue, counted) as evidence. The error then wraps ErrEquivocation
+// and the count is 0 (callers compare heads to see what the chain gained).
+func (s *OpSet) AddRangeEvidence(ops []Op) (int, []Op, error) {
 	if len(ops) == 0 {
-		return 0, nil
+		return 0, nil, nil
 	}
 	last := &ops[len(ops)-1]
 	for i := range ops {
 		if ops[i].Author != ops[0].Author || ops[i].Seq != ops[0].Seq+uint64(i) {
-			return 0, opErr(&ops[i], fmt.Errorf("%w: range is not contiguous", ErrBrokenChain))
+			return 0, nil, opErr(&ops[i], fmt.Errorf("%w: range is not contiguous", ErrBrokenChain))
 		}
 	}
 	ids := make([]OpID, len(ops))
 	for i := range ops {
 		ids[i] = ops[i].ID()
 		if i > 0 && ops[i].Prev != ids[i-1] {
-			return 0, opErr(&ops[i], ErrBrokenChain)
+			return 0, nil, opErr(&ops[i], ErrBrokenChain)
 		}
 	}
 	if err := last.Verify(); err != nil {
-		return 0, opErr(last, err)
+		return 0, nil, opErr(last, err)
 	}
+	var evidence []Op
+	var eqErr error
 	for i := range ops {
 		a, body, err := s.check(&ops[i], false)
 		if err != nil {
 			if errors.Is(err, ErrDuplicate) {
 				continue
 			}
-			if errors.Is(err, ErrStale) || errors.Is(err, ErrBrokenChain) {
+			if errors.Is(err, ErrStale) || errors.Is(err, ErrBrokenChain) || errors.Is(err, errBranch) {
 				// The signature chain is authentic: this is real evidence.
-				if out, eerr := s.evidence(a, &ops[i], body, err); eerr == nil && out == Evidence {
-					return i, opErr(&ops[i], ErrEquivocation)
+				out, eerr := s.evidence(a, &ops[i], body, err)
+				if eerr == nil && out == Evidence {
+					evidence = append(evidence, ops[i])
+					if eqErr == nil {
+						eqErr = opErr(&ops[i], ErrEquivocation)
+					}
+					continue
 				}
-				if errors.Is(err, ErrStale) {
+				if errors.Is(eerr, ErrDuplicate) || errors.Is(err, ErrStale) {
 					continue
 				}
 			}
-			return i, err
+			if eqErr != nil {
+				err = errors.Join(eqErr, err)
+			}
+			return i, evidence, err
 		}
 		s.append(a, &ops[i], ids[i], body)
 	}
-	return len(ops), nil
+	if eqErr != nil {
+		return 0, evidence, eqErr
+	}
+	return len(ops), evidence, nil
 }
 
 // VersionVector maps each author to the highest seq of its contiguous chain
-// held (revoked venues: at most their cut-off).
+// held (revoked venues: at most their cut-off). For an author that forked,
+// it is the highest seq held on any branch: which branch a replica holds as
+// its chain is an accident of arrival, and the sync protocol exchanges the
+// branches themselves.
 type VersionVector map[PublicKey]uint64
 
 // VersionVector returns the set's version vector.
 func (s *OpSet) VersionVector() VersionVector {
 	vv := make(VersionVector, len(s.Authors))
 	for k, a := range s.Authors {
-		seq := a.Seq
+		seq := max(a.Seq, a.EvidenceMax)
 		if a.Revoked {
 			seq = min(seq, a.RevokedAfter)
 		}
@@ -420,7 +613,11 @@ func (r Range) Len() uint64 { return r.To - r.From + 1 }
 // ops they admit) then by author.
 func (s *OpSet) Missing(remote VersionVector) []Range {
 	var out []Range
-	for k, seq := range s.VersionVector() {
+	for k, a := range s.Authors {
+		seq := a.Seq
+		if a.Revoked {
+			seq = min(seq, a.RevokedAfter)
+		}
 		if have := remote[k]; have < seq {
 			out = append(out, Range{Author: k, From: have + 1, To: seq})
 		}
@@ -438,28 +635,29 @@ func (s *OpSet) Missing(remote VersionVector) []Range {
 	return out
 }
 
-// Digest summarises the counted state: for each author, in key order, its
-// counted seq and the id of its op there (which commits to the whole chain
-// through prev links), then each equivocating author's lowest fork seq and
-// the ops seen there. Two sets give the same digest iff they count the same
-// ops and know the same forks.
+// Digest summarises the counted state: for each author, in key order, the
+// number and the sum of the ids of its counted ops (chain and branches: an
+// op id commits to the op's whole history through prev links), then each
+// equivocating author's lowest fork seq and the ops seen there. Two sets
+// give the same digest iff they count the same ops and know the same forks,
+// whichever branch of a forked author each holds as its chain.
 func (s *OpSet) Digest() [32]byte {
 	keys := make([]PublicKey, 0, len(s.Authors))
 	for k, a := range s.Authors {
-		if a.Counted > 0 {
+		if a.NCounted > 0 {
 			keys = append(keys, k)
 		}
 	}
 	slices.SortFunc(keys, func(a, b PublicKey) int { return cmp.Compare(string(a[:]), string(b[:])) })
 	h := sha256.New()
-	h.Write([]byte("cagnotte/digest/v1"))
+	h.Write([]byte("cagnotte/digest/v2"))
 	var buf [8]byte
 	for _, k := range keys {
 		a := s.Authors[k]
 		h.Write(k[:])
-		binary.BigEndian.PutUint64(buf[:], a.Counted)
+		binary.BigEndian.PutUint64(buf[:], a.NCounted)
 		h.Write(buf[:])
-		h.Write(a.CountedHead[:])
+		h.Write(a.Acc[:])
 	}
 	for _, c := range s.State.SortedConflicts() {
 		if c.Kind != ConflictEquivocation {
@@ -518,6 +716,12 @@ func (s *OpSet) Refold(r OpReader) error {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b PublicKey) int { return cmp.Compare(string(a[:]), string(b[:])) })
+	// Evidence ops in id order, so the fold is the same everywhere.
+	evIDs := make([]OpID, 0, len(s.EvidenceOps))
+	for id := range s.EvidenceOps {
+		evIDs = append(evIDs, id)
+	}
+	slices.SortFunc(evIDs, func(a, b OpID) int { return cmp.Compare(string(a[:]), string(b[:])) })
 	for _, k := range keys {
 		if k == s.cfg.Federation {
 			continue
@@ -526,11 +730,29 @@ func (s *OpSet) Refold(r OpReader) error {
 		if a == nil {
 			continue // admitted by a federation op that no longer counts
 		}
-		a.Fork = old[k].Fork
+		a.Fork, a.EvidenceMax = old[k].Fork, old[k].EvidenceMax
+		if a.Revoked {
+			if err := n.pin(a, r, old[k].Seq); err != nil {
+				return fmt.Errorf("refold: pin %s: %w", k.Short(), err)
+			}
+		}
 		if err := replay(a, old[k].Seq); err != nil {
 			return err
 		}
+		for _, id := range evIDs {
+			ev := s.EvidenceOps[id]
+			if ev.Author != k || !a.countsBranch(id) {
+				continue
+			}
+			body, err := ev.Decode()
+			if err != nil {
+				return fmt.Errorf("refold evidence %s#%d: %w", k.Short(), ev.Seq, err)
+			}
+			a.count(id)
+			n.State.apply(&ev, id, body)
+		}
 	}
+	n.Stale = false
 	*s = *n
 	return nil
 }

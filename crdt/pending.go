@@ -57,7 +57,13 @@ func (p *Pending) Hold(op Op) bool {
 // at a seq the set already covers are offered to s, which keeps them as
 // evidence if they conflict with its chain.
 func (p *Pending) Drain(s *OpSet) []Op {
-	var added []Op
+	added, _ := p.DrainAll(s)
+	return added
+}
+
+// DrainAll is Drain that also returns the held ops the set kept as
+// evidence (the caller persists both).
+func (p *Pending) DrainAll(s *OpSet) (added, evidence []Op) {
 	for progress := true; progress && p.size > 0; {
 		progress = false
 		authors := make([]PublicKey, 0, len(p.ops))
@@ -90,9 +96,32 @@ func (p *Pending) Drain(s *OpSet) []Op {
 						delete(m, seq)
 						p.size -= len(ops)
 						for _, op := range ops {
-							_, _ = s.Add(op) // evidence, or refused for good
+							// Evidence, or refused for good.
+							if out, err := s.Add(op); err == nil && out == Evidence {
+								evidence = append(evidence, op)
+							}
 						}
 					}
+				}
+			}
+			// Ops signed on top of a branch held as evidence are evidence.
+			for seq, ops := range m {
+				kept := ops[:0]
+				for _, op := range ops {
+					if ev, ok := s.EvidenceOps[op.Prev]; ok && ev.Author == op.Author && ev.Seq+1 == seq {
+						p.size--
+						if out, err := s.Add(op); err == nil && out == Evidence {
+							evidence = append(evidence, op)
+							progress = true
+						}
+						continue
+					}
+					kept = append(kept, op)
+				}
+				if len(kept) == 0 {
+					delete(m, seq)
+				} else {
+					m[seq] = kept
 				}
 			}
 			for stop := false; !stop; {
@@ -124,5 +153,5 @@ func (p *Pending) Drain(s *OpSet) []Op {
 			}
 		}
 	}
-	return added
+	return added, evidence
 }

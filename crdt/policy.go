@@ -18,6 +18,8 @@ var (
 	ErrOfflineCap        = errors.New("offline cap exceeded")
 	ErrDailyCap          = errors.New("daily card cap exceeded")
 	ErrStaleStamp        = errors.New("card stamp older than the card's known payments")
+	ErrRefundOffline     = errors.New("refunds need the venue in sync with a quorum of venues")
+	ErrBalanceCeiling    = errors.New("top-up beyond the card's balance ceiling")
 )
 
 // OfflineLedger is what one venue took while isolated, since its last moment
@@ -98,22 +100,33 @@ type PaymentInput struct {
 
 // PaymentDecision is what the venue signs if the payment is allowed.
 type PaymentDecision struct {
-	Counter      uint64 // the payment's counter
-	StampCounter uint64 // the presented stamp's counter, 0 if none
-	Balance      int64  // the card's balance after the payment, as far as this venue knows
+	Counter      uint64    // the payment's counter
+	StampCounter uint64    // the presented stamp's counter, 0 if none was relied on
+	StampVenue   PublicKey // the venue that signed that stamp
+	Balance      int64     // the card's balance after the payment, as far as this venue knows
+	// StampIgnored says why a presented stamp was not relied on ("" if it
+	// was, or if there was none).
+	StampIgnored string
 }
 
 // DecidePayment applies the rules of a payment at venue: the card must be
-// known and not blocked; its balance (the ledger's, or the card's stamp when
-// it is newer and lower) must cover the amount; an isolated venue also keeps
-// within the federation's offline caps (per payment, per card amount and
-// count, venue budget, validity period); the optional daily cap applies
-// online. The counter is the next after the highest the venue knows from the
-// op set and from the card's stamp.
+// known and not blocked; its balance must cover the amount; an isolated
+// venue also keeps within the federation's offline caps (per payment, per
+// card amount and count, venue budget, validity period); the optional
+// daily cap applies online. The counter is the next after the highest the
+// venue knows from the op set and from the card's stamp.
+//
+// A stamp never creates money online: in sync, the ledger decides the
+// balance (a card it does not know is refused), and the stamp only moves
+// the counter. Isolated, a stamp newer than the ledger is the card's own
+// memory of payments the venue has not heard of: its balance is trusted,
+// if lower, or for a card the ledger does not know, within the offline
+// caps. Only a stamp signed by a current member is relied on, and a stamp
+// counter more than MaxCounterJump ahead of the card is refused.
 func (s *State) DecidePayment(venue PublicKey, in PaymentInput, offline *OfflineLedger) (PaymentDecision, error) {
 	var d PaymentDecision
 	c := s.Cards[in.Card]
-	if c == nil && in.Stamp == nil {
+	if c == nil && (in.Stamp == nil || !in.Isolated) {
 		return d, ErrUnknownCard
 	}
 	var known uint64
@@ -128,23 +141,34 @@ func (s *State) DecidePayment(venue PublicKey, in PaymentInput, offline *Offline
 		if st.Card != in.Card {
 			return d, fmt.Errorf("%w: stamp is for card %s", ErrBadStamp, st.Card)
 		}
-		if !s.wasMember(st.Venue) {
-			return d, fmt.Errorf("%w: signed by a venue that is not a member", ErrBadStamp)
+		var nPayments uint64
+		if c != nil {
+			nPayments = c.NPayments
 		}
-		d.StampCounter = st.Counter
-		if in.Isolated && st.Counter < known {
+		switch v := s.Venues[st.Venue]; {
+		case v == nil || v.Revoked:
+			// A revoked key could sign any stamp after its revocation:
+			// its word is not relied on.
+			d.StampIgnored = "signed by a venue that is not a current member"
+			if c == nil {
+				return d, fmt.Errorf("%w: the card is unknown here and its stamp is %s", ErrUnknownCard, d.StampIgnored)
+			}
+		case st.Counter > max(known, nPayments)+MaxCounterJump:
+			return d, fmt.Errorf("%w: its counter %d is far beyond the %d payments known for this card", ErrBadStamp, st.Counter, max(known, nPayments))
+		case in.Isolated && st.Counter < known:
 			// The card's memory is behind payments this venue knows of:
 			// a clone or a rolled-back card. Online the ledger decides
 			// (and the payment is flagged); offline it is refused, since
 			// the ledger may be missing the rest of the story.
 			return d, fmt.Errorf("%w: the card says %d payments, this venue knows %d", ErrStaleStamp, st.Counter, known)
-		}
-		if st.Counter > known {
-			// The card paid somewhere this venue has not heard of yet: its
-			// own memory is the newer state.
-			known = st.Counter
-			if c == nil || st.Balance < balance {
-				balance = st.Balance
+		default:
+			d.StampCounter, d.StampVenue = st.Counter, st.Venue
+			if st.Counter > known {
+				// The card paid somewhere this venue has not heard of yet.
+				known = st.Counter
+				if in.Isolated && (c == nil || st.Balance < balance) {
+					balance = st.Balance
+				}
 			}
 		}
 	}
@@ -170,14 +194,71 @@ func (s *State) DecidePayment(venue PublicKey, in PaymentInput, offline *Offline
 			return d, fmt.Errorf("%w: %d spent today, the daily cap is %d", ErrDailyCap, spent, set.DailyCardMax)
 		}
 	}
+	if known >= MaxCounter {
+		return d, fmt.Errorf("%w: the card's counter is exhausted", ErrBadStamp)
+	}
 	d.Counter = known + 1
 	d.Balance = balance - int64(in.Amount)
 	return d, nil
 }
 
-// wasMember reports whether key is or was an admitted venue (stamps made
-// before a revocation stay readable).
-func (s *State) wasMember(key PublicKey) bool { return s.Venues[key] != nil }
+// BlockAfterRefusal reports whether a venue that refused a payment with
+// err should block the card: a stale stamp presented while isolated is the
+// mark of a cloned or rolled-back card that the venue cannot check.
+func BlockAfterRefusal(err error, isolated bool) bool {
+	return isolated && errors.Is(err, ErrStaleStamp)
+}
+
+// RefundInput is a refund a cashier asks for.
+type RefundInput struct {
+	Card   CardID
+	Amount uint64
+	// Isolated is true when the venue is out of sync, or in sync but cannot
+	// reach a quorum now (the detection window): refunds are refused then.
+	Isolated bool
+}
+
+// DecideRefund applies the rules of a refund: a refund gives cash back and
+// has no counter nor cap, so it needs the venue in sync with a quorum (as
+// a payment above the floor limit does) and the ledger's balance to cover
+// it. It returns the balance after the refund.
+func (s *State) DecideRefund(in RefundInput) (int64, error) {
+	if in.Isolated {
+		return 0, ErrRefundOffline
+	}
+	c := s.Cards[in.Card]
+	if c == nil {
+		return 0, ErrUnknownCard
+	}
+	if c.Balance < int64(in.Amount) {
+		return 0, fmt.Errorf("%w: the card holds %d, the refund is %d", ErrInsufficientFunds, c.Balance, in.Amount)
+	}
+	return c.Balance - int64(in.Amount), nil
+}
+
+// DecideTopUp applies the rules of a top-up: not on a blocked card, and not
+// beyond the federation's balance ceiling (Settings.BalanceMax). It returns
+// the balance after the top-up.
+func (s *State) DecideTopUp(card CardID, amount uint64) (int64, error) {
+	var balance int64
+	if c := s.Cards[card]; c != nil {
+		if c.Blocked {
+			return 0, ErrCardBlocked
+		}
+		balance = c.Balance
+	}
+	if max := s.Settings.BalanceMax; max > 0 && balance+int64(amount) > int64(max) {
+		return 0, fmt.Errorf("%w: the card holds %d, the ceiling is %d", ErrBalanceCeiling, balance, max)
+	}
+	return balance + int64(amount), nil
+}
+
+// TooFarAhead reports whether op's timestamp is more than the federation's
+// clock skew bound ahead of nowMs: such an op is held, not applied, until
+// it no longer is (a forged clock cannot win last-writer-wins fields).
+func (s Settings) TooFarAhead(op *Op, nowMs int64) bool {
+	return op.HLC.Millis() > nowMs+s.Skew()
+}
 
 // spentSince sums the card's counted payments from since (Unix ms).
 func (c *Card) spentSince(since int64) uint64 {

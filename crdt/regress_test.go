@@ -81,8 +81,8 @@ func TestPendingHoldsBothSidesOfAFork(t *testing.T) {
 	r := f.replica(t)
 	mustDeliver(t, r, m2, b2, a1)
 	sameState(t, "early fork", want.Set, r.Set)
-	if a := r.Set.Authors[f.a.key()]; a.Fork != 2 || a.Counted != 1 {
-		t.Fatalf("author state %+v, want fork at 2", a)
+	if a := r.Set.Authors[f.a.key()]; a.Fork != 2 || a.NCounted != 3 {
+		t.Fatalf("author state %+v, want fork at 2 and both branches counted", a)
 	}
 }
 
@@ -164,8 +164,9 @@ func TestThreeWayEquivocation(t *testing.T) {
 		if len(cs) != 1 || cs[0].Seq != 2 || !slices.Equal(cs[0].Ops, want) {
 			t.Fatalf("conflicts %+v, want one naming the 3 ops at seq 2", cs)
 		}
-		if c := r.Set.State.Card("04AABBCC"); c != nil {
-			t.Fatalf("forked ops counted: %+v", c)
+		// Each branch is a signed fact of the venue: all three count.
+		if c := r.Set.State.Card("04AABBCC"); c == nil || c.Balance != 600 {
+			t.Fatalf("forked ops not all counted: %+v", c)
 		}
 		if ref == nil {
 			ref = r

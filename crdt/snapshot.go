@@ -27,6 +27,7 @@ func Restore(cfg Config, snap Snapshot) *OpSet {
 	}
 	if snap.State != nil {
 		s.State = snap.State
+		s.State.Fed = cfg.Federation
 		for _, c := range s.State.Cards {
 			if c.Payments == nil {
 				c.Payments = map[uint64]OpID{}

@@ -92,10 +92,11 @@ func TestAddRange(t *testing.T) {
 	}
 	t.Run("invalid op inside an authentic range", func(t *testing.T) {
 		v := newActor(signerFromBytes(t, 1))
+		v.ms = f.a.ms
 		ops := venueChain(v, 3)
 		// The venue itself signed an invalid op: the range is authentic
 		// up to it, and the ops before it are kept.
-		bad := crdt.Op{Seq: 4, Prev: ops[2].ID(), HLC: 1, Kind: crdt.KindTopUp, Body: topUpBody(0)}
+		bad := crdt.Op{Seq: 4, Prev: ops[2].ID(), HLC: ops[2].HLC, Kind: crdt.KindTopUp, Body: topUpBody(0)}
 		v.signer.Sign(&bad)
 		next := crdt.NewAuthor(v.signer, crdt.NewClock(func() int64 { return baseMillis }), 4, bad.ID())
 		ops = append(ops, bad, next.Make(&crdt.VenueInfo{Name: "after"}))
@@ -113,19 +114,22 @@ func TestAddRange(t *testing.T) {
 		mustAdd(t, s, f.base...)
 		mustAdd(t, s, chain[:20]...)
 		x := newActor(f.a.signer).fork(9, chain[8].ID())
+		x.ms = f.a.ms
 		branch := venueChain(x, 5) // seqs 10..14, conflicting with chain[9:14]
-		n, err := s.AddRange(branch)
-		if n != 0 || !errors.Is(err, crdt.ErrEquivocation) {
-			t.Fatalf("got %d %v, want 0 ErrEquivocation", n, err)
+		n, ev, err := s.AddRangeEvidence(branch)
+		if n != 0 || len(ev) != 5 || !errors.Is(err, crdt.ErrEquivocation) {
+			t.Fatalf("got %d added, %d evidence, %v; want 0, 5, ErrEquivocation", n, len(ev), err)
 		}
-		if a := s.Authors[f.a.key()]; a.Fork != 10 || !s.Stale {
-			t.Fatalf("author %+v stale %v, want fork at 10", a, s.Stale)
+		// The whole branch is evidence and counts: both are signed facts.
+		if a := s.Authors[f.a.key()]; a.Fork != 10 || a.NCounted != 25 || s.Stale {
+			t.Fatalf("author %+v stale %v, want fork at 10 and 25 ops counted", a, s.Stale)
 		}
+		before := dumpState(s)
 		if err := s.Refold(oneByOne.Log); err != nil {
 			t.Fatal(err)
 		}
-		if a := s.Authors[f.a.key()]; a.Counted != 9 {
-			t.Fatalf("counted %d after refold, want 9", a.Counted)
+		if after := dumpState(s); after != before {
+			t.Fatalf("refold changed the views:\n%s", diffLines(before, after))
 		}
 	})
 	t.Run("revoked venue", func(t *testing.T) {
@@ -161,8 +165,8 @@ func TestAddEvidenceFromPeer(t *testing.T) {
 	if _, err := r.Set.AddEvidence(a1); !errors.Is(err, crdt.ErrDuplicate) {
 		t.Fatalf("held op as evidence: %v, want ErrDuplicate", err)
 	}
-	if !r.Set.Stale {
-		t.Fatal("fork below the counted ops should make the set stale")
+	if a := r.Set.Authors[f.a.key()]; r.Set.Stale || a.NCounted != 3 {
+		t.Fatalf("author %+v stale %v: both branches of a venue count, no refold needed", a, r.Set.Stale)
 	}
 }
 
@@ -397,7 +401,7 @@ func TestCardRegistersTie(t *testing.T) {
 		r := f.replica(t)
 		mustDeliver(t, r, order...)
 		c := r.Set.State.Card(card)
-		if c.Holder != want || c.Blocked || c.BlockReason != "found" {
+		if c.Holder != want || c.Blocked || c.BlockReason != "" {
 			t.Fatalf("card %+v, want holder %s, unblocked", *c, want)
 		}
 	})

@@ -36,21 +36,65 @@ type Entry struct {
 
 // Card is the folded state of one card.
 type Card struct {
-	ID          CardID
-	Balance     int64
-	Credits     int64 // counted credits, in cents
-	Debits      int64 // counted debits, in cents (positive)
-	Counter     uint64
-	Registered  bool
-	Blocked     bool
-	BlockReason string
-	BlockStamp  Stamp
-	Holder      string
-	HolderStamp Stamp
-	Entries     []Entry
+	ID      CardID
+	Balance int64
+	Credits int64 // counted credits, in cents
+	Debits  int64 // counted debits, in cents (positive)
+	// Counter is the highest payment counter that is at most NPayments +
+	// MaxCounterJump: a forged counter far ahead is kept in Outliers and
+	// cannot brick the card.
+	Counter    uint64
+	NPayments  uint64
+	Outliers   []uint64
+	Registered bool
+	// Blocked is FedBlocked || VenueBlocked: a block by the federation
+	// is lifted only by the federation, a venue's by any unblock.
+	Blocked      bool
+	BlockReason  string
+	VenueBlocked bool
+	VenueReason  string
+	BlockStamp   Stamp // the venue register's last write
+	FedBlocked   bool
+	FedReason    string
+	FedStamp     Stamp // the federation register's last write
+	Holder       string
+	HolderStamp  Stamp
+	// LastDebit is the newest debit's HLC: an overdraft newer than the
+	// last block-state change is news (see Card.NeedsAutoBlock).
+	LastDebit HLC
+	Entries   []Entry
 	// Payments maps a counter to the first payment op seen with it (the
 	// smallest id when there are several), to detect double spends.
 	Payments map[uint64]OpID
+}
+
+// setBlocked recomputes Blocked and its reason from the two registers.
+func (c *Card) setBlocked() {
+	c.Blocked = c.FedBlocked || c.VenueBlocked
+	switch {
+	case c.FedBlocked:
+		c.BlockReason = c.FedReason
+	case c.VenueBlocked:
+		c.BlockReason = c.VenueReason
+	default:
+		c.BlockReason = ""
+	}
+}
+
+// NeedsAutoBlock reports whether a node should block the card on its own:
+// money is actually missing (the merged balance is negative), the card is
+// not blocked, and that overdraft is newer than the last block or unblock
+// (a maintainer who unblocked an overdrawn card is not overruled until it
+// is charged again). A double spend that the balance covers blocks nothing.
+func (c *Card) NeedsAutoBlock() bool {
+	if c == nil || c.Balance >= 0 || c.Blocked {
+		return false
+	}
+	last := c.BlockStamp.HLC
+	if c.FedStamp.HLC > last {
+		last = c.FedStamp.HLC
+	}
+	return c.LastDebit > last
 }
 
 // History returns the card's entries in (HLC, op id) order.
@@ -163,6 +207,8 @@ type refEntry struct {
 // State holds the views folded from the counted ops. Its fields are
 // exported so that a store can snapshot it; treat them as read-only.
 type State struct {
+	// Fed is the federation key (its block beats a venue's unblock).
+	Fed       PublicKey
 	Name      string
 	Currency  string
 	Settings  Settings
@@ -271,14 +317,24 @@ func (s *State) apply(op *Op, id OpID, body Body) {
 		}
 	case *CardBlock:
 		c := s.card(b.Card)
-		if st.After(c.BlockStamp) {
-			c.Blocked, c.BlockReason, c.BlockStamp = true, b.Reason, st
+		switch {
+		case op.Author == s.Fed && st.After(c.FedStamp):
+			c.FedBlocked, c.FedReason, c.FedStamp = true, b.Reason, st
+		case op.Author != s.Fed && st.After(c.BlockStamp):
+			c.VenueBlocked, c.VenueReason, c.BlockStamp = true, b.Reason, st
 		}
+		c.setBlocked()
 	case *CardUnblock:
 		c := s.card(b.Card)
-		if st.After(c.BlockStamp) {
-			c.Blocked, c.BlockReason, c.BlockStamp = false, b.Reason, st
+		if op.Author == s.Fed && st.After(c.FedStamp) {
+			c.FedBlocked, c.FedReason, c.FedStamp = false, "", st
 		}
+		// Any unblock (the federation's too) is a write of the venue
+		// register; only the federation's clears the federation's.
+		if st.After(c.BlockStamp) {
+			c.VenueBlocked, c.VenueReason, c.BlockStamp = false, "", st
+		}
+		c.setBlocked()
 	case *TopUp:
 		s.money(op, st, b.Card, int64(b.Amount), 0, b.Method, "topup/"+b.ExternalRef, b.ExternalRef != "")
 	case *Payment:
@@ -354,14 +410,30 @@ func (s *State) money(op *Op, st Stamp, card CardID, amount int64, counter uint6
 	}
 	if e.Counted {
 		s.credit(c, amount)
+		if amount < 0 && op.HLC > c.LastDebit {
+			c.LastDebit = op.HLC
+		}
 	}
 	c.Entries = append(c.Entries, e)
 }
 
 func (s *State) payment(b *Payment, id OpID) {
 	c := s.card(b.Card)
-	if b.Counter > c.Counter {
-		c.Counter = b.Counter
+	c.NPayments++
+	bound := c.NPayments + MaxCounterJump
+	if b.Counter <= bound {
+		c.Counter = max(c.Counter, b.Counter)
+	} else {
+		c.Outliers = append(c.Outliers, b.Counter)
+	}
+	// The bound grows with each payment: outliers it now covers count.
+	for i := 0; i < len(c.Outliers); {
+		if o := c.Outliers[i]; o <= bound {
+			c.Counter = max(c.Counter, o)
+			c.Outliers = slices.Delete(c.Outliers, i, i+1)
+			continue
+		}
+		i++
 	}
 	if b.StampCounter > 0 && b.Counter > b.StampCounter+1 {
 		s.conflict(Conflict{Kind: ConflictStaleStamp, Card: b.Card}, id)
