@@ -3,6 +3,8 @@ package node
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -99,4 +101,38 @@ func EnsureToken(path string) (string, error) {
 		return "", err
 	}
 	return tok, nil
+}
+
+// DemoPortsFile, in a kept demo's directory, records the API port of each
+// venue so that the next run of the demo keeps the same addresses.
+const DemoPortsFile = "demo-ports.json"
+
+// DemoPorts are the ports a demo ran on, venue by venue.
+type DemoPorts struct {
+	API []int `json:"api"`
+}
+
+// LoadDemoPorts reads dir/demo-ports.json; a missing file is no ports.
+func LoadDemoPorts(dir string) (DemoPorts, error) {
+	var p DemoPorts
+	b, err := os.ReadFile(filepath.Join(dir, DemoPortsFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return p, nil
+	}
+	if err != nil {
+		return p, fmt.Errorf("demo: %w", err)
+	}
+	if err := json.Unmarshal(b, &p); err != nil {
+		return p, fmt.Errorf("demo: %s: %w", DemoPortsFile, err)
+	}
+	return p, nil
+}
+
+// SaveDemoPorts writes dir/demo-ports.json.
+func SaveDemoPorts(dir string, p DemoPorts) error {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, DemoPortsFile), append(b, '\n'), 0o644)
 }

@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cagnotte/cagnotte/node"
@@ -37,7 +40,9 @@ func newDemoCmd(g *globals) *cobra.Command {
 		Long: `Start a small federation of venues on this machine with the embedded default
 settings, print each venue's web address, API address and staff token, and
 run until interrupted (Ctrl-C). Without --data the demo lives in a temporary
-directory removed at exit; with --data it is kept and reused.`,
+directory removed at exit; with --data it is kept and reused, on the same
+API ports as its previous run (recorded in DIR/demo-ports.json; --base-port
+chooses others).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -66,11 +71,22 @@ directory removed at exit; with --data it is kept and reused.`,
 			out := struct {
 				Venues []demoVenueJSON `json:"venues"`
 			}{}
+			// A kept demo reuses the API ports of its previous run, so the
+			// addresses (and the commands it printed) stay valid.
+			saved, err := node.LoadDemoPorts(dataDir)
+			if err != nil {
+				return err
+			}
+			var ports node.DemoPorts
 			for i, v := range vs {
-				addr := "127.0.0.1:0"
-				if basePort > 0 {
-					addr = fmt.Sprintf("127.0.0.1:%d", basePort+i)
+				port, kept := 0, false
+				switch {
+				case basePort > 0:
+					port = basePort + i
+				case i < len(saved.API) && saved.API[i] > 0:
+					port, kept = saved.API[i], true
 				}
+				addr := fmt.Sprintf("127.0.0.1:%d", port)
 				// The venues form one network on loopback: each listens on
 				// a free TCP port and bootstraps from the first venue.
 				net := p2p.DefaultConfig()
@@ -85,12 +101,26 @@ directory removed at exit; with --data it is kept and reused.`,
 				}
 				nodes = append(nodes, n)
 				if err := n.Start(ctx); err != nil {
+					if errors.Is(err, syscall.EADDRINUSE) {
+						why := "--base-port"
+						if kept {
+							why = "the previous run of this demo (" + filepath.Join(dataDir, node.DemoPortsFile) + ")"
+						}
+						return fmt.Errorf("venue %s: port %d, from %s, is already in use (is this demo already running?): stop the program using it, or choose other ports with --base-port N: %w",
+							v.Name, port, why, err)
+					}
 					return fmt.Errorf("venue %s: %w", v.Name, err)
 				}
+				_, p, _ := strings.Cut(n.Addr(), ":")
+				pn, _ := strconv.Atoi(p)
+				ports.API = append(ports.API, pn)
 				id, _ := p2p.PeerID(v.Key)
 				api := "http://" + n.Addr()
 				out.Venues = append(out.Venues, demoVenueJSON{Name: v.Name, API: api, Web: api + "/", Token: v.Token, PeerID: id.String(), Data: v.Dir,
 					P2P: n.Network().P2PAddrs()})
+			}
+			if err := node.SaveDemoPorts(dataDir, ports); err != nil {
+				return err
 			}
 			if fresh && seed {
 				if err := seedDemo(ctx, out.Venues); err != nil {
@@ -111,10 +141,15 @@ directory removed at exit; with --data it is kept and reused.`,
 					}
 					fmt.Fprintln(g.stdout)
 				}
-				if seed && fresh {
-					fmt.Fprintf(g.stdout, "Demo card 04A1B2C3D4E5F6 holds 20.00 EUR. Try:\n")
-					fmt.Fprintf(g.stdout, "  curl -s -H 'Authorization: Bearer %s' -d '{\"card\":\"04A1B2C3D4E5F6\",\"amount_cents\":350,\"idempotency_key\":\"try-1\"}' %s/api/v1/payments\n\n",
-						out.Venues[0].Token, out.Venues[0].API)
+				if seed {
+					v := out.Venues[0]
+					// The card is unknown when the kept demo was made with
+					// --seed=false: then there is nothing to try on it.
+					if holder, err := holderToken(ctx, v, demoCard); err == nil {
+						fmt.Fprint(g.stdout, tryCommands(v, holder))
+					} else {
+						log.Debug("no demo card", "err", err)
+					}
 				}
 				fmt.Fprintln(g.stdout, "Press Ctrl-C to stop.")
 			}
@@ -164,6 +199,44 @@ func seedDemo(ctx context.Context, vs []demoVenueJSON) error {
 		}
 	}
 	return post(vs[0], "/api/v1/topups", map[string]any{
-		"card": "04A1B2C3D4E5F6", "amount_cents": 2000, "method": "cash", "idempotency_key": "demo-topup",
+		"card": demoCard, "amount_cents": 2000, "method": "cash", "idempotency_key": "demo-topup",
 	})
+}
+
+// demoCard is the card a new demo tops up.
+const demoCard = "04A1B2C3D4E5F6"
+
+// tryCommands are the commands the demo prints, ready to paste in a shell.
+func tryCommands(v demoVenueJSON, holder string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Demo card %s (topped up with 20.00 EUR when the demo was created). Try, in a shell:\n", demoCard)
+	fmt.Fprintf(&b, "  TOKEN=%s\n", v.Token)
+	fmt.Fprintf(&b, "  API=%s\n", v.API)
+	fmt.Fprintf(&b, "  curl -s -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' -d '{\"card\":\"%s\",\"amount_cents\":350,\"idempotency_key\":\"try-1\"}' $API/api/v1/payments\n", demoCard)
+	fmt.Fprintf(&b, "  curl -s -H \"Authorization: Bearer $TOKEN\" $API/api/v1/cards/%s\n", demoCard)
+	fmt.Fprintf(&b, "  curl -s $API/api/v1/holder/%s\n", holder)
+	fmt.Fprintf(&b, "(the same idempotency key charges once: change try-1 to pay again; the last command is the card holder's view, no staff token needed)\n\n")
+	return b.String()
+}
+
+// holderToken asks the venue for the holder token of card.
+func holderToken(ctx context.Context, v demoVenueJSON, card string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, "POST", v.API+"/api/v1/cards/"+card+"/holder-token", nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+v.Token)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var ans struct{ Token, Message string }
+	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil {
+		return "", err
+	}
+	if resp.StatusCode != 200 {
+		return "", errors.New(resp.Status + ": " + ans.Message)
+	}
+	return ans.Token, nil
 }

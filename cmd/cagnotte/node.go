@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 
 	"github.com/cagnotte/cagnotte/node"
@@ -27,6 +29,9 @@ not map ports, --relay names a circuit relay others reach the node through.
 See docs/operations.md, "Networking".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkDataDir(dataDir, bundle != ""); err != nil {
+				return err
+			}
 			if bundle != "" {
 				ops, err := node.ReadBundle(bundle)
 				if err != nil {
@@ -80,4 +85,33 @@ See docs/operations.md, "Networking".`,
 	}
 	cmd.AddCommand(initCmd)
 	return cmd
+}
+
+// checkDataDir refuses to run a node from a data directory 'node init' did
+// not make (the node would otherwise create a key nobody admitted), or
+// without a federation bundle.
+func checkDataDir(dir string, bundleGiven bool) error {
+	initFirst := fmt.Sprintf("run `cagnotte node init --data %s` first", dir)
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("no node data directory %s: %s", dir, initFirst)
+	case err != nil:
+		return fmt.Errorf("node data directory: %w", err)
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory: %s", dir, initFirst)
+	}
+	for _, f := range []string{node.KeyFile, node.TokensFile} {
+		if _, err := os.Stat(filepath.Join(dir, f)); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s has no %s: it is not an initialised node: %s", dir, f, initFirst)
+		} else if err != nil {
+			return fmt.Errorf("node data directory: %w", err)
+		}
+	}
+	if !bundleGiven {
+		if _, err := os.Stat(filepath.Join(dir, node.FederationFile)); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s has no federation bundle yet: start the node once with --federation FILE, the bundle the maintainers sent when they admitted this venue", dir)
+		}
+	}
+	return nil
 }
