@@ -146,4 +146,3 @@ func (v *testVenue) doRaw(method, path, token, contentType string, body []byte) 
 	}
 	return resp.StatusCode, resp.Header, out
 }
-
