@@ -182,12 +182,14 @@ func proof(runs ...[]crdt.Op) func(s network.Stream) {
 		if readAsk(s) != nil {
 			return
 		}
+		var last uint64
 		for _, run := range runs {
 			if joinFrame(s, 2, p2p.EncodeOpsMessage(run)[1:]) != nil {
 				return
 			}
+			last = run[len(run)-1].Seq
 		}
-		_ = joinFrame(s, 3, nil)
+		_ = joinFrame(s, 3, binary.AppendUvarint(nil, last))
 		_, _ = io.Copy(io.Discard, s)
 	}
 }
@@ -312,5 +314,39 @@ func TestJoinProbationGetsNothing(t *testing.T) {
 	}
 	if got := a.Network().Stats().JoinsRefused; got != 1 {
 		t.Fatalf("refused joins %d, want 1", got)
+	}
+}
+
+// TestJoinRevokedVenueLearnsItsRevocation: a venue revoked while its node
+// was down is refused when it reconnects, and learns its revocation from
+// the member that refuses it: its status says revoked and it refuses
+// writes.
+func TestJoinRevokedVenueLearnsItsRevocation(t *testing.T) {
+	c := newCluster(t, 2)
+	a := c.start(0)
+	c.start(1, 0)
+	c.topUp(1, card(1), 100, "before")
+	waitFor(t, converge, "venues in sync", func() bool { return c.connected(0, 1) && c.converged(0, 1) })
+	seq := a.VersionVector()[c.venues[1].Key]
+	c.stop(1)
+	f, err := node.OpenFederation(filepath.Join(c.root, "federation"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := f.Revoke(c.venues[1].Key, seq, "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Ingest(context.Background(), []crdt.Op{rev}); err != nil {
+		t.Fatal(err)
+	}
+	b := c.start(1, 0)
+	waitFor(t, converge, "the revoked venue to learn its revocation", func() bool {
+		s := b.Status()
+		return s.Revoked && s.RevokedAfter == seq
+	})
+	waitFor(t, converge, "the revoked venue kept out", func() bool { return !c.connected(0, 1) && !c.connected(1, 0) })
+	if st, out := c.do(1, "POST", "/api/v1/topups", map[string]any{"card": card(1), "amount_cents": 100, "method": "cash", "idempotency_key": "after"}); st != 403 || out["error"] != "venue_revoked" {
+		t.Fatalf("write on the revoked node: %d %v", st, out)
 	}
 }
