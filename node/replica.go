@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 
 	"github.com/cagnotte/cagnotte/crdt"
 	"github.com/cagnotte/cagnotte/p2p"
@@ -67,3 +68,83 @@ func (n *Node) IngestRange(ctx context.Context, ops []crdt.Op) error {
 
 // OnChange is OnCommit, for the p2p.Replica interface.
 func (n *Node) OnChange(fn func([]crdt.Op)) { n.OnCommit(fn) }
+
+// Chains returns every author's chain head and known fork, for the
+// fork comparison of anti-entropy.
+func (n *Node) Chains() map[crdt.PublicKey]p2p.Chain {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make(map[crdt.PublicKey]p2p.Chain, len(n.set.Authors))
+	for k := range n.set.Authors {
+		if seq, head := n.set.Head(k); seq > 0 {
+			out[k] = p2p.Chain{Seq: seq, Head: head}
+		}
+	}
+	for _, c := range n.set.State.Conflicts {
+		if c.Kind != crdt.ConflictEquivocation {
+			continue
+		}
+		ch := out[c.Author]
+		if ch.Fork == 0 || c.Seq < ch.Fork {
+			ch.Fork = c.Seq
+			out[c.Author] = ch
+		}
+	}
+	return out
+}
+
+// Evidence returns the ops kept as evidence of equivocation.
+func (n *Node) Evidence() []crdt.Op {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]crdt.Op, 0, len(n.set.EvidenceOps))
+	for _, op := range n.set.EvidenceOps {
+		out = append(out, op)
+	}
+	return out
+}
+
+// IngestEvidence adds ops a peer sent in the fork comparison of
+// anti-entropy (crdt.OpSet.AddEvidence: each signature verified) and
+// commits them: ops that extend a chain as chain ops, the others as
+// evidence. Ops that prove nothing here are skipped; the first invalid
+// op's error is returned after the rest is committed.
+func (n *Node) IngestEvidence(ctx context.Context, ops []crdt.Op) error {
+	r := n.submit(ctx, nil, func(tx *writeTx) result {
+		var first error
+		progressed := false
+		for _, op := range ops {
+			out, err := tx.n.set.AddEvidence(op)
+			switch {
+			case err == nil && out == crdt.Added:
+				tx.ops = append(tx.ops, op)
+				progressed = true
+			case err == nil:
+				tx.evidence = append(tx.evidence, op)
+				tx.n.metrics.evidence.Inc()
+			case evidenceSkippable(err):
+			default:
+				tx.n.metrics.refused.Inc()
+				if first == nil {
+					first = err
+				}
+			}
+		}
+		if progressed {
+			tx.ops = append(tx.ops, tx.n.pending.Drain(tx.n.set)...)
+		}
+		return result{err: first}
+	})
+	return r.err
+}
+
+// evidenceSkippable reports whether AddEvidence refused an op that is not
+// invalid, only useless here (see p2p.Replica.IngestEvidence).
+func evidenceSkippable(err error) bool {
+	for _, e := range []error{crdt.ErrDuplicate, crdt.ErrGap, crdt.ErrStale, crdt.ErrUnknownAuthor, crdt.ErrRevoked, crdt.ErrEquivocation} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}

@@ -125,6 +125,40 @@ type Config struct {
 	// (libp2p takes one); Stats reports its totals if it has
 	// GetBandwidthTotals, as *metrics.BandwidthCounter does.
 	HostOptions []libp2p.Option
+
+	// MaxInboundSyncs bounds the anti-entropy sessions this node serves at
+	// once as responder, at most one per peer; a session past either bound
+	// is answered "busy" at once, before its hello is read. Only sessions
+	// in which this node also receives ops take its exclusive session
+	// slot (see doc.go); sessions in which it only sends do not, so a peer
+	// that asks for everything cannot keep others from syncing. Default 4.
+	MaxInboundSyncs int
+	// SyncMinRate, in bytes per second, is the slowest a sync peer may
+	// read our frames or send its own: a session is cut once the time it
+	// spent blocked on its stream exceeds SyncGrace plus its bytes at this
+	// rate, and the peer is refused for SyncPenalty. Default 16 KiB/s.
+	SyncMinRate int
+	// SyncGrace is the blocked time a sync session is allowed on top of
+	// SyncMinRate (peers committing frames, reading their store).
+	// Default 5 s.
+	SyncGrace time.Duration
+	// SyncPeerBudget, in bytes per minute, bounds what this node sends one
+	// peer as sync responder on average: each session is charged what it
+	// sent, the credit refills at this rate up to one minute's worth, and
+	// a peer whose credit is spent (one session may overdraw it, so that a
+	// new venue gets the whole history at once) is answered "busy" until
+	// it is back in credit. A peer that announces an empty version vector
+	// again and again thus costs at most this much. Default 64 MiB.
+	SyncPeerBudget int
+	// SyncPenalty is how long a peer is refused anti-entropy (and not
+	// asked for it) after it sent an invalid range, invalid evidence or
+	// a malformed frame, or was cut for reading or writing too slowly.
+	// Default 1 min.
+	SyncPenalty time.Duration
+	// MaxForkIDs bounds the op ids a sync peer may list for forked authors
+	// in the fork comparison, and the evidence ops sent in one session.
+	// Default 100,000.
+	MaxForkIDs int
 }
 
 // DefaultConfig returns the defaults: TCP and QUIC on every interface,
@@ -148,6 +182,12 @@ func DefaultConfig() Config {
 		TargetPeers:       16,
 		MaxPublishQueue:   10000,
 		IngestWorkers:     4,
+		MaxInboundSyncs:   4,
+		SyncMinRate:       16 << 10,
+		SyncGrace:         5 * time.Second,
+		SyncPeerBudget:    64 << 20,
+		SyncPenalty:       time.Minute,
+		MaxForkIDs:        100000,
 	}
 }
 
@@ -180,6 +220,12 @@ func (c *Config) setDefaults() error {
 	num(&c.TargetPeers, d.TargetPeers)
 	num(&c.MaxPublishQueue, d.MaxPublishQueue)
 	num(&c.IngestWorkers, d.IngestWorkers)
+	num(&c.MaxInboundSyncs, d.MaxInboundSyncs)
+	num(&c.SyncMinRate, d.SyncMinRate)
+	dur(&c.SyncGrace, d.SyncGrace)
+	num(&c.SyncPeerBudget, d.SyncPeerBudget)
+	dur(&c.SyncPenalty, d.SyncPenalty)
+	num(&c.MaxForkIDs, d.MaxForkIDs)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

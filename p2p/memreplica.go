@@ -254,3 +254,90 @@ func (m *MemReplica) notify(ops []crdt.Op) {
 		h(ops)
 	}
 }
+
+// Chains implements Replica.
+func (m *MemReplica) Chains() map[crdt.PublicKey]Chain {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return chainsOf(m.r.Set)
+}
+
+// chainsOf lists the chains of set: heads, and forks from its
+// equivocation conflicts.
+func chainsOf(set *crdt.OpSet) map[crdt.PublicKey]Chain {
+	out := make(map[crdt.PublicKey]Chain, len(set.Authors))
+	for k := range set.Authors {
+		if seq, head := set.Head(k); seq > 0 {
+			out[k] = Chain{Seq: seq, Head: head}
+		}
+	}
+	for _, c := range set.State.Conflicts {
+		if c.Kind != crdt.ConflictEquivocation {
+			continue
+		}
+		ch := out[c.Author]
+		if ch.Fork == 0 || c.Seq < ch.Fork {
+			ch.Fork = c.Seq
+			out[c.Author] = ch
+		}
+	}
+	return out
+}
+
+// Evidence implements Replica.
+func (m *MemReplica) Evidence() []crdt.Op {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]crdt.Op, 0, len(m.r.Set.EvidenceOps))
+	for _, op := range m.r.Set.EvidenceOps {
+		out = append(out, op)
+	}
+	return out
+}
+
+// IngestEvidence implements Replica.
+func (m *MemReplica) IngestEvidence(_ context.Context, ops []crdt.Op) error {
+	m.mu.Lock()
+	var first error
+	var added []crdt.Op
+	for _, op := range ops {
+		out, err := m.r.Set.AddEvidence(op)
+		switch {
+		case err == nil && out == crdt.Added:
+			if aerr := m.r.Log.Append(op); aerr != nil && first == nil {
+				first = aerr
+			}
+			added = append(added, op)
+		case err == nil:
+		case evidenceSkippable(err):
+		case first == nil:
+			first = err
+		}
+	}
+	if len(added) > 0 {
+		for _, o := range m.r.Pending.Drain(m.r.Set) {
+			_ = m.r.Log.Append(o)
+			added = append(added, o)
+		}
+	}
+	if m.r.Set.Stale {
+		if rerr := m.r.Set.Refold(m.r.Log); rerr != nil && first == nil {
+			first = rerr
+		}
+	}
+	m.mu.Unlock()
+	m.notify(added)
+	return first
+}
+
+// evidenceSkippable reports whether AddEvidence refused an op that is not
+// invalid, only useless here: already held, ahead of its author's chain,
+// unknown or revoked author, or nothing held to compare it with.
+func evidenceSkippable(err error) bool {
+	for _, e := range []error{crdt.ErrDuplicate, crdt.ErrGap, crdt.ErrStale, crdt.ErrUnknownAuthor, crdt.ErrRevoked, crdt.ErrEquivocation} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}

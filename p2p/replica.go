@@ -37,4 +37,35 @@ type Replica interface {
 	// OnChange registers fn, called after each durable commit with the ops
 	// committed (own and remote). fn must not block.
 	OnChange(fn func(ops []crdt.Op))
+
+	// Chains returns, for every author with ops held, its chain head and
+	// its lowest known fork seq. Anti-entropy compares them beyond version
+	// vectors: two chains of equal length may hold different ops.
+	Chains() map[crdt.PublicKey]Chain
+	// Evidence returns the ops kept as evidence of equivocation (valid ops
+	// outside the chains, crdt.OpSet.EvidenceOps), in no particular order.
+	Evidence() []crdt.Op
+	// IngestEvidence adds ops a peer holds beyond what version vectors
+	// show (the other branch of a forked author, the ops around its fork)
+	// with crdt.OpSet.AddEvidence, each op's signature verified, and
+	// commits what it added (chain ops and evidence) durably. Ops that are
+	// valid but prove nothing here (already held, ahead of the author's
+	// chain, unknown or revoked author, nothing to compare them with) are
+	// skipped. It returns the first refusal of an invalid op (an error
+	// wrapping a *crdt.OpError: bad signature, invalid body, kind not
+	// allowed, …) after committing the others, or an error of the replica
+	// itself.
+	IngestEvidence(ctx context.Context, ops []crdt.Op) error
+}
+
+// Chain is one author's chain as a replica holds it.
+type Chain struct {
+	// Seq and Head are the contiguous chain held: ops 1 to Seq, Head being
+	// the id of op Seq.
+	Seq  uint64
+	Head crdt.OpID
+	// Fork is the lowest seq at which the author is known to have signed
+	// two different ops (the Seq of its crdt.ConflictEquivocation), 0 if
+	// none.
+	Fork uint64
 }

@@ -2,10 +2,16 @@ package p2p
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cagnotte/cagnotte/crdt"
@@ -13,11 +19,16 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-// Anti-entropy. A node takes part in one session at a time, as initiator
-// or responder: a responder already in a session answers "busy" and the
-// initiator retries a little later. This keeps a node that was cut off
-// from receiving the same missing ops from several peers at once when it
-// reconnects. See doc.go for the protocol.
+// Anti-entropy. A node runs one session at a time as initiator, and as
+// responder takes the same exclusive slot for the sessions in which it
+// will receive ops: a responder busy with another such session answers
+// "busy" and the initiator retries a little later. This keeps a node that
+// was cut off from receiving the same missing ops from several peers at
+// once when it reconnects. Sessions in which the responder only sends
+// (the peer lacks ops, we lack none of its) do not take the slot: they
+// are bounded by MaxInboundSyncs, one per peer, a byte budget per peer
+// and a minimum rate, so that a peer asking for everything, or reading
+// slowly, holds no capacity others need. See doc.go for the protocol.
 
 // errBusy is returned when the responder is in another session.
 var errBusy = errors.New("p2p: peer busy with another sync session")
@@ -147,7 +158,7 @@ func (n *Network) syncLoop() {
 func (n *Network) randomPeer() peer.ID {
 	var ps []peer.ID
 	for _, p := range n.Connected() {
-		if n.gater.member(p) {
+		if n.gater.member(p) && !n.SyncPenalized(p) {
 			ps = append(ps, p)
 		}
 	}
@@ -185,7 +196,7 @@ func (n *Network) needed(p peer.ID, w *want) bool {
 }
 
 func (n *Network) runWant(p peer.ID, w *want) {
-	if n.host.Network().Connectedness(p) != network.Connected || !n.needed(p, w) {
+	if n.host.Network().Connectedness(p) != network.Connected || n.SyncPenalized(p) || !n.needed(p, w) {
 		return
 	}
 	if len(w.gaps) > 0 && !w.force {
@@ -253,23 +264,33 @@ func (n *Network) syncOnce(ctx context.Context, p peer.ID) error {
 
 // session state shared by both roles.
 type session struct {
-	n    *Network
-	p    peer.ID
-	c    *frameConn
-	in   int
-	out  int
-	role string
+	n     *Network
+	p     peer.ID
+	c     *frameConn
+	in    int
+	out   int
+	evIn  int
+	evOut int
+	role  string
+	// penalized is set once the peer was put on penalty in this session.
+	penalized bool
 }
 
 func (n *Network) newSession(s network.Stream, role string) *session {
 	return &session{n: n, p: s.Conn().RemotePeer(), role: role, c: &frameConn{
 		rw: s, r: bufio.NewReaderSize(s, 32<<10), max: n.cfg.MaxMessageSize, timeout: n.cfg.StreamTimeout,
+		minRate: float64(n.cfg.SyncMinRate), grace: n.cfg.SyncGrace,
 	}}
 }
 
 func (ss *session) hello() hello {
 	d, ops := ss.n.rep.Digest()
-	return hello{digest: d, ops: ops, vv: ss.n.rep.VersionVector()}
+	h := hello{version: syncVersion, digest: d, ops: ops, vv: ss.n.rep.VersionVector()}
+	if ev := ss.n.rep.Evidence(); len(ev) > 0 {
+		fv := ss.n.forkState(ss.n.rep.Chains(), ev)
+		h.fork, h.forkIDs = fv.digest, fv.ids
+	}
+	return h
 }
 
 func (ss *session) readHello() (hello, error) {
@@ -297,6 +318,12 @@ func (ss *session) readEnd() error {
 	return nil
 }
 
+// inSync reports whether a session ends at the hellos: same digest and,
+// when both speak version 2, same forks. Both sides decide alike.
+func inSync(mine, theirs hello) bool {
+	return mine.digest == theirs.digest && (theirs.version < 2 || mine.fork == theirs.fork)
+}
+
 func (ss *session) finish(start time.Time, inSync bool) {
 	n := ss.n
 	n.stats.syncSessions.Add(1)
@@ -308,8 +335,9 @@ func (ss *session) finish(start time.Time, inSync bool) {
 	n.peersMu.Lock()
 	n.peer(ss.p).lastSync = n.cfg.Now()
 	n.peersMu.Unlock()
-	if ss.in+ss.out > 0 {
+	if ss.in+ss.out+ss.evIn+ss.evOut > 0 {
 		n.log.Info("synced", "peer", ss.p, "role", ss.role, "ops_in", ss.in, "ops_out", ss.out,
+			"evidence_in", ss.evIn, "evidence_out", ss.evOut,
 			"bytes_in", ss.c.read, "bytes_out", ss.c.written, "took", time.Since(start).Round(time.Millisecond))
 	}
 }
@@ -317,7 +345,9 @@ func (ss *session) finish(start time.Time, inSync bool) {
 // initiate runs a session as initiator:
 //
 //	I→R hello(I); R→I hello(R) or busy; if the digests match, done.
-//	R→I ops I lacks, end; I→R ops R lacks, end; R→I end (R committed).
+//	R→I ops I lacks, end; I→R ops R lacks, end;
+//	I→R sum(I); R→I sum(R) (R committed); if the sums match, done.
+//	Else the fork comparison (see forkCheck), then R→I end.
 func (n *Network) initiate(ctx context.Context, p peer.ID) (err error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.SyncTimeout)
@@ -334,6 +364,7 @@ func (n *Network) initiate(ctx context.Context, p peer.ID) (err error) {
 		n.stats.syncBytesOut.Add(ss.c.written)
 		if err != nil {
 			_ = s.Reset()
+			ss.blame(err)
 			if ctx.Err() != nil && !errors.Is(err, errBusy) {
 				err = fmt.Errorf("%w (%w)", err, ctx.Err())
 			}
@@ -353,7 +384,7 @@ func (n *Network) initiate(ctx context.Context, p peer.ID) (err error) {
 		}
 		return fmt.Errorf("p2p: sync with %s: hello: %w", p, err)
 	}
-	if theirs.digest == mine.digest {
+	if inSync(mine, theirs) {
 		ss.finish(start, true)
 		return nil
 	}
@@ -363,8 +394,15 @@ func (n *Network) initiate(ctx context.Context, p peer.ID) (err error) {
 	if err := ss.send(ctx, n.rep.VersionVector(), theirs.vv); err != nil {
 		return fmt.Errorf("p2p: sync with %s: send: %w", p, err)
 	}
-	if err := ss.readEnd(); err != nil {
-		return fmt.Errorf("p2p: sync with %s: final: %w", p, err)
+	if theirs.version < 2 {
+		if err := ss.readEnd(); err != nil {
+			return fmt.Errorf("p2p: sync with %s: final: %w", p, err)
+		}
+		ss.finish(start, false)
+		return nil
+	}
+	if err := ss.forkCheck(ctx, true); err != nil {
+		return fmt.Errorf("p2p: sync with %s: forks: %w", p, err)
 	}
 	ss.finish(start, false)
 	return nil
@@ -387,6 +425,15 @@ func (n *Network) handleSync(s network.Stream) {
 	n.closeMu.RUnlock()
 	defer n.wg.Done()
 
+	sx := n.sx()
+	if why := sx.admit(p, &n.cfg, time.Now()); why != "" {
+		// Refused before reading anything: a busy frame, then close.
+		n.stats.syncBusy.Add(1)
+		_ = s.SetWriteDeadline(time.Now().Add(min(n.cfg.StreamTimeout, time.Second)))
+		_, _ = s.Write([]byte{1, frameBusy})
+		_ = s.Close()
+		return
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.SyncTimeout)
 	defer cancel()
@@ -394,11 +441,13 @@ func (n *Network) handleSync(s network.Stream) {
 	defer stop()
 	ss := n.newSession(s, "responder")
 	err := ss.respond(ctx, start)
+	sx.release(p, ss.c.written)
 	n.stats.syncBytesIn.Add(ss.c.read)
 	n.stats.syncBytesOut.Add(ss.c.written)
 	if err != nil {
 		_ = s.Reset()
 		n.stats.syncFailures.Add(1)
+		ss.blame(err)
 		if n.ctx.Err() == nil {
 			n.log.Info("sync failed", "peer", p, "role", "responder", "err", err)
 		}
@@ -413,18 +462,22 @@ func (ss *session) respond(ctx context.Context, start time.Time) error {
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
-	select {
-	case n.slot <- struct{}{}:
-	default:
-		n.stats.syncBusy.Add(1)
-		return ss.c.writeFrame([]byte{frameBusy})
-	}
-	defer func() { <-n.slot }()
 	mine := ss.hello()
+	// Only a session in which we receive chain ops takes the exclusive
+	// slot; one in which we only send does not hold it.
+	if ahead(theirs.vv, mine.vv) {
+		select {
+		case n.slot <- struct{}{}:
+			defer func() { <-n.slot }()
+		default:
+			n.stats.syncBusy.Add(1)
+			return ss.c.writeFrame([]byte{frameBusy})
+		}
+	}
 	if err := ss.c.writeFrame(appendHello(nil, mine)); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
-	if theirs.digest == mine.digest {
+	if inSync(mine, theirs) {
 		ss.finish(start, true)
 		return nil
 	}
@@ -434,11 +487,25 @@ func (ss *session) respond(ctx context.Context, start time.Time) error {
 	if err := ss.receive(ctx); err != nil {
 		return fmt.Errorf("receive: %w", err)
 	}
-	if err := ss.c.writeFrame([]byte{frameEnd}); err != nil {
-		return fmt.Errorf("final: %w", err)
+	if theirs.version < 2 {
+		if err := ss.c.writeFrame([]byte{frameEnd}); err != nil {
+			return fmt.Errorf("final: %w", err)
+		}
+	} else if err := ss.forkCheck(ctx, false); err != nil {
+		return fmt.Errorf("forks: %w", err)
 	}
 	ss.finish(start, false)
 	return nil
+}
+
+// ahead reports whether theirs holds ops of some author past mine.
+func ahead(theirs, mine crdt.VersionVector) bool {
+	for k, s := range theirs {
+		if s > mine[k] {
+			return true
+		}
+	}
+	return false
 }
 
 var errFrameFull = errors.New("frame full")
@@ -485,10 +552,12 @@ func (ss *session) send(ctx context.Context, mine, theirs crdt.VersionVector) er
 }
 
 // receive reads ops frames until the end frame, committing each run before
-// reading the next. A run the replica refuses because of the author's
-// state (equivocation, revocation, unknown author, gap) skips the rest of
-// that author's ops in this session; anything else invalid ends the
-// session.
+// reading the next. A run the replica refuses skips the rest of that
+// author's ops in this session, and only those: because of the author's
+// state (equivocation, revocation, unknown author, gap), or because the
+// run is invalid (a bad signature, a broken link, an invalid op), which
+// also puts the peer that sent it on penalty. A frame that does not
+// decode, or a failure of the replica itself, ends the session.
 func (ss *session) receive(ctx context.Context) error {
 	n := ss.n
 	skip := map[crdt.PublicKey]bool{}
@@ -514,6 +583,7 @@ func (ss *session) receive(ctx context.Context) error {
 		}
 		n.noteFromNet(ops)
 		err = n.rep.IngestRange(ctx, ops)
+		var oe *crdt.OpError
 		switch {
 		case err == nil:
 			ss.in += len(ops)
@@ -521,8 +591,722 @@ func (ss *session) receive(ctx context.Context) error {
 			errors.Is(err, crdt.ErrUnknownAuthor), errors.Is(err, crdt.ErrGap):
 			skip[author] = true
 			n.log.Warn("sync: skipping an author's ops", "peer", ss.p, "author", author.Short(), "err", err)
+		case errors.As(err, &oe):
+			skip[author] = true
+			n.sx().rangesRefused.Add(1)
+			ss.penalize("invalid range", err)
 		default:
 			return fmt.Errorf("ingest %s#%d-%d: %w", author.Short(), ops[0].Seq, ops[len(ops)-1].Seq, err)
 		}
 	}
+}
+
+// penalize puts the peer on penalty (once per session).
+func (ss *session) penalize(why string, err error) {
+	if ss.penalized {
+		return
+	}
+	ss.penalized = true
+	ss.n.penalize(ss.p, why, err)
+}
+
+// blame puts the peer on penalty for a session that failed by its fault:
+// too slow, or a frame that does not decode.
+func (ss *session) blame(err error) {
+	switch {
+	case errors.Is(err, errTooSlow):
+		ss.n.sx().slowCuts.Add(1)
+		ss.penalize("too slow", err)
+	case errors.Is(err, ErrMalformed):
+		ss.penalize("malformed frame", err)
+	}
+}
+
+// Per-peer limits and penalties. The state lives beside the Network (one
+// per network, dropped when it closes).
+
+// syncState is a network's anti-entropy limits and counters.
+type syncState struct {
+	mu      sync.Mutex
+	inbound int
+	peers   map[peer.ID]*syncPeer
+
+	rangesRefused, evidenceRefused, penalties, limited, slowCuts atomic.Uint64
+	forkChecks, evidenceIn, evidenceOut                          atomic.Uint64
+}
+
+// syncPeer is what the limits remember of one peer.
+type syncPeer struct {
+	inbound bool      // serving a session for it now
+	credit  float64   // bytes it may still be sent (may be negative)
+	at      time.Time // when credit was last refilled
+	until   time.Time // refused until then (penalty)
+}
+
+var syncStates sync.Map // *Network -> *syncState
+
+func (n *Network) sx() *syncState {
+	if v, ok := syncStates.Load(n); ok {
+		return v.(*syncState)
+	}
+	v, loaded := syncStates.LoadOrStore(n, &syncState{peers: map[peer.ID]*syncPeer{}})
+	if !loaded {
+		context.AfterFunc(n.ctx, func() { syncStates.Delete(n) })
+	}
+	return v.(*syncState)
+}
+
+// peer returns p's state with its credit refilled. Caller holds mu.
+func (sx *syncState) peer(p peer.ID, cfg *Config, now time.Time) *syncPeer {
+	budget := float64(cfg.SyncPeerBudget)
+	sp := sx.peers[p]
+	if sp == nil {
+		sp = &syncPeer{credit: budget, at: now}
+		sx.peers[p] = sp
+	}
+	if el := now.Sub(sp.at); el > 0 {
+		sp.credit = min(budget, sp.credit+el.Minutes()*budget)
+		sp.at = now
+	}
+	return sp
+}
+
+// admit takes an inbound session slot for p, or says why not.
+func (sx *syncState) admit(p peer.ID, cfg *Config, now time.Time) string {
+	sx.mu.Lock()
+	defer sx.mu.Unlock()
+	sp := sx.peer(p, cfg, now)
+	why := ""
+	switch {
+	case now.Before(sp.until):
+		why = "on penalty"
+	case sp.inbound:
+		why = "already in a session"
+	case sp.credit < 0:
+		why = "over its byte budget"
+	case sx.inbound >= cfg.MaxInboundSyncs:
+		why = "too many sessions"
+	default:
+		sp.inbound = true
+		sx.inbound++
+		return ""
+	}
+	sx.limited.Add(1)
+	return why
+}
+
+// release ends p's inbound session, charging what it was sent.
+func (sx *syncState) release(p peer.ID, sent uint64) {
+	sx.mu.Lock()
+	defer sx.mu.Unlock()
+	if sp := sx.peers[p]; sp != nil && sp.inbound {
+		sp.inbound = false
+		sp.credit -= float64(sent)
+		sx.inbound--
+	}
+}
+
+func (n *Network) penalize(p peer.ID, why string, err error) {
+	sx := n.sx()
+	sx.mu.Lock()
+	sp := sx.peer(p, &n.cfg, time.Now())
+	sp.until = time.Now().Add(n.cfg.SyncPenalty)
+	sx.mu.Unlock()
+	sx.penalties.Add(1)
+	n.log.Warn("sync: peer on penalty", "peer", p, "why", why, "for", n.cfg.SyncPenalty, "err", err)
+}
+
+// SyncPenalized reports whether p is on sync penalty: its sessions are
+// refused and none is started with it until the penalty ends.
+func (n *Network) SyncPenalized(p peer.ID) bool {
+	sx := n.sx()
+	sx.mu.Lock()
+	defer sx.mu.Unlock()
+	sp := sx.peers[p]
+	return sp != nil && time.Now().Before(sp.until)
+}
+
+// SyncStats are the counters of anti-entropy's protections and of the
+// fork comparison since the network started.
+type SyncStats struct {
+	// RangesRefused counts runs refused as invalid (bad signature, broken
+	// link, invalid op): that author was skipped, the session went on.
+	RangesRefused uint64
+	// EvidenceRefused counts evidence frames holding an invalid op.
+	EvidenceRefused uint64
+	// Penalties counts the times a peer was put on penalty.
+	Penalties uint64
+	// Limited counts inbound sessions refused at once by the limits
+	// (penalty, one session per peer, byte budget, MaxInboundSyncs).
+	Limited uint64
+	// SlowCuts counts sessions cut because the peer read or wrote slower
+	// than SyncMinRate.
+	SlowCuts uint64
+	// ForkChecks counts sessions whose sums differed after the ops, and
+	// which compared fork lists.
+	ForkChecks uint64
+	// EvidenceIn and EvidenceOut count ops received and sent in the fork
+	// comparison.
+	EvidenceIn, EvidenceOut uint64
+}
+
+// SyncStats returns the anti-entropy protection counters.
+func (n *Network) SyncStats() SyncStats {
+	sx := n.sx()
+	return SyncStats{
+		RangesRefused:   sx.rangesRefused.Load(),
+		EvidenceRefused: sx.evidenceRefused.Load(),
+		Penalties:       sx.penalties.Load(),
+		Limited:         sx.limited.Load(),
+		SlowCuts:        sx.slowCuts.Load(),
+		ForkChecks:      sx.forkChecks.Load(),
+		EvidenceIn:      sx.evidenceIn.Load(),
+		EvidenceOut:     sx.evidenceOut.Load(),
+	}
+}
+
+// The fork comparison. Version vectors cannot show two chains of one
+// author that hold different ops at the same seqs (a key that signed on
+// two machines), nor the evidence ops a peer lacks. Once the ops are
+// exchanged, each side sends a sum: the digest of its chain heads (of the
+// authors not known to fork) and the digest of its fork members (every
+// op id of a forked author at or past its fork seq, chain and evidence
+// alike). If the sums differ:
+//
+//	I→R heads list, end; R→I heads list, end   (recHead, recFork)
+//	I→R detail, end; R→I detail, end           (recProbe, recMember) for the authors each side finds different
+//	R→I evidence ops, end; I→R evidence ops, end; R→I end (R committed)
+//
+// Each side then sends, for an author the other detailed, the ops of its
+// chain past the highest seq where the two chains agree (when they
+// diverge) and its evidence ops, except those the other listed; the
+// receiver adds them with IngestEvidence (each signature verified).
+
+// forkState is one side's view for the fork comparison.
+type forkState struct {
+	chains map[crdt.PublicKey]Chain
+	// members are the ids held at or past each forked author's fork seq,
+	// sorted by (seq, id); memberDigest digests each author's list.
+	members      map[crdt.PublicKey][]member
+	memberDigest map[crdt.PublicKey]crdt.OpID
+	evidence     map[crdt.PublicKey][]crdt.Op
+	digest       [32]byte
+	ids          uint64
+}
+
+type member struct {
+	seq uint64
+	id  crdt.OpID
+}
+
+func cmpMember(a, b member) int {
+	if a.seq != b.seq {
+		return cmp.Compare(a.seq, b.seq)
+	}
+	return cmp.Compare(string(a.id[:]), string(b.id[:]))
+}
+
+// forkState computes the fork view from the replica's chains and
+// evidence: at most MaxForkIDs members in all.
+func (n *Network) forkState(chains map[crdt.PublicKey]Chain, ev []crdt.Op) *forkState {
+	fs := &forkState{chains: chains, members: map[crdt.PublicKey][]member{},
+		memberDigest: map[crdt.PublicKey]crdt.OpID{}, evidence: map[crdt.PublicKey][]crdt.Op{}}
+	for _, op := range ev {
+		fs.evidence[op.Author] = append(fs.evidence[op.Author], op)
+	}
+	budget := n.cfg.MaxForkIDs
+	keys := make([]crdt.PublicKey, 0, len(chains))
+	for k, c := range chains {
+		if c.Fork != 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, cmpKey)
+	h := sha256.New()
+	h.Write([]byte("cagnotte/forks/v1"))
+	var buf [8]byte
+	for _, k := range keys {
+		c := chains[k]
+		var ms []member
+		for _, op := range fs.evidence[k] {
+			ms = append(ms, member{op.Seq, op.ID()})
+		}
+		if c.Seq >= c.Fork {
+			_ = n.rep.ReadRange(k, c.Fork, c.Seq, func(op crdt.Op) error {
+				if len(ms) >= budget {
+					return errFrameFull
+				}
+				ms = append(ms, member{op.Seq, op.ID()})
+				return nil
+			})
+		}
+		if len(ms) > budget {
+			ms = ms[:budget]
+		}
+		budget -= len(ms)
+		slices.SortFunc(ms, cmpMember)
+		ms = slices.CompactFunc(ms, func(a, b member) bool { return a == b })
+		fs.members[k] = ms
+		fs.memberDigest[k] = digestMembers(c.Fork, ms)
+		h.Write(k[:])
+		d := fs.memberDigest[k]
+		h.Write(d[:])
+		fs.ids += uint64(len(ms))
+	}
+	if len(keys) > 0 {
+		binary.BigEndian.PutUint64(buf[:], fs.ids)
+		h.Write(buf[:])
+		h.Sum(fs.digest[:0])
+	}
+	return fs
+}
+
+func cmpKey(a, b crdt.PublicKey) int { return cmp.Compare(string(a[:]), string(b[:])) }
+
+// digestMembers digests one forked author's fork seq and member ids.
+func digestMembers(fork uint64, ms []member) crdt.OpID {
+	h := sha256.New()
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], fork)
+	h.Write(buf[:])
+	for _, m := range ms {
+		binary.BigEndian.PutUint64(buf[:], m.seq)
+		h.Write(buf[:])
+		h.Write(m.id[:])
+	}
+	var d crdt.OpID
+	h.Sum(d[:0])
+	return d
+}
+
+// sum digests the chain heads of the authors not known to fork, with the
+// fork digest.
+func (fs *forkState) sum() sum {
+	keys := make([]crdt.PublicKey, 0, len(fs.chains))
+	for k, c := range fs.chains {
+		if c.Fork == 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, cmpKey)
+	h := sha256.New()
+	h.Write([]byte("cagnotte/heads/v1"))
+	var buf [8]byte
+	for _, k := range keys {
+		c := fs.chains[k]
+		h.Write(k[:])
+		binary.BigEndian.PutUint64(buf[:], c.Seq)
+		h.Write(buf[:])
+		h.Write(c.Head[:])
+	}
+	s := sum{fork: fs.digest, forkIDs: fs.ids}
+	h.Sum(s.heads[:0])
+	return s
+}
+
+// peerChain is what the peer listed of one author.
+type peerChain struct {
+	seq          uint64
+	head         crdt.OpID
+	fork         uint64
+	memberDigest crdt.OpID
+	detailed     bool
+	probes       map[uint64]crdt.OpID
+	members      map[crdt.OpID]bool
+}
+
+// chainID returns the id of our chain's op of author at seq.
+func (n *Network) chainID(author crdt.PublicKey, seq uint64) (crdt.OpID, bool) {
+	var id crdt.OpID
+	found := false
+	_ = n.rep.ReadRange(author, seq, seq, func(op crdt.Op) error {
+		id, found = op.ID(), op.Seq == seq
+		return nil
+	})
+	return id, found
+}
+
+// differs reports whether our view of author k differs from the peer's
+// in a way we cannot settle alone: the chains diverge (or the peer's is
+// longer, so only it can tell), or the forks known differ.
+func (n *Network) differs(fs *forkState, k crdt.PublicKey, pc *peerChain) bool {
+	c, ok := fs.chains[k]
+	if !ok {
+		return false
+	}
+	if c.Fork != pc.fork || (c.Fork != 0 && fs.memberDigest[k] != pc.memberDigest) {
+		return true
+	}
+	if c.Fork != 0 {
+		return false // same fork, same members: the branches are both held
+	}
+	if c.Seq == pc.seq {
+		return c.Head != pc.head
+	}
+	if pc.seq < c.Seq {
+		id, ok := n.chainID(k, pc.seq)
+		return !ok || id != pc.head
+	}
+	return true
+}
+
+// probeSeqs are the seqs of a chain of length seq that a side details:
+// seq-1, seq-2, seq-4, … and 1, and the seqs around a known fork.
+func probeSeqs(seq, fork uint64) []uint64 {
+	var out []uint64
+	for d := uint64(1); d < seq && len(out) < 62; d *= 2 {
+		out = append(out, seq-d)
+	}
+	if seq > 1 {
+		out = append(out, 1)
+	}
+	if fork > 1 && fork-1 < seq {
+		out = append(out, fork-1)
+	}
+	if fork > 0 && fork < seq {
+		out = append(out, fork)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// forkCheck runs the comparison after the ops: sums, then, if they
+// differ, lists and evidence. The initiator writes first at each step.
+func (ss *session) forkCheck(ctx context.Context, initiator bool) error {
+	n := ss.n
+	fs := n.forkState(n.rep.Chains(), n.rep.Evidence())
+	mine := fs.sum()
+	var theirs sum
+	exchange := func(write func() error, read func() error) error {
+		if initiator {
+			if err := write(); err != nil {
+				return err
+			}
+			return read()
+		}
+		if err := read(); err != nil {
+			return err
+		}
+		return write()
+	}
+	err := exchange(func() error { return ss.c.writeFrame(appendSum(nil, mine)) }, func() error {
+		t, p, err := ss.c.readFrame()
+		if err != nil {
+			return err
+		}
+		if t != frameSum {
+			return malformed("frame %d where a sum was expected", t)
+		}
+		theirs, err = decodeSum(p)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("sum: %w", err)
+	}
+	if theirs == mine {
+		return nil
+	}
+	n.sx().forkChecks.Add(1)
+	peerChains := map[crdt.PublicKey]*peerChain{}
+	budget := n.cfg.MaxForkIDs + 64*n.cfg.MaxVVEntries
+	// Heads.
+	err = exchange(func() error { return ss.writeRecs(fs.headRecs()) }, func() error {
+		return ss.readRecs(&budget, func(r forkRec) error {
+			pc := peerChains[r.key]
+			if pc == nil {
+				if len(peerChains) >= n.cfg.MaxVVEntries {
+					return malformed("more than %d authors in a fork list", n.cfg.MaxVVEntries)
+				}
+				pc = &peerChain{}
+				peerChains[r.key] = pc
+			}
+			switch r.kind {
+			case recHead:
+				pc.seq, pc.head = r.seq, r.id
+			case recFork:
+				pc.fork, pc.memberDigest = r.seq, r.id
+			default:
+				return malformed("fork record %d in a heads list", r.kind)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("heads: %w", err)
+	}
+	// Details of the authors we find different.
+	var mineDiff []crdt.PublicKey
+	for k, pc := range peerChains {
+		if n.differs(fs, k, pc) {
+			mineDiff = append(mineDiff, k)
+		}
+	}
+	slices.SortFunc(mineDiff, cmpKey)
+	err = exchange(func() error { return ss.writeRecs(fs.detailRecs(n, mineDiff)) }, func() error {
+		return ss.readRecs(&budget, func(r forkRec) error {
+			pc := peerChains[r.key]
+			if pc == nil {
+				return nil // an author it did not list: ignore
+			}
+			pc.detailed = true
+			switch r.kind {
+			case recProbe:
+				if pc.probes == nil {
+					pc.probes = map[uint64]crdt.OpID{}
+				}
+				if len(pc.probes) >= 128 {
+					return malformed("too many probes")
+				}
+				pc.probes[r.seq] = r.id
+			case recMember:
+				if pc.members == nil {
+					pc.members = map[crdt.OpID]bool{}
+				}
+				pc.members[r.id] = true
+			default:
+				return malformed("fork record %d in a detail list", r.kind)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("details: %w", err)
+	}
+	// Evidence: the responder sends first.
+	push := func() error { return ss.sendEvidence(ctx, fs.pushes(n, peerChains)) }
+	recv := func() error { return ss.receiveEvidence(ctx) }
+	if initiator {
+		if err := recv(); err != nil {
+			return fmt.Errorf("evidence in: %w", err)
+		}
+		if err := push(); err != nil {
+			return fmt.Errorf("evidence out: %w", err)
+		}
+		return ss.readEnd()
+	}
+	if err := push(); err != nil {
+		return fmt.Errorf("evidence out: %w", err)
+	}
+	if err := recv(); err != nil {
+		return fmt.Errorf("evidence in: %w", err)
+	}
+	return ss.c.writeFrame([]byte{frameEnd})
+}
+
+// headRecs lists every chain head, and every fork with its members' digest.
+func (fs *forkState) headRecs() []forkRec {
+	keys := make([]crdt.PublicKey, 0, len(fs.chains))
+	for k := range fs.chains {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, cmpKey)
+	out := make([]forkRec, 0, len(keys))
+	for _, k := range keys {
+		c := fs.chains[k]
+		out = append(out, forkRec{key: k, kind: recHead, seq: c.Seq, id: c.Head})
+		if c.Fork != 0 {
+			out = append(out, forkRec{key: k, kind: recFork, seq: c.Fork, id: fs.memberDigest[k]})
+		}
+	}
+	return out
+}
+
+// detailRecs lists, for each author of keys, the probes of our chain and
+// the members of its fork.
+func (fs *forkState) detailRecs(n *Network, keys []crdt.PublicKey) []forkRec {
+	var out []forkRec
+	for _, k := range keys {
+		c := fs.chains[k]
+		// The head first: a record per author tells the peer we found
+		// that author different, even with nothing else to detail.
+		out = append(out, forkRec{key: k, kind: recProbe, seq: c.Seq, id: c.Head})
+		for _, s := range probeSeqs(c.Seq, c.Fork) {
+			if id, ok := n.chainID(k, s); ok {
+				out = append(out, forkRec{key: k, kind: recProbe, seq: s, id: id})
+			}
+		}
+		for _, m := range fs.members[k] {
+			out = append(out, forkRec{key: k, kind: recMember, seq: m.seq, id: m.id})
+		}
+	}
+	return out
+}
+
+// pushes lists the ops to send the peer: for each author it detailed, our
+// chain past the highest seq where both chains agree (if they diverge)
+// and our evidence ops, less what it listed; at most MaxForkIDs ops, in
+// (author, seq) order.
+func (fs *forkState) pushes(n *Network, peers map[crdt.PublicKey]*peerChain) []crdt.Op {
+	keys := make([]crdt.PublicKey, 0, len(peers))
+	for k, pc := range peers {
+		if _, ok := fs.chains[k]; ok && pc.detailed {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, cmpKey)
+	var out []crdt.Op
+	budget := n.cfg.MaxForkIDs
+	for _, k := range keys {
+		c, pc := fs.chains[k], peers[k]
+		known := func(op *crdt.Op) bool {
+			id := op.ID()
+			if pc.members[id] || (op.Seq == pc.seq && id == pc.head) {
+				return true
+			}
+			p, ok := pc.probes[op.Seq]
+			return ok && p == id
+		}
+		// The highest seq where the chains agree: ids commit to the
+		// whole chain below them.
+		agree := uint64(0)
+		probes := map[uint64]crdt.OpID{pc.seq: pc.head}
+		for s, id := range pc.probes {
+			probes[s] = id
+		}
+		for s, id := range probes {
+			if s <= c.Seq && s > agree {
+				if mine, ok := n.chainID(k, s); ok && mine == id {
+					agree = s
+				}
+			}
+		}
+		var ops []crdt.Op
+		if agree < min(c.Seq, pc.seq) {
+			_ = n.rep.ReadRange(k, agree+1, c.Seq, func(op crdt.Op) error {
+				if len(ops) >= budget {
+					return errFrameFull
+				}
+				ops = append(ops, op)
+				return nil
+			})
+		}
+		for _, op := range fs.evidence[k] {
+			if op.Seq > agree || c.Fork != 0 {
+				ops = append(ops, op)
+			}
+		}
+		slices.SortFunc(ops, func(a, b crdt.Op) int { return cmp.Compare(a.Seq, b.Seq) })
+		for i := range ops {
+			if budget == 0 {
+				break
+			}
+			if !known(&ops[i]) {
+				out = append(out, ops[i])
+				budget--
+			}
+		}
+	}
+	return out
+}
+
+// writeRecs sends records in frames, then an end frame.
+func (ss *session) writeRecs(recs []forkRec) error {
+	per := max(1, (ss.c.max-16)/(forkRecSize+9))
+	for len(recs) > 0 {
+		k := min(per, len(recs))
+		if err := ss.c.writeFrame(appendForkRecs(nil, recs[:k])); err != nil {
+			return err
+		}
+		recs = recs[k:]
+	}
+	return ss.c.writeFrame([]byte{frameEnd})
+}
+
+// readRecs reads record frames until an end frame, at most *budget
+// records in all.
+func (ss *session) readRecs(budget *int, fn func(forkRec) error) error {
+	for {
+		t, p, err := ss.c.readFrame()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case frameEnd:
+			return nil
+		case frameForks:
+		default:
+			return malformed("frame %d where a fork list was expected", t)
+		}
+		recs, err := decodeForkRecs(p, max(*budget, 0))
+		if err != nil {
+			return err
+		}
+		*budget -= len(recs)
+		for _, r := range recs {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// sendEvidence sends ops in evidence frames, then an end frame.
+func (ss *session) sendEvidence(ctx context.Context, ops []crdt.Op) error {
+	limit := ss.c.max - 1 - 10
+	for len(ops) > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		k, size := 0, 0
+		for k < len(ops) && k < ss.n.cfg.SyncBatch && (k == 0 || size+ops[k].Size()+3 <= limit) {
+			size += ops[k].Size() + 3
+			k++
+		}
+		if err := ss.c.writeFrame(appendOps([]byte{frameEvidence}, ops[:k])); err != nil {
+			return err
+		}
+		ss.evOut += k
+		ss.n.sx().evidenceOut.Add(uint64(k))
+		ops = ops[k:]
+	}
+	return ss.c.writeFrame([]byte{frameEnd})
+}
+
+// receiveEvidence reads evidence frames until the end frame, committing
+// each (IngestEvidence: every signature verified). A frame holding an
+// invalid op puts the peer on penalty; the valid ops are kept.
+func (ss *session) receiveEvidence(ctx context.Context) error {
+	n := ss.n
+	total := 0
+	for {
+		t, p, err := ss.c.readFrame()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case frameEnd:
+			return nil
+		case frameEvidence:
+		default:
+			return malformed("frame %d where evidence was expected", t)
+		}
+		ops, err := decodeEvidence(p)
+		if err != nil {
+			return err
+		}
+		if total += len(ops); total > n.cfg.MaxForkIDs {
+			return malformed("more than %d evidence ops", n.cfg.MaxForkIDs)
+		}
+		n.noteFromNet(ops)
+		err = n.rep.IngestEvidence(ctx, ops)
+		var oe *crdt.OpError
+		switch {
+		case err == nil:
+		case errors.As(err, &oe):
+			n.sx().evidenceRefused.Add(1)
+			ss.penalize("invalid evidence", err)
+		default:
+			return fmt.Errorf("ingest evidence: %w", err)
+		}
+		ss.evIn += len(ops)
+		n.sx().evidenceIn.Add(uint64(len(ops)))
+	}
+}
+
+// inboundOf reports whether an inbound session of p is being served.
+func (sx *syncState) inboundOf(p peer.ID) bool {
+	sx.mu.Lock()
+	defer sx.mu.Unlock()
+	sp := sx.peers[p]
+	return sp != nil && sp.inbound
 }

@@ -179,19 +179,29 @@ func missingRanges(fed crdt.PublicKey, mine, theirs crdt.VersionVector) []crdt.R
 
 // Sync protocol frames: a varint length, then a type byte and its payload.
 const (
-	frameHello byte = 1 // version, digest, op count, version vector
-	frameOps   byte = 2 // count, length-prefixed ops of one author, contiguous
-	frameEnd   byte = 3 // the sender has sent all it had to send
-	frameBusy  byte = 4 // the responder is in another session: retry later
+	frameHello    byte = 1 // version, digest, op count, version vector (v2: fork digest, fork ids)
+	frameOps      byte = 2 // count, length-prefixed ops of one author, contiguous
+	frameEnd      byte = 3 // the sender has sent all it had to send
+	frameBusy     byte = 4 // the responder cannot take the session now: retry later
+	frameSum      byte = 5 // after the ops: heads digest, fork digest, fork ids
+	frameForks    byte = 6 // fork list records (see forkRec)
+	frameEvidence byte = 7 // count, length-prefixed ops of any authors, in (author, seq) order
 )
 
-// syncVersion is the version in a hello frame.
-const syncVersion = 1
+// syncVersion is the version in a hello frame. Version 2 adds the fork
+// digest to the hello and the fork comparison after the ops; a hello of
+// version 1 is still understood (the session then skips the comparison).
+const syncVersion = 2
 
 type hello struct {
-	digest [32]byte
-	ops    uint64
-	vv     crdt.VersionVector
+	version uint64
+	digest  [32]byte
+	ops     uint64
+	vv      crdt.VersionVector
+	// fork digests every op of authors caught forking, at or past their
+	// fork seq (chain and evidence alike); forkIDs counts them. Version 2.
+	fork    [32]byte
+	forkIDs uint64
 }
 
 func appendHello(dst []byte, h hello) []byte {
@@ -199,15 +209,18 @@ func appendHello(dst []byte, h hello) []byte {
 	dst = binary.AppendUvarint(dst, syncVersion)
 	dst = append(dst, h.digest[:]...)
 	dst = binary.AppendUvarint(dst, h.ops)
-	return appendVV(dst, h.vv)
+	dst = appendVV(dst, h.vv)
+	dst = append(dst, h.fork[:]...)
+	return binary.AppendUvarint(dst, h.forkIDs)
 }
 
 func decodeHello(p []byte, maxVV int) (hello, error) {
 	var h hello
 	v, k := binary.Uvarint(p)
-	if k <= 0 || v != syncVersion {
+	if k <= 0 || v < 1 || v > syncVersion {
 		return h, malformed("sync version")
 	}
+	h.version = v
 	p = p[k:]
 	if len(p) < 32 {
 		return h, malformed("hello digest")
@@ -222,11 +235,136 @@ func decodeHello(p []byte, maxVV int) (hello, error) {
 	if err != nil {
 		return h, err
 	}
+	if v >= 2 {
+		if len(rest) < 32 {
+			return h, malformed("hello fork digest")
+		}
+		copy(h.fork[:], rest)
+		h.forkIDs, k = binary.Uvarint(rest[32:])
+		if k <= 0 {
+			return h, malformed("hello fork ids")
+		}
+		rest = rest[32+k:]
+	}
 	if len(rest) != 0 {
 		return h, malformed("trailing bytes after hello")
 	}
 	h.vv = vv
 	return h, nil
+}
+
+// sum is what each side sends once the ops are exchanged: whether the
+// chains and the forks now match, beyond what version vectors show.
+type sum struct {
+	// heads digests the (key, seq, head id) of every author not known to
+	// fork; fork and forkIDs are as in the hello.
+	heads   [32]byte
+	fork    [32]byte
+	forkIDs uint64
+}
+
+func appendSum(dst []byte, s sum) []byte {
+	dst = append(dst, frameSum)
+	dst = append(dst, s.heads[:]...)
+	dst = append(dst, s.fork[:]...)
+	return binary.AppendUvarint(dst, s.forkIDs)
+}
+
+func decodeSum(p []byte) (sum, error) {
+	var s sum
+	if len(p) < 65 {
+		return s, malformed("sum of %d bytes", len(p))
+	}
+	copy(s.heads[:], p)
+	copy(s.fork[:], p[32:])
+	n, k := binary.Uvarint(p[64:])
+	if k <= 0 || len(p) != 64+k {
+		return s, malformed("sum fork ids")
+	}
+	s.forkIDs = n
+	return s, nil
+}
+
+// Fork list records, exchanged when the sums differ. First each side
+// lists, for every author it holds, its chain head and, for an author
+// known to fork, its fork seq with the digest of the op ids it holds at
+// or past it (chain and evidence). Then, for the authors whose chains or
+// forks differ, each side lists its chain's ids at a few seqs (probes:
+// seq-1, seq-2, seq-4, …, 1, and around a known fork), from which the
+// other side finds the highest seq where the two chains agree, and every
+// op id it holds at or past the fork.
+const (
+	recHead   byte = 0 // seq, id: the author's chain head
+	recProbe  byte = 1 // seq, id: the chain's op at seq
+	recFork   byte = 2 // seq: the lowest known fork seq; id: digest of the ids held at or past it
+	recMember byte = 3 // seq, id: an op held at or past the fork
+)
+
+// forkRecSize is the smallest encoded record: key, kind, seq, id.
+const forkRecSize = 32 + 1 + 1 + 32
+
+type forkRec struct {
+	key  crdt.PublicKey
+	kind byte
+	seq  uint64
+	id   crdt.OpID
+}
+
+// appendForkRecs appends a fork list frame holding recs.
+func appendForkRecs(dst []byte, recs []forkRec) []byte {
+	dst = append(dst, frameForks)
+	dst = binary.AppendUvarint(dst, uint64(len(recs)))
+	for _, r := range recs {
+		dst = append(dst, r.key[:]...)
+		dst = append(dst, r.kind)
+		dst = binary.AppendUvarint(dst, r.seq)
+		dst = append(dst, r.id[:]...)
+	}
+	return dst
+}
+
+// decodeForkRecs decodes a fork list frame of at most max records.
+func decodeForkRecs(p []byte, max int) ([]forkRec, error) {
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n == 0 || n > uint64(max) || n > uint64(len(p)-k)/forkRecSize {
+		return nil, malformed("fork list of %d records", n)
+	}
+	p = p[k:]
+	recs := make([]forkRec, n)
+	for i := range recs {
+		r := &recs[i]
+		if len(p) < forkRecSize {
+			return nil, malformed("fork record")
+		}
+		copy(r.key[:], p[:32])
+		r.kind = p[32]
+		if r.kind > recMember {
+			return nil, malformed("fork record kind %d", r.kind)
+		}
+		seq, k := binary.Uvarint(p[33:])
+		if k <= 0 || seq == 0 || len(p) < 33+k+32 {
+			return nil, malformed("fork record seq")
+		}
+		r.seq = seq
+		copy(r.id[:], p[33+k:])
+		p = p[33+k+32:]
+	}
+	if len(p) != 0 {
+		return nil, malformed("trailing bytes after fork list")
+	}
+	return recs, nil
+}
+
+// decodeEvidence decodes an evidence frame: ops of any authors.
+func decodeEvidence(p []byte) ([]crdt.Op, error) {
+	ops, rest, err := decodeOps(p, MaxSyncBatchOps)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != 0 {
+		return nil, malformed("trailing bytes after evidence")
+	}
+	return ops, nil
 }
 
 // decodeRun decodes an ops frame: a contiguous run of one author's ops.
@@ -246,8 +384,17 @@ func decodeRun(p []byte) ([]crdt.Op, error) {
 	return ops, nil
 }
 
+// errTooSlow marks a session cut because the peer read our frames, or
+// sent its own, slower than the minimum rate, or was silent for the
+// stream timeout.
+var errTooSlow = errors.New("p2p: sync peer too slow")
+
 // frameConn reads and writes length-prefixed frames on a stream with a
-// deadline on each read and write.
+// deadline on each read and write: at most timeout, and, with a minimum
+// rate, no later than the session's time blocked on the stream may reach
+// grace plus its bytes at that rate. A peer that reads or writes slower
+// than minRate is thus cut after about grace, whatever the size of the
+// frames and of the stream's buffers.
 type frameConn struct {
 	rw interface {
 		io.ReadWriter
@@ -257,9 +404,33 @@ type frameConn struct {
 	r       *bufio.Reader
 	max     int
 	timeout time.Duration
+	minRate float64 // bytes per second; 0: no minimum
+	grace   time.Duration
+	blocked time.Duration
 	buf     []byte
 	// read and written count payload bytes, for statistics.
 	read, written uint64
+}
+
+// deadline is the deadline of the next read or write of extra bytes.
+func (c *frameConn) deadline(now time.Time, extra uint64) time.Time {
+	d := now.Add(c.timeout)
+	if c.minRate <= 0 {
+		return d
+	}
+	allow := c.grace - c.blocked + time.Duration(float64(c.read+c.written+extra)/c.minRate*float64(time.Second))
+	if r := now.Add(allow); r.Before(d) {
+		return r
+	}
+	return d
+}
+
+// slow wraps err in errTooSlow when the deadline passed.
+func slow(err error, dl time.Time) error {
+	if err != nil && !time.Now().Before(dl) {
+		return fmt.Errorf("%w: %w", errTooSlow, err)
+	}
+	return err
 }
 
 func (c *frameConn) writeFrame(payload []byte) error {
@@ -269,26 +440,36 @@ func (c *frameConn) writeFrame(payload []byte) error {
 	out := binary.AppendUvarint(c.buf[:0], uint64(len(payload)))
 	out = append(out, payload...)
 	c.buf = out[:0]
-	_ = c.rw.SetWriteDeadline(time.Now().Add(c.timeout))
+	now := time.Now()
+	dl := c.deadline(now, uint64(len(out)))
+	_ = c.rw.SetWriteDeadline(dl)
 	_, err := c.rw.Write(out)
+	c.blocked += time.Since(now)
 	c.written += uint64(len(out))
-	return err
+	return slow(err, dl)
 }
 
 // readFrame returns the type and payload of the next frame. The payload is
 // valid until the next read.
 func (c *frameConn) readFrame() (byte, []byte, error) {
-	_ = c.rw.SetReadDeadline(time.Now().Add(c.timeout))
+	now := time.Now()
+	defer func() { c.blocked += time.Since(now) }()
+	dl := c.deadline(now, 0)
+	_ = c.rw.SetReadDeadline(dl)
 	n, err := binary.ReadUvarint(c.r)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, slow(err, dl)
 	}
 	if n == 0 || n > uint64(c.max) {
 		return 0, nil, malformed("frame of %d bytes (max %d)", n, c.max)
 	}
+	if c.minRate > 0 {
+		dl = c.deadline(time.Now(), n)
+		_ = c.rw.SetReadDeadline(dl)
+	}
 	p := make([]byte, n)
 	if _, err := io.ReadFull(c.r, p); err != nil {
-		return 0, nil, err
+		return 0, nil, slow(err, dl)
 	}
 	c.read += n + uint64(uvarintLen(n))
 	return p[0], p[1:], nil
