@@ -231,12 +231,8 @@ func showFederation(w io.Writer, f *node.Federation, asJSON bool) error {
 		_, err = fmt.Fprintf(w, "%s\n", b)
 		return err
 	}
-	s := st.Settings
 	fmt.Fprintf(w, "federation %q (%s), key %s, %d ops\n", st.Name, st.Currency, f.Public(), len(f.Ops()))
-	fmt.Fprintf(w, "offline caps: %s per payment, %s and %d payments per card, %s per venue, for %s; heartbeat %s, isolated after %s, in sync with %d%% of the other venues\n",
-		cents(s.OfflinePaymentMax), cents(s.OfflineCardMax), s.OfflineCardCount, cents(s.OfflineVenueBudget),
-		time.Duration(s.OfflineValidity)*time.Millisecond, time.Duration(s.HeartbeatInterval)*time.Millisecond,
-		time.Duration(s.IsolationAfter)*time.Millisecond, s.MinPeersPercent)
+	fmt.Fprintf(w, "settings: %+v\n", st.Settings)
 	if len(venues) == 0 {
 		fmt.Fprintf(w, "no venue admitted yet ('cagnotte federation admit')\n")
 		return nil
@@ -255,9 +251,6 @@ func showFederation(w io.Writer, f *node.Federation, asJSON bool) error {
 	}
 	return tw.Flush()
 }
-
-// cents renders an amount in cents as units with two decimals.
-func cents(c uint64) string { return fmt.Sprintf("%d.%02d", c/100, c%100) }
 
 // fetchStatus asks a running node for its sync status.
 func fetchStatus(ctx context.Context, api string) (*node.SyncStatus, error) {
