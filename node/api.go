@@ -167,6 +167,7 @@ func (n *Node) write(w http.ResponseWriter, r *http.Request, ik *idemKey, fn fun
 	if n.refuseRevoked(w) {
 		return
 	}
+	n.waitSignable(r.Context(), 3*time.Second)
 	res := n.submit(r.Context(), ik, func(tx *writeTx) result {
 		v, err := fn(tx)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/cagnotte/cagnotte/crdt"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -56,7 +57,9 @@ func TestNodeCrash(t *testing.T) {
 		t.Skip("crash test skipped in -short mode")
 	}
 	root := t.TempDir()
-	vs, err := PrepareDemo(root, 1)
+	settings := crdt.DefaultSettings()
+	settings.BalanceMax = 0 // large top-ups, so that no payment is refused for funds
+	vs, err := PrepareFederation(root, 1, settings)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ type metrics struct {
 	offlinePayments  prometheus.Counter
 	autoBlocks       prometheus.Counter
 	quorumLost       prometheus.Counter
+	future           prometheus.Counter
 
 	detected map[string]time.Time
 }
@@ -54,12 +55,13 @@ func newMetrics() *metrics {
 		isolated:         prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_isolated", Help: "1 while the node is isolated (offline caps apply), else 0."}),
 		isolationChanges: prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_isolation_changes_total", Help: "Changes between in sync and isolated."}),
 		offlinePayments:  prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_offline_payments_total", Help: "Payments taken while isolated."}),
-		autoBlocks:       prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_auto_blocks_total", Help: "Cards this node blocked after detecting a double spend."}),
+		autoBlocks:       prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_auto_blocks_total", Help: "Cards this node blocked because money was missing after a merge, or a stale stamp was presented while isolated."}),
 		quorumLost:       prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_quorum_lost_total", Help: "Payments taken under the offline caps because no quorum answered a ping, though heartbeats were fresh."}),
+		future:           prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_ops_held_future_total", Help: "Remote ops held because their timestamp was beyond the federation's clock skew bound."}),
 		detected:         map[string]time.Time{},
 	}
 	m.reg.MustRegister(m.payments, m.topups, m.refunds, m.refused, m.evidence, m.requests, m.commitSeconds, m.batchSize,
-		m.ops, m.cards, m.conflicts, m.pending, m.isolated, m.isolationChanges, m.offlinePayments, m.autoBlocks, m.quorumLost,
+		m.ops, m.cards, m.conflicts, m.pending, m.isolated, m.isolationChanges, m.offlinePayments, m.autoBlocks, m.quorumLost, m.future,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -66,6 +66,11 @@ type MoneyAnswer struct {
 	Counter uint64      `json:"counter,omitempty"`
 	// Stamp is the new signed stamp to write on a writable card (base64).
 	Stamp []byte `json:"stamp,omitempty"`
+	// StampError says why no stamp was issued for this payment, when none
+	// was (the card then keeps its previous stamp).
+	StampError string `json:"stamp_error,omitempty"`
+	// StampIgnored says why the stamp the card presented was not relied on.
+	StampIgnored string `json:"stamp_ignored,omitempty"`
 	// Offline is true when the venue took the payment while isolated.
 	Offline bool `json:"offline,omitempty"`
 }
@@ -86,9 +91,16 @@ func (tx *writeTx) pay(card crdt.CardID, amount uint64, label string, stamp *crd
 	}
 	d, err := n.set.State.DecidePayment(n.cfg.Key.Public(), in, ledger)
 	if err != nil {
+		if crdt.BlockAfterRefusal(err, in.Isolated) && n.set.State.Settings.AutoBlock {
+			// A stale stamp while isolated: a clone this venue cannot check.
+			if _, berr := tx.make(&crdt.CardBlock{Card: card, Reason: "automatic: stale card stamp presented while the venue was isolated"}); berr == nil {
+				n.metrics.autoBlocks.Inc()
+				n.log.Warn("card blocked: stale stamp presented while isolated", "card", card)
+			}
+		}
 		return MoneyAnswer{}, paymentError(err)
 	}
-	op, err := tx.make(&crdt.Payment{Card: card, Amount: amount, Counter: d.Counter, Label: label, StampCounter: d.StampCounter})
+	op, err := tx.make(&crdt.Payment{Card: card, Amount: amount, Counter: d.Counter, Label: label, StampCounter: d.StampCounter, StampVenue: d.StampVenue})
 	if err != nil {
 		return MoneyAnswer{}, err
 	}
@@ -99,11 +111,12 @@ func (tx *writeTx) pay(card crdt.CardID, amount uint64, label string, stamp *crd
 		n.metrics.offlinePayments.Inc()
 	}
 	n.metrics.payments.Inc()
-	ans := MoneyAnswer{OpID: op.ID(), Card: card, Balance: d.Balance, Counter: d.Counter, Offline: in.Isolated}
+	ans := MoneyAnswer{OpID: op.ID(), Card: card, Balance: d.Balance, Counter: d.Counter, Offline: in.Isolated, StampIgnored: d.StampIgnored}
 	ns := crdt.CardStamp{Card: card, Counter: d.Counter, Balance: d.Balance, Time: now.Unix()}
 	if err := n.cfg.Key.SignStamp(&ns); err == nil {
 		ans.Stamp = ns.Encode()
 	} else {
+		ans.StampError = err.Error()
 		n.log.Warn("no stamp for this payment", "card", card, "err", err)
 	}
 	return ans, nil
@@ -132,40 +145,51 @@ func paymentError(err error) error {
 }
 
 func (tx *writeTx) topUp(card crdt.CardID, amount uint64, method, ref string) (MoneyAnswer, error) {
-	if c := tx.n.set.State.Card(card); c != nil && c.Blocked {
+	balance, err := tx.n.set.State.DecideTopUp(card, amount)
+	switch {
+	case errors.Is(err, crdt.ErrCardBlocked):
 		return MoneyAnswer{}, ErrCardBlocked
+	case errors.Is(err, crdt.ErrBalanceCeiling):
+		return MoneyAnswer{}, apiErr(http.StatusUnprocessableEntity, "balance_ceiling", "this top-up would take the card beyond the federation's balance ceiling: "+err.Error())
+	case err != nil:
+		return MoneyAnswer{}, err
 	}
 	op, err := tx.make(&crdt.TopUp{Card: card, Amount: amount, Method: method, ExternalRef: ref})
 	if err != nil {
 		return MoneyAnswer{}, err
 	}
 	tx.n.metrics.topups.Inc()
-	c := tx.n.set.State.Card(card)
-	return MoneyAnswer{OpID: op.ID(), Card: card, Balance: c.Balance}, nil
+	if c := tx.n.set.State.Card(card); c != nil {
+		balance = c.Balance
+	}
+	return MoneyAnswer{OpID: op.ID(), Card: card, Balance: balance}, nil
 }
 
 func (tx *writeTx) refund(card crdt.CardID, amount uint64, reason string) (MoneyAnswer, error) {
 	tx.n.iso.mu.Lock()
 	isolated := tx.n.iso.isolated
 	tx.n.iso.mu.Unlock()
-	if isolated {
+	_, err := tx.n.set.State.DecideRefund(crdt.RefundInput{Card: card, Amount: amount, Isolated: isolated})
+	switch {
+	case errors.Is(err, crdt.ErrRefundOffline):
 		// A refund in cash has no counter and no cap: offline, the card
 		// could be spent on the other side of the partition meanwhile.
 		return MoneyAnswer{}, apiErr(http.StatusServiceUnavailable, "offline", "refunds need the venue to be in sync with the federation; try again once it is")
-	}
-	c := tx.n.set.State.Card(card)
-	if c == nil {
+	case errors.Is(err, crdt.ErrUnknownCard):
 		return MoneyAnswer{}, ErrUnknownCard
-	}
-	if c.Balance < int64(amount) {
+	case errors.Is(err, crdt.ErrInsufficientFunds):
+		c := tx.n.set.State.Card(card)
 		return MoneyAnswer{}, &APIError{Status: http.StatusPaymentRequired, Code: "insufficient_funds",
 			Message: fmt.Sprintf("the card holds %s, the refund is %s", cents(c.Balance), cents(int64(amount)))}
+	case err != nil:
+		return MoneyAnswer{}, err
 	}
 	op, err := tx.make(&crdt.Refund{Card: card, Amount: amount, Reason: reason})
 	if err != nil {
 		return MoneyAnswer{}, err
 	}
 	tx.n.metrics.refunds.Inc()
+	c := tx.n.set.State.Card(card)
 	return MoneyAnswer{OpID: op.ID(), Card: card, Balance: c.Balance}, nil
 }
 

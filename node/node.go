@@ -63,9 +63,12 @@ type Config struct {
 	// QuorumTimeout bounds the round trip a payment waits for to confirm
 	// that the node reaches a quorum of venues now. Default 300 ms.
 	QuorumTimeout time.Duration
-	// MaxClockSkew bounds how far in the future a remote op's timestamp may
-	// be for the node's clock to follow it. Default 5 minutes.
-	MaxClockSkew time.Duration
+	// SignGateTimeout bounds how long, after start, the node waits to
+	// confirm with a peer that its own chain is not ahead of its disk (a
+	// data dir restored from an older copy) before it signs anyway. Writes
+	// wait for the confirmation (or answer 503 catching_up). Default: the
+	// federation's IsolationAfter.
+	SignGateTimeout time.Duration
 	// P2P configures the node's network (see p2p.DefaultConfig); nil runs
 	// the node without networking. Its Logger and Now default to the
 	// node's; its Isolated reports the node's isolation.
@@ -96,9 +99,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.QuorumTimeout <= 0 {
 		c.QuorumTimeout = 300 * time.Millisecond
-	}
-	if c.MaxClockSkew <= 0 {
-		c.MaxClockSkew = 5 * time.Minute
 	}
 	if c.Key == nil {
 		k, _, err := LoadOrCreateKey(filepath.Join(c.DataDir, KeyFile))
@@ -135,11 +135,15 @@ type Node struct {
 	fed    crdt.PublicKey
 	tokens [][32]byte
 
-	mu      sync.RWMutex // guards set, author, clock, pending
+	mu      sync.RWMutex // guards set, author, clock, pending, future
 	set     *crdt.OpSet
 	clock   *crdt.Clock
 	author  *crdt.Author
 	pending crdt.Pending
+	// future holds remote ops stamped too far ahead of this node's clock
+	// (crdt.Settings.TooFarAhead) until they no longer are.
+	future []crdt.Op
+	gate   signGate
 
 	writes  chan *writeReq
 	stopped chan struct{} // closed when the writer has exited
@@ -227,7 +231,7 @@ func (n *Node) resetAuthor() {
 
 // ingestNow adds ops synchronously before the node starts.
 func (n *Node) ingestNow(ops []crdt.Op) error {
-	tx := &writeTx{n: n}
+	tx := &writeTx{n: n, trusted: true}
 	if err := tx.ingest(ops); err != nil {
 		return err
 	}
@@ -307,6 +311,20 @@ func (n *Node) startNetwork(ctx context.Context) error {
 	}
 	n.net = nw
 	n.SetPeerView(nw)
+	if n.quorumNeed() > 0 {
+		timeout := n.cfg.SignGateTimeout
+		if timeout <= 0 {
+			n.mu.RLock()
+			timeout = time.Duration(n.set.State.Settings.IsolationAfter) * time.Millisecond
+			n.mu.RUnlock()
+		}
+		n.gate.arm()
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.confirmOwnChain(ctx, timeout)
+		}()
+	}
 	return nil
 }
 

@@ -50,25 +50,30 @@ func (n *Node) SetPeerView(p PeerView) {
 }
 
 // evaluateIsolation recomputes the sync state and returns it. State changes
-// are logged, persisted and counted.
+// are logged, persisted and counted. The decision and the offline ledger's
+// rebuild happen under the set's read lock and the isolation lock held
+// together: payments take both (in the writer), so none acknowledged while
+// the ledger is rebuilt can be left out of it.
 func (n *Node) evaluateIsolation() (bool, string) {
-	now := n.cfg.Now()
+	n.iso.mu.Lock()
+	peers := n.iso.peers
+	n.iso.mu.Unlock()
+	var heardMap map[crdt.PublicKey]time.Time
+	if peers != nil {
+		heardMap = peers.LastHeard()
+	}
+
 	n.mu.RLock()
+	defer n.mu.RUnlock()
+	n.iso.mu.Lock()
+	defer n.iso.mu.Unlock()
+	now := n.cfg.Now()
 	settings := n.set.State.Settings
 	var others []crdt.PublicKey
 	for k, v := range n.set.State.Venues {
 		if !v.Revoked && k != n.cfg.Key.Public() {
 			others = append(others, k)
 		}
-	}
-	n.mu.RUnlock()
-
-	n.iso.mu.Lock()
-	peers, was := n.iso.peers, n.iso.isolated
-	n.iso.mu.Unlock()
-	var heardMap map[crdt.PublicKey]time.Time
-	if peers != nil {
-		heardMap = peers.LastHeard()
 	}
 	heard := make([]int64, len(others))
 	for i, k := range others {
@@ -78,7 +83,6 @@ func (n *Node) evaluateIsolation() (bool, string) {
 	}
 	inSync, quorumAt, need := settings.Quorum(heard, now.UnixMilli())
 	isolated, reason := !inSync, ""
-	var ledger crdt.OfflineLedger
 	if isolated {
 		window := time.Duration(settings.IsolationAfter) * time.Millisecond
 		fresh := 0
@@ -88,34 +92,23 @@ func (n *Node) evaluateIsolation() (bool, string) {
 			}
 		}
 		reason = fmt.Sprintf("heard %d of %d other venues in the last %s (need %d)", fresh, len(others), window, need)
-		if !was {
+	}
+	if isolated != n.iso.isolated {
+		if isolated {
 			// Payments made since the quorum was last heard, before the
 			// silence was noticed, count towards the caps too.
 			since := now.UnixMilli()
 			if quorumAt > 0 && quorumAt < since {
 				since = quorumAt
 			}
-			n.mu.RLock()
-			ledger = crdt.RebuildOfflineLedger(n.set.State, n.cfg.Key.Public(), since)
-			n.mu.RUnlock()
-		}
-	}
-
-	n.iso.mu.Lock()
-	defer n.iso.mu.Unlock()
-	if isolated != n.iso.isolated {
-		if isolated {
-			if ledger.Since == 0 { // the state changed under us: count from now
-				ledger.Reset(now.UnixMilli())
-			}
-			n.iso.since = time.UnixMilli(ledger.Since)
-			n.iso.ledger = ledger
+			n.iso.ledger = crdt.RebuildOfflineLedger(n.set.State, n.cfg.Key.Public(), since)
+			n.iso.since = time.UnixMilli(since)
 			lvl := slog.LevelWarn
 			if now.Sub(n.started) < time.Duration(settings.IsolationAfter)*time.Millisecond {
 				lvl = slog.LevelInfo // just started: no heartbeat could have arrived yet
 			}
 			n.log.Log(context.Background(), lvl, "node is isolated: offline caps apply", "reason", reason)
-			if err := WriteFileAtomic(filepath.Join(n.cfg.DataDir, OfflineSinceFile), []byte(strconv.FormatInt(ledger.Since, 10)+"\n"), 0o644); err != nil {
+			if err := WriteFileAtomic(filepath.Join(n.cfg.DataDir, OfflineSinceFile), []byte(strconv.FormatInt(since, 10)+"\n"), 0o644); err != nil {
 				n.log.Error("persist isolation", "err", err)
 			}
 		} else {
@@ -182,6 +175,7 @@ func (n *Node) watchIsolation(ctx context.Context) {
 			return
 		case <-t.C:
 			n.evaluateIsolation()
+			n.retryFuture(ctx)
 		}
 	}
 }

@@ -59,7 +59,9 @@ type fedNode struct {
 // They are not connected: tests move ops between them with exchange.
 func newFederation(t *testing.T, n int, clock *fakeClock) []*fedNode {
 	t.Helper()
-	vs, err := PrepareDemo(t.TempDir(), n)
+	settings := crdt.DefaultSettings()
+	settings.BalanceMax = 0 // these tests are about the offline caps, with large balances
+	vs, err := PrepareFederation(t.TempDir(), n, settings)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,7 @@ func heal(t *testing.T, nodes []*fedNode) {
 }
 
 func TestIsolationDetectedAndCleared(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)}
+	clock := &fakeClock{t: time.Now().UTC()} // after the demo federation's ops: older would be refused
 	nodes := newFederation(t, 3, clock)
 	a := nodes[0]
 	hearAll(nodes, clock.Now())
@@ -146,7 +148,7 @@ func TestIsolationDetectedAndCleared(t *testing.T) {
 }
 
 func TestOfflineCaps(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)}
+	clock := &fakeClock{t: time.Now().UTC()} // after the demo federation's ops: older would be refused
 	nodes := newFederation(t, 2, clock)
 	a := nodes[0]
 	hearAll(nodes, clock.Now())
@@ -208,7 +210,7 @@ func TestOfflineCaps(t *testing.T) {
 }
 
 func TestDoubleSpendDetectedOnHealAndAutoBlocked(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)}
+	clock := &fakeClock{t: time.Now().UTC()} // after the demo federation's ops: older would be refused
 	nodes := newFederation(t, 3, clock)
 	a, b, c := nodes[0], nodes[1], nodes[2]
 	hearAll(nodes, clock.Now())
@@ -251,7 +253,7 @@ func TestDoubleSpendDetectedOnHealAndAutoBlocked(t *testing.T) {
 }
 
 func TestStaleStampDetected(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)}
+	clock := &fakeClock{t: time.Now().UTC()} // after the demo federation's ops: older would be refused
 	nodes := newFederation(t, 2, clock)
 	a, b := nodes[0], nodes[1]
 	hearAll(nodes, clock.Now())
@@ -294,7 +296,7 @@ func TestStaleStampDetected(t *testing.T) {
 // A stamp from an isolated venue teaches another isolated venue the card's
 // counter and balance, so the card cannot spend its old balance twice.
 func TestStampCarriesStateOffline(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)}
+	clock := &fakeClock{t: time.Now().UTC()} // after the demo federation's ops: older would be refused
 	nodes := newFederation(t, 2, clock)
 	a, b := nodes[0], nodes[1]
 	hearAll(nodes, clock.Now())
@@ -320,7 +322,7 @@ func TestStampCarriesStateOffline(t *testing.T) {
 
 // Offline, a stale stamp is refused and refunds wait for the network.
 func TestOfflineRefusesStaleStampsAndRefunds(t *testing.T) {
-	clock := &fakeClock{t: time.Date(2026, 11, 25, 20, 0, 0, 0, time.UTC)}
+	clock := &fakeClock{t: time.Now().UTC()} // after the demo federation's ops: older would be refused
 	nodes := newFederation(t, 2, clock)
 	a := nodes[0]
 	hearAll(nodes, clock.Now())
@@ -331,10 +333,15 @@ func TestOfflineRefusesStaleStampsAndRefunds(t *testing.T) {
 		t.Fatal(st)
 	}
 	clock.Advance(time.Minute)
-	before := a.digest()
 	if st, r := a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 100, "idempotency_key": "clone", "stamp": p1["stamp"]}); st != 409 || r["error"] != "stale_stamp" {
 		t.Fatalf("stale stamp offline: %d %v", st, r)
 	}
+	// A stale stamp while isolated is a clone this venue cannot check: the
+	// card is blocked (the refusal's only effect on the state).
+	if _, cv := a.do("GET", "/api/v1/cards/"+card, a.token, nil); cv["blocked"] != true {
+		t.Fatalf("card after a stale stamp offline: %v", cv)
+	}
+	before := a.digest()
 	if st, r := a.post("/api/v1/refunds", map[string]any{"card": card, "amount_cents": 100, "idempotency_key": "r", "reason": "x"}); st != 503 || r["error"] != "offline" {
 		t.Fatalf("refund offline: %d %v", st, r)
 	}

@@ -42,12 +42,19 @@ type writeTx struct {
 	evidence []crdt.Op
 	idem     []store.IdemRecord
 	idemSeen map[string]store.IdemRecord
+	// trusted ops come from the operator (the federation bundle at start),
+	// not the network: no clock bound applies.
+	trusted bool
 }
 
-// make signs the node's next op and adds it to the set.
+// make signs the node's next op and adds it to the set. It refuses while
+// the node's own chain may be ahead of its disk (see signGate).
 func (tx *writeTx) make(b crdt.Body) (crdt.Op, error) {
 	n := tx.n
 	seq, head := n.set.Head(n.cfg.Key.Public())
+	if err := n.gate.check(seq); err != nil {
+		return crdt.Op{}, err
+	}
 	op := n.author.Make(b)
 	if _, err := n.set.Add(op); err != nil {
 		n.author.Undo(seq, head)
@@ -57,24 +64,55 @@ func (tx *writeTx) make(b crdt.Body) (crdt.Op, error) {
 	return op, nil
 }
 
-// ingest adds remote ops: early ones wait in the pending buffer.
+// maxFuture bounds the ops held because their clock is ahead.
+const maxFuture = 10000
+
+// holdFuture keeps an op stamped too far ahead, and reports whether it did.
+func (tx *writeTx) holdFuture(op crdt.Op, now int64) bool {
+	n := tx.n
+	if tx.trusted || !n.set.State.Settings.TooFarAhead(&op, now) {
+		return false
+	}
+	if len(n.future) < maxFuture {
+		n.future = append(n.future, op)
+		n.metrics.future.Inc()
+	}
+	return true
+}
+
+// noteOwn records an op of this node's own key received from a peer: one
+// beyond the chain on disk means the data dir is older than what the
+// federation holds, and the node must not sign until it has caught up.
+func (tx *writeTx) noteOwn(op *crdt.Op) {
+	n := tx.n
+	if op.Author != n.cfg.Key.Public() {
+		return
+	}
+	if seq, _ := n.set.Head(op.Author); op.Seq > seq {
+		n.gate.ahead(op.Seq, n.log)
+	}
+}
+
+// ingest adds remote ops: early ones wait in the pending buffer, ops
+// stamped too far in the future in the future buffer.
 func (tx *writeTx) ingest(ops []crdt.Op) error {
 	n := tx.n
-	skew := n.cfg.Now().Add(n.cfg.MaxClockSkew).UnixMilli()
+	now := n.cfg.Now().UnixMilli()
 	var firstErr error
 	progressed := false
 	for _, op := range ops {
+		tx.noteOwn(&op)
+		if tx.holdFuture(op, now) {
+			continue
+		}
 		out, err := n.set.Add(op)
 		switch {
 		case err == nil && out == crdt.Added:
 			tx.ops = append(tx.ops, op)
 			progressed = true
-			if op.HLC.Millis() <= skew {
-				n.clock.Observe(op.HLC)
-			}
+			n.clock.Observe(op.HLC)
 		case err == nil:
-			tx.evidence = append(tx.evidence, op)
-			n.metrics.evidence.Inc()
+			tx.addEvidence(op)
 		case errors.Is(err, crdt.ErrDuplicate):
 		case errors.Is(err, crdt.ErrGap), errors.Is(err, crdt.ErrUnknownAuthor):
 			n.pending.Hold(op)
@@ -86,11 +124,29 @@ func (tx *writeTx) ingest(ops []crdt.Op) error {
 		}
 	}
 	if progressed {
-		for _, op := range n.pending.Drain(n.set) {
-			tx.ops = append(tx.ops, op)
-		}
+		tx.drain()
 	}
 	return firstErr
+}
+
+// addEvidence keeps an op the set took as evidence, to commit it.
+func (tx *writeTx) addEvidence(op crdt.Op) {
+	n := tx.n
+	tx.evidence = append(tx.evidence, op)
+	n.metrics.evidence.Inc()
+	if op.Author == n.cfg.Key.Public() {
+		n.log.Error("this node's key signed another op at one of its seqs: its data dir runs on two machines, or was restored from a copy; both branches count, tell the maintainers",
+			"seq", op.Seq)
+	}
+}
+
+// drain adds the pending ops that now fit.
+func (tx *writeTx) drain() {
+	added, evidence := tx.n.pending.DrainAll(tx.n.set)
+	tx.ops = append(tx.ops, added...)
+	for _, op := range evidence {
+		tx.addEvidence(op)
+	}
 }
 
 // ingestRange adds a contiguous run of one author's ops from catch-up.
@@ -99,30 +155,65 @@ func (tx *writeTx) ingestRange(ops []crdt.Op) error {
 	if len(ops) == 0 {
 		return nil
 	}
+	tx.noteOwn(&ops[len(ops)-1])
+	// Ops stamped too far ahead wait: the run is cut before the first.
+	now := n.cfg.Now().UnixMilli()
+	for i := range ops {
+		if !tx.trusted && n.set.State.Settings.TooFarAhead(&ops[i], now) {
+			for _, op := range ops[i:] {
+				tx.holdFuture(op, now)
+			}
+			ops = ops[:i]
+			break
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
 	before, _ := n.set.Head(ops[0].Author)
-	added, err := n.set.AddRange(ops)
+	_, evidence, err := n.set.AddRangeEvidence(ops)
 	after, _ := n.set.Head(ops[0].Author)
 	for _, op := range ops {
 		if op.Seq > before && op.Seq <= after {
 			tx.ops = append(tx.ops, op)
 		}
 	}
-	if after > before {
-		skew := n.cfg.Now().Add(n.cfg.MaxClockSkew).UnixMilli()
-		if h := tx.ops[len(tx.ops)-1].HLC; h.Millis() <= skew {
-			n.clock.Observe(h)
-		}
-		for _, op := range n.pending.Drain(n.set) {
-			tx.ops = append(tx.ops, op)
-		}
+	for _, op := range evidence {
+		tx.addEvidence(op)
 	}
-	if err != nil && errors.Is(err, crdt.ErrEquivocation) && added < len(ops) {
-		tx.evidence = append(tx.evidence, ops[added])
-		n.metrics.evidence.Inc()
-	} else if err != nil {
+	if after > before {
+		n.clock.Observe(tx.ops[len(tx.ops)-1].HLC)
+	}
+	if after > before || len(evidence) > 0 {
+		tx.drain()
+	}
+	if err != nil && !errors.Is(err, crdt.ErrEquivocation) {
 		n.metrics.refused.Inc()
 	}
 	return err
+}
+
+// retryFuture ingests the held ops whose timestamp is no longer too far
+// ahead.
+func (n *Node) retryFuture(ctx context.Context) {
+	n.mu.Lock()
+	now := n.cfg.Now().UnixMilli()
+	var due []crdt.Op
+	kept := n.future[:0]
+	for _, op := range n.future {
+		if n.set.State.Settings.TooFarAhead(&op, now) {
+			kept = append(kept, op)
+		} else {
+			due = append(due, op)
+		}
+	}
+	n.future = kept
+	n.mu.Unlock()
+	if len(due) > 0 {
+		if err := n.Ingest(ctx, due); err != nil {
+			n.log.Debug("ops held for their clock", "err", err)
+		}
+	}
 }
 
 // submit queues a write and waits for its answer.
@@ -209,6 +300,8 @@ func (n *Node) process(batch []*writeReq) {
 	start := time.Now()
 	tx := &writeTx{n: n, idemSeen: map[string]store.IdemRecord{}}
 	results := make([]result, len(batch))
+	// The set stays locked until the batch is durable: nothing a reader
+	// sees (sync, heartbeats, the API's digest) is lost by a crash.
 	n.mu.Lock()
 	for i, r := range batch {
 		if n.failed.Load() {
@@ -234,8 +327,9 @@ func (n *Node) process(batch []*writeReq) {
 		}
 		results[i] = res
 	}
+	committed, err := n.commitLocked(tx)
 	n.mu.Unlock()
-	if err := n.commit(tx); err != nil {
+	if err != nil {
 		n.log.Error("commit failed: reloading from disk", "err", err)
 		if errors.Is(err, store.ErrFailed) || errors.Is(err, store.ErrClosed) {
 			// The disk failed under Badger: nothing more can be made
@@ -247,6 +341,7 @@ func (n *Node) process(batch []*writeReq) {
 			results[i] = result{err: fmt.Errorf("node: write not durable: %w", err)}
 		}
 	}
+	n.notify(committed)
 	n.metrics.commitSeconds.Observe(time.Since(start).Seconds())
 	n.metrics.batchSize.Observe(float64(len(batch)))
 	for i, r := range batch {
@@ -256,65 +351,140 @@ func (n *Node) process(batch []*writeReq) {
 
 // commit makes a transaction's ops durable, then tells the hooks.
 func (n *Node) commit(tx *writeTx) error {
-	if len(tx.ops) == 0 && len(tx.evidence) == 0 && len(tx.idem) == 0 {
-		return nil
-	}
-	n.mu.RLock()
-	err := n.store.Commit(store.Batch{Ops: tx.ops, Evidence: tx.evidence, Idem: tx.idem, Snapshot: n.set})
-	n.mu.RUnlock()
-	if err != nil {
-		return err
-	}
 	n.mu.Lock()
-	if n.set.Stale {
-		if err := n.set.Refold(n.store); err != nil {
-			n.log.Error("refold failed", "err", err)
-		}
-	}
-	fresh := n.metrics.observeState(n.set)
-	block := n.autoBlock(fresh)
+	ops, err := n.commitLocked(tx)
 	n.mu.Unlock()
-	if len(tx.ops) > 0 {
-		n.hooksMu.Lock()
-		hooks := n.hooks
-		n.hooksMu.Unlock()
-		for _, h := range hooks {
-			h(tx.ops)
-		}
-	}
-	if block != nil {
-		return n.commit(block)
-	}
-	return nil
+	n.notify(ops)
+	return err
 }
 
-// autoBlock makes the block ops for cards caught in new double-spend or
-// stale-stamp conflicts, when the federation settings ask for it. Caller
-// holds mu. The block ops are committed right after the ops that revealed
-// the conflict.
-func (n *Node) autoBlock(fresh []*crdt.Conflict) *writeTx {
-	if len(fresh) == 0 || !n.set.State.Settings.AutoBlock || !n.set.IsMember(n.cfg.Key.Public()) {
+// commitLocked makes a transaction's ops durable, with the auto-block ops
+// they call for, and returns every op committed. Caller holds mu.
+func (n *Node) commitLocked(tx *writeTx) ([]crdt.Op, error) {
+	var committed []crdt.Op
+	for tx != nil {
+		if len(tx.ops) == 0 && len(tx.evidence) == 0 && len(tx.idem) == 0 {
+			break
+		}
+		if err := n.store.Commit(store.Batch{Ops: tx.ops, Evidence: tx.evidence, Idem: tx.idem, Snapshot: n.set}); err != nil {
+			return committed, err
+		}
+		committed = append(committed, tx.ops...)
+		if n.set.Stale {
+			if err := n.set.Refold(n.store); err != nil {
+				n.log.Error("refold failed", "err", err)
+			}
+		}
+		fresh := n.metrics.observeState(n.set)
+		for _, c := range fresh {
+			if c.Kind == crdt.ConflictDoubleSpend || c.Kind == crdt.ConflictStaleStamp {
+				n.log.Warn("double spend detected", "kind", c.Kind, "card", c.Card, "counter", c.Counter, "ops", len(c.Ops))
+			}
+		}
+		tx = n.autoBlock(cardsOf(tx.ops, tx.evidence))
+	}
+	return committed, nil
+}
+
+// notify gives committed ops to the hooks (gossip), after they are durable.
+func (n *Node) notify(ops []crdt.Op) {
+	if len(ops) == 0 {
+		return
+	}
+	n.hooksMu.Lock()
+	hooks := n.hooks
+	n.hooksMu.Unlock()
+	for _, h := range hooks {
+		h(ops)
+	}
+}
+
+// cardsOf lists the cards the ops' money and block ops touch.
+func cardsOf(lists ...[]crdt.Op) []crdt.CardID {
+	seen := map[crdt.CardID]bool{}
+	var out []crdt.CardID
+	for _, ops := range lists {
+		for i := range ops {
+			switch ops[i].Kind {
+			case crdt.KindPayment, crdt.KindRefund, crdt.KindCorrection, crdt.KindTopUp, crdt.KindCardUnblock:
+			default:
+				continue
+			}
+			b, err := ops[i].Decode()
+			if err != nil {
+				continue
+			}
+			var c crdt.CardID
+			switch b := b.(type) {
+			case *crdt.Payment:
+				c = b.Card
+			case *crdt.Refund:
+				c = b.Card
+			case *crdt.Correction:
+				c = b.Card
+			case *crdt.TopUp:
+				c = b.Card
+			case *crdt.CardUnblock:
+				c = b.Card
+			}
+			if !seen[c] {
+				seen[c] = true
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+// autoBlock makes the block ops for the cards that crdt.Card.NeedsAutoBlock
+// says must be blocked (money actually missing after a merge), when the
+// federation settings ask for it. A double spend the balance covers blocks
+// nothing. Caller holds mu.
+func (n *Node) autoBlock(cards []crdt.CardID) *writeTx {
+	if len(cards) == 0 || !n.set.State.Settings.AutoBlock || !n.set.IsMember(n.cfg.Key.Public()) {
 		return nil
 	}
 	tx := &writeTx{n: n}
-	for _, c := range fresh {
-		if c.Kind != crdt.ConflictDoubleSpend && c.Kind != crdt.ConflictStaleStamp {
+	for _, id := range cards {
+		c := n.set.State.Card(id)
+		if !c.NeedsAutoBlock() {
 			continue
 		}
-		n.log.Warn("double spend detected", "kind", c.Kind, "card", c.Card, "counter", c.Counter, "ops", len(c.Ops))
-		if card := n.set.State.Card(c.Card); card == nil || card.Blocked {
+		reason := fmt.Sprintf("automatic: overdrawn by %s after a merge", cents(-c.Balance))
+		if _, err := tx.make(&crdt.CardBlock{Card: id, Reason: reason}); err != nil {
+			n.log.Error("auto block", "card", id, "err", err)
 			continue
 		}
-		if _, err := tx.make(&crdt.CardBlock{Card: c.Card, Reason: fmt.Sprintf("automatic: %s detected", c.Kind)}); err != nil {
-			n.log.Error("auto block", "card", c.Card, "err", err)
-			continue
-		}
+		n.log.Warn("card blocked: money is missing", "card", id, "balance_cents", c.Balance)
 		n.metrics.autoBlocks.Inc()
 	}
 	if len(tx.ops) == 0 {
 		return nil
 	}
 	return tx
+}
+
+// autoBlockAll blocks, at start, the cards a crash left unblocked between
+// the commit that overdrew them and their block.
+func (n *Node) autoBlockAll() error {
+	n.mu.RLock()
+	var cards []crdt.CardID
+	for id, c := range n.set.State.Cards {
+		if c.NeedsAutoBlock() {
+			cards = append(cards, id)
+		}
+	}
+	n.mu.RUnlock()
+	if len(cards) == 0 {
+		return nil
+	}
+	n.mu.Lock()
+	tx := n.autoBlock(cards)
+	n.mu.Unlock()
+	if tx == nil {
+		return nil
+	}
+	return n.commit(tx)
 }
 
 // reload rebuilds the in-memory state from disk after a failed commit, so
