@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -449,3 +451,135 @@ func TestReadmeFederationFourVenues(t *testing.T) {
 	t.Logf("status of the revoked venue:\n%s", out)
 	t.Logf("done in %s", time.Since(start).Round(time.Millisecond))
 }
+
+// rfMain runs Main in-process and returns its exit code, stdout and stderr.
+func rfMain(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// TestFederationRevokeCutOff: `federation revoke` never guesses the
+// cut-off: without --after-seq it asks the node named by --node-api, and
+// refuses when there is none, when the node holds no op of the venue, or
+// when the venue is revoked already.
+func TestFederationRevokeCutOff(t *testing.T) {
+	root := t.TempDir()
+	vs, err := node.PrepareDemo(root, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed := filepath.Join(root, "federation")
+	n, err := node.New(node.Config{DataDir: vs[0].Dir, HTTPAddr: "127.0.0.1:0", Logger: rfQuietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	for i := range 2 { // two ops of venue 0
+		req, _ := http.NewRequest("POST", "http://"+n.Addr()+"/api/v1/topups", strings.NewReader(fmt.Sprintf(`{"card":"04A1B2C3D4E5F6","amount_cents":100,"method":"cash","idempotency_key":"k%d"}`, i)))
+		req.Header.Set("Authorization", "Bearer "+vs[0].Token)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("top-up: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
+	peer := func(i int) string {
+		out := rfRun0(t, "node", "init", "--data", vs[i].Dir)
+		return regexp.MustCompile(`peer id: (\S+)`).FindStringSubmatch(out)[1]
+	}
+	p0, p1, p2 := peer(0), peer(1), peer(2)
+	cases := []struct {
+		name    string
+		args    []string
+		ok      bool
+		outputs string // in stdout (ok) or stderr
+	}{
+		{"no cut-off and no node", []string{"--peer", p0}, false, "--after-seq or --node-api is required"},
+		{"node unreachable", []string{"--peer", p0, "--node-api", "127.0.0.1:1"}, false, "ask 127.0.0.1:1"},
+		{"node holds no op of the venue", []string{"--peer", p1, "--node-api", n.Addr()}, false, "holds no op"},
+		{"cut-off from the node", []string{"--peer", p0, "--node-api", n.Addr(), "--reason", "lost"}, true, "revoked after its op 2"},
+		{"already revoked", []string{"--peer", p0, "--after-seq", "5"}, false, "already revoked"},
+		{"explicit after-seq 0", []string{"--peer", p2, "--after-seq", "0"}, true, "revoked after its op 0"},
+		{"not a peer id", []string{"--peer", "nope", "--after-seq", "1"}, false, "not a peer id"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := rfMain(append([]string{"federation", "revoke", "--dir", fed}, tc.args...)...)
+			if (code == 0) != tc.ok {
+				t.Fatalf("exit %d, want ok=%v\nstdout: %s\nstderr: %s", code, tc.ok, out, errOut)
+			}
+			if !strings.Contains(out+errOut, tc.outputs) {
+				t.Fatalf("output lacks %q\nstdout: %s\nstderr: %s", tc.outputs, out, errOut)
+			}
+		})
+	}
+	f, err := node.OpenFederation(fed, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := f.State().Venues[vs[0].Key]; !v.Revoked || v.RevokedAfter != 2 {
+		t.Fatalf("venue 0 after the revocations: %+v", v)
+	}
+}
+
+// TestFederationShow: `federation show` prints a table of the venues
+// (name, peer id, admitted, state) and `--json` the same as JSON.
+func TestFederationShow(t *testing.T) {
+	root := t.TempDir()
+	vs, err := node.PrepareDemo(root, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fed := filepath.Join(root, "federation")
+	ids := make([]string, len(vs))
+	for i := range vs {
+		out := rfRun0(t, "node", "init", "--data", vs[i].Dir)
+		ids[i] = regexp.MustCompile(`peer id: (\S+)`).FindStringSubmatch(out)[1]
+	}
+	rfRun0(t, "federation", "revoke", "--dir", fed, "--peer", ids[1], "--after-seq", "3", "--reason", "lost")
+	out := rfRun0(t, "federation", "show", "--dir", fed)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	header := regexp.MustCompile(`^VENUE\s+PEER ID\s+ADMITTED\s+STATE$`)
+	i := 0
+	for i < len(lines) && !header.MatchString(lines[i]) {
+		i++
+	}
+	if i == len(lines) {
+		t.Fatalf("no venue table:\n%s", out)
+	}
+	rows := lines[i+1:]
+	if len(rows) != 2 ||
+		!regexp.MustCompile(`^`+regexp.QuoteMeta(vs[0].Name)+`\s+`+ids[0]+`\s+\d{4}-\d\d-\d\d \d\d:\d\d UTC \(op 2\)\s+member$`).MatchString(rows[0]) ||
+		!regexp.MustCompile(`^`+regexp.QuoteMeta(vs[1].Name)+`\s+`+ids[1]+`\s+.*\(op 3\)\s+revoked after op 3 \(lost\)$`).MatchString(rows[1]) {
+		t.Fatalf("venue table:\n%s", out)
+	}
+	var js struct {
+		Name   string                 `json:"name"`
+		Key    string                 `json:"key"`
+		Venues []node.FederationVenue `json:"venues"`
+	}
+	if err := json.Unmarshal([]byte(rfRun0(t, "federation", "show", "--dir", fed, "--json")), &js); err != nil {
+		t.Fatal(err)
+	}
+	if js.Name != "Demo federation" || len(js.Key) != 64 || len(js.Venues) != 2 || js.Venues[0].PeerID != ids[0] || js.Venues[0].Revoked ||
+		!js.Venues[1].Revoked || js.Venues[1].RevokedAfter != 3 || js.Venues[1].AdmittedSeq != 3 {
+		t.Fatalf("federation show --json: %+v", js)
+	}
+}
+
+// rfRun0 runs Main in-process and fails the test unless it exits 0.
+func rfRun0(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errOut := rfMain(args...)
+	if code != 0 {
+		t.Fatalf("%v: exit %d: %s", args, code, errOut)
+	}
+	return out
+}
+
+func rfQuietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
