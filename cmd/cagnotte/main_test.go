@@ -371,3 +371,13 @@ func TestNodeNeedsInit(t *testing.T) {
 		})
 	}
 }
+
+// TestStatusNoNode: status against an address where no node listens says
+// so, and exits non-zero.
+func TestStatusNoNode(t *testing.T) {
+	var errb bytes.Buffer
+	addr := freeAddr(t)
+	if code := Main(context.Background(), []string{"status", "--api", addr}, io.Discard, &errb); code == 0 || !strings.Contains(errb.String(), "no node answers at http://"+addr) {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}

@@ -30,7 +30,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			c := &http.Client{Timeout: 10 * time.Second}
 			resp, err := c.Do(req)
 			if err != nil {
-				return err
+				return fmt.Errorf("no node answers at %s (is `cagnotte node` running with this --http address?): %w", api, err)
 			}
 			defer resp.Body.Close()
 			body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
