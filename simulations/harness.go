@@ -1,6 +1,8 @@
 package simulations
 
 import (
+	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -31,6 +33,11 @@ type HarnessConfig struct {
 	// and, if it cannot reach a quorum now, takes the payment under the
 	// offline caps. Only matters with DetectionLag.
 	NoQuorumCheck bool
+	// NoReservations turns off the reservation of a card above the floor
+	// limit (crdt.NeedsReservation) with its coordinators before a payment
+	// or refund taken in sync: today's behaviour before reservations, to
+	// measure the in-sync exposure they close.
+	NoReservations bool
 }
 
 // Venue is one simulated node: a replica, the author of its ops and the
@@ -47,9 +54,18 @@ type Venue struct {
 	// Periods counts the isolation periods the venue entered; while
 	// Isolated, Periods numbers the current one.
 	Periods int
-	// seen holds the conflict keys the venue already acted on (auto-block).
-	seen map[string]bool
+	// Reserve is the venue's table as a reservation coordinator.
+	Reserve *crdt.ReservationTable
+	// Twin is the index of the venue this one is a copy of (its data dir
+	// copied to a second till, same key), or -1.
+	Twin int
+	// Retired venues take no traffic and sign nothing (a second till
+	// switched off); their replica still syncs.
+	Retired bool
 }
+
+// Key returns the venue's public key.
+func (v *Venue) Key() crdt.PublicKey { return v.Signer.Public() }
 
 // Harness runs N venues of one federation in one process, on a virtual
 // clock, over a partitionable network. It is deterministic and not safe for
@@ -59,13 +75,29 @@ type Harness struct {
 	now    int64
 	fedKey crdt.PublicKey
 	venues []*Venue
-	byKey  map[crdt.PublicKey]int
+	// byKey lists the venues signing with a key: one, or a venue and its
+	// twins.
+	byKey map[crdt.PublicKey][]int
 	// group[v] is v's partition group; all 0 when healed.
 	group []int
 	// heardAt[v][u] is when v last heard u (DetectionLag).
 	heardAt [][]int64
-	// Blocks counts the automatic block ops made.
-	Blocks int
+	// hold queues ops instead of delivering them to the group at once
+	// (see HoldGossip); held lists them in the order they were made.
+	hold bool
+	held []heldOp
+	// Blocks counts the automatic block ops made for an overdraft
+	// (crdt.Card.NeedsAutoBlock); RefusalBlocks those made after a refusal
+	// (crdt.BlockAfterRefusal).
+	Blocks        int
+	RefusalBlocks int
+}
+
+// heldOp is an op made while gossip is held, with the group it goes to.
+type heldOp struct {
+	from  int
+	group int
+	op    crdt.Op
 }
 
 // deriveSigner makes the signer of a role ("federation", "venue/3") under
@@ -84,7 +116,7 @@ func NewHarness(cfg HarnessConfig) (*Harness, error) {
 	if cfg.Venues < 2 {
 		return nil, fmt.Errorf("simulations: need at least 2 venues, got %d", cfg.Venues)
 	}
-	h := &Harness{cfg: cfg, now: cfg.Start, byKey: map[crdt.PublicKey]int{}, group: make([]int, cfg.Venues)}
+	h := &Harness{cfg: cfg, now: cfg.Start, byKey: map[crdt.PublicKey][]int{}, group: make([]int, cfg.Venues)}
 	fedSigner, err := deriveSigner(cfg.Seed, "federation")
 	if err != nil {
 		return nil, err
@@ -102,11 +134,12 @@ func NewHarness(cfg HarnessConfig) (*Harness, error) {
 			Signer:  s,
 			Author:  crdt.NewAuthor(s, crdt.NewClock(h.Now), 0, crdt.OpID{}),
 			Replica: crdt.NewReplica(h.fedKey),
-			seen:    map[string]bool{},
+			Reserve: crdt.NewReservationTable(0),
+			Twin:    -1,
 		}
 		v.Ledger.Reset(0)
 		h.venues = append(h.venues, v)
-		h.byKey[s.Public()] = i
+		h.byKey[s.Public()] = []int{i}
 		chain = append(chain, fed.Make(&crdt.Admit{Venue: s.Public(), Name: fmt.Sprintf("Venue %d", i)}))
 	}
 	for _, v := range h.venues {
@@ -169,10 +202,14 @@ func (h *Harness) refreshHeard() {
 	}
 }
 
-// Partition splits the network: groups must cover every venue exactly
-// once. Ops travel within a group at once and never across groups until
-// Heal.
+// Partition splits the network: groups must cover every active venue
+// exactly once (a retired till may be left out: it follows the venue it
+// copied). Ops travel within a group at once (unless gossip is held) and
+// never across groups until Heal.
 func (h *Harness) Partition(groups [][]int) error {
+	if err := h.Flush(); err != nil {
+		return err
+	}
 	seen := make([]bool, len(h.venues))
 	next := make([]int, len(h.venues))
 	for g, members := range groups {
@@ -187,8 +224,14 @@ func (h *Harness) Partition(groups [][]int) error {
 			next[v] = g
 		}
 	}
-	if slices.Contains(seen, false) {
-		return errors.New("simulations: the partition leaves a venue out")
+	for v, ok := range seen {
+		switch {
+		case ok:
+		case h.venues[v].Retired && h.venues[v].Twin >= 0 && seen[h.venues[v].Twin]:
+			next[v] = next[h.venues[v].Twin]
+		default:
+			return fmt.Errorf("simulations: the partition leaves venue %d out", v)
+		}
 	}
 	h.refreshHeard() // they heard each other up to now
 	h.group = next
@@ -196,10 +239,15 @@ func (h *Harness) Partition(groups [][]int) error {
 	return nil
 }
 
-// Heal reconnects every venue: a full anti-entropy exchange (each replica
-// pulls the ranges it misses from every other through the catch-up path),
-// then the automatic blocks the merged conflicts call for.
+// Heal reconnects every venue: held gossip is delivered, then a full
+// anti-entropy exchange (each replica pulls from every other the ranges
+// its version vector lacks through the catch-up path, and the branches of
+// a forked venue it lacks), then the automatic blocks the merged ledger
+// calls for.
 func (h *Harness) Heal() error {
+	if err := h.Flush(); err != nil {
+		return err
+	}
 	clear(h.group)
 	h.refreshHeard()
 	for _, dst := range h.venues {
@@ -211,11 +259,17 @@ func (h *Harness) Heal() error {
 			}
 		}
 	}
+	// Reservations of payments now seen everywhere are released.
+	for _, ven := range h.venues {
+		ven.Reserve.Expire(h.now)
+	}
 	h.evaluate()
-	return h.settle()
+	return h.settle(nil)
 }
 
-// pull gives dst every range src holds and dst lacks, as catch-up does.
+// pull gives dst every range src holds and dst lacks, as catch-up does,
+// then the ops of forked venues that version vectors cannot show (the
+// branch dst lacks), as anti-entropy must.
 func pull(dst, src *crdt.Replica) error {
 	for _, r := range src.Set.Missing(dst.Set.VersionVector()) {
 		ops := make([]crdt.Op, 0, r.Len())
@@ -229,11 +283,90 @@ func pull(dst, src *crdt.Replica) error {
 			return err
 		}
 	}
+	for k, a := range src.Set.Authors {
+		b := dst.Set.Authors[k]
+		if a.Fork == 0 && a.EvidenceMax == 0 && (b == nil || b.Fork == 0 && b.EvidenceMax == 0) {
+			continue
+		}
+		if b != nil && a.NCounted == b.NCounted && a.Acc == b.Acc && a.Fork == b.Fork {
+			continue
+		}
+		if err := pullBranches(dst, src, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// authorOps returns every op of author a replica holds, chain and
+// evidence, by seq (chain op first at one seq).
+func authorOps(r *crdt.Replica, a crdt.PublicKey) ([]crdt.Op, error) {
+	var out []crdt.Op
+	seq, _ := r.Set.Head(a)
+	if err := r.Log.ReadRange(a, 1, seq, func(op crdt.Op) error {
+		out = append(out, op)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var ev []crdt.Op
+	for _, op := range r.Set.EvidenceOps {
+		if op.Author == a {
+			ev = append(ev, op)
+		}
+	}
+	slices.SortFunc(ev, func(x, y crdt.Op) int {
+		if c := cmp.Compare(x.Seq, y.Seq); c != 0 {
+			return c
+		}
+		xi, yi := x.ID(), y.ID()
+		return bytes.Compare(xi[:], yi[:])
+	})
+	out = append(out, ev...)
+	slices.SortStableFunc(out, func(x, y crdt.Op) int { return cmp.Compare(x.Seq, y.Seq) })
+	return out, nil
+}
+
+// pullBranches offers dst, in seq order, every op of author a that src
+// holds and dst does not: the other branch of a forked venue, which the
+// op set keeps as evidence and counts.
+func pullBranches(dst, src *crdt.Replica, a crdt.PublicKey) error {
+	have, err := authorOps(dst, a)
+	if err != nil {
+		return err
+	}
+	ids := make(map[crdt.OpID]bool, len(have))
+	for _, op := range have {
+		ids[op.ID()] = true
+	}
+	ops, err := authorOps(src, a)
+	if err != nil {
+		return err
+	}
+	for _, op := range ops {
+		if ids[op.ID()] {
+			continue
+		}
+		if err := deliverTo(dst, op); err != nil {
+			return fmt.Errorf("branch op %s#%d: %w", op.Author.Short(), op.Seq, err)
+		}
+	}
+	return nil
+}
+
+// deliverTo offers op to a replica; an op it already holds is not an
+// error.
+func deliverTo(r *crdt.Replica, op crdt.Op) error {
+	if err := r.Deliver(op); err != nil && !errors.Is(err, crdt.ErrDuplicate) {
+		return err
+	}
 	return nil
 }
 
 // ingestRange adds one author's contiguous run to a replica (links hashed,
-// newest signature verified) and logs what was added.
+// newest signature verified) and logs what was added. A run that leaves
+// the replica's chain (a forked venue) is kept as evidence by the op set:
+// that is not a failure.
 func ingestRange(r *crdt.Replica, ops []crdt.Op) error {
 	if len(ops) == 0 {
 		return nil
@@ -248,7 +381,7 @@ func ingestRange(r *crdt.Replica, ops []crdt.Op) error {
 			}
 		}
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, crdt.ErrEquivocation) {
 		return err
 	}
 	for _, op := range r.Pending.Drain(r.Set) {
@@ -264,8 +397,11 @@ func ingestRange(r *crdt.Replica, ops []crdt.Op) error {
 
 // lastHeard returns when venue v last heard venue u (Unix ms, 0 never):
 // now for a venue of its own group, the last heartbeat before the split
-// with DetectionLag, never otherwise.
+// with DetectionLag, never otherwise. A retired till is never heard.
 func (h *Harness) lastHeard(v, u int) int64 {
+	if h.venues[u].Retired {
+		return 0
+	}
 	if h.group[v] == h.group[u] {
 		return h.now
 	}
@@ -276,18 +412,19 @@ func (h *Harness) lastHeard(v, u int) int64 {
 }
 
 // quorum applies the isolation rule nodes use (crdt.Settings.Quorum) to
-// the other admitted, unrevoked venues venue v knows.
+// the other admitted, unrevoked venues venue v knows. A key signing on two
+// tills is heard when either is.
 func (h *Harness) quorum(v int) (inSync bool, quorumAt int64) {
 	st := h.venues[v].Replica.Set.State
-	self := h.venues[v].Signer.Public()
+	self := h.venues[v].Key()
 	var heard []int64
 	for k, ven := range st.Venues {
 		if ven.Revoked || k == self {
 			continue
 		}
 		var t int64
-		if u, ok := h.byKey[k]; ok {
-			t = h.lastHeard(v, u)
+		for _, u := range h.byKey[k] {
+			t = max(t, h.lastHeard(v, u))
 		}
 		heard = append(heard, t)
 	}
@@ -295,10 +432,15 @@ func (h *Harness) quorum(v int) (inSync bool, quorumAt int64) {
 	return inSync, quorumAt
 }
 
-// isolatedNow reports whether venue v is isolated now.
-func (h *Harness) isolatedNow(v int) bool {
-	inSync, _ := h.quorum(v)
-	return !inSync
+// reachable reports whether venue v reaches a venue signing with key k
+// right now: one of its tills is in v's group.
+func (h *Harness) reachable(v int, k crdt.PublicKey) (int, bool) {
+	for _, u := range h.byKey[k] {
+		if !h.venues[u].Retired && h.group[u] == h.group[v] {
+			return u, true
+		}
+	}
+	return -1, false
 }
 
 // evaluate updates every venue's sync state as a node does: on losing sync
@@ -320,7 +462,7 @@ func (h *Harness) evaluate() {
 			if quorumAt > 0 && quorumAt < since {
 				since = quorumAt
 			}
-			v.Ledger = crdt.RebuildOfflineLedger(v.Replica.Set.State, v.Signer.Public(), since)
+			v.Ledger = crdt.RebuildOfflineLedger(v.Replica.Set.State, v.Key(), since)
 			v.Periods++
 		} else {
 			v.Ledger.Reset(0)
@@ -328,127 +470,293 @@ func (h *Harness) evaluate() {
 	}
 }
 
-// WouldSync reports whether a group of n venues stays in sync under the
-// isolation rule once heartbeats from outside it have expired.
+// WouldSync reports whether a group of n venues (n distinct keys) stays in
+// sync under the isolation rule (crdt.Settings.Quorum) once heartbeats
+// from outside it have expired.
 func (h *Harness) WouldSync(n int) bool {
-	others := uint64(len(h.venues) - 1)
-	fresh := uint64(n - 1)
-	p := h.Settings().MinPeersPercent
-	return !(fresh*100 < p*others || fresh == 0 && p > 0)
+	others := len(h.venues[0].Replica.Set.State.ReservationVenues()) - 1
+	heard := make([]int64, max(others, 0))
+	for i := 0; i < n-1 && i < len(heard); i++ {
+		heard[i] = h.now
+	}
+	inSync, _, _ := h.Settings().Quorum(heard, h.now)
+	return inSync
 }
 
-// emit makes venue v's next op, adds it to v's replica and delivers it at
-// once to the other venues of v's group, as gossip does; then the venues
-// act on the conflicts it revealed (settle).
+// HoldGossip makes ops wait for Flush before they reach the other venues
+// of their group: the gossip delay (milliseconds) inside which venues in
+// sync decide on views that miss each other's newest payments.
+func (h *Harness) HoldGossip() { h.hold = true }
+
+// Flush delivers the held ops to the groups they were made in, in the
+// order they were made, stops holding, and runs the automatic blocks.
+func (h *Harness) Flush() error {
+	h.hold = false
+	held := h.held
+	h.held = nil
+	var cards []crdt.CardID
+	for _, m := range held {
+		for u, ven := range h.venues {
+			if u == m.from || h.group[u] != m.group {
+				continue
+			}
+			if err := h.deliver(ven, m.op); err != nil {
+				return fmt.Errorf("simulations: venue %d refused held %s from %d: %w", u, m.op.Kind, m.from, err)
+			}
+		}
+		if c, ok := opCard(m.op); ok {
+			cards = append(cards, c)
+		}
+	}
+	if len(held) == 0 {
+		return nil
+	}
+	return h.settle(cards)
+}
+
+// deliver gives op to a venue's replica and lets it act as a reservation
+// coordinator does on seeing a payment: release the reservation it held
+// for the op's author.
+func (h *Harness) deliver(ven *Venue, op crdt.Op) error {
+	if err := deliverTo(ven.Replica, op); err != nil {
+		return err
+	}
+	ven.Reserve.ReleasePayment(&op)
+	return nil
+}
+
+// opCard returns the card a money or card op is about.
+func opCard(op crdt.Op) (crdt.CardID, bool) {
+	b, err := op.Decode()
+	if err != nil {
+		return "", false
+	}
+	switch b := b.(type) {
+	case *crdt.Payment:
+		return b.Card, true
+	case *crdt.Refund:
+		return b.Card, true
+	case *crdt.TopUp:
+		return b.Card, true
+	case *crdt.Correction:
+		return b.Card, true
+	}
+	return "", false
+}
+
+// emit makes venue v's next op, adds it to v's replica and delivers it to
+// the other venues of v's group (at once, as gossip does, or at Flush
+// while gossip is held); then the venues act on the ledger it changed
+// (settle).
 func (h *Harness) emit(v int, body crdt.Body) (crdt.Op, error) {
 	op, err := h.broadcast(v, body)
 	if err != nil {
 		return op, err
 	}
-	return op, h.settle()
+	if c, ok := opCard(op); ok {
+		return op, h.settle([]crdt.CardID{c})
+	}
+	return op, nil
 }
 
 // broadcast makes venue v's next op and delivers it to v's group.
 func (h *Harness) broadcast(v int, body crdt.Body) (crdt.Op, error) {
 	ven := h.venues[v]
+	if ven.Retired {
+		return crdt.Op{}, fmt.Errorf("simulations: venue %d is retired", v)
+	}
 	op := ven.Author.Make(body)
-	if err := ven.Replica.Deliver(op); err != nil {
+	if err := h.deliver(ven, op); err != nil {
 		return op, fmt.Errorf("simulations: venue %d refused its own %s: %w", v, op.Kind, err)
+	}
+	if h.hold {
+		h.held = append(h.held, heldOp{from: v, group: h.group[v], op: op})
+		return op, nil
 	}
 	for u := range h.venues {
 		if u == v || h.group[u] != h.group[v] {
 			continue
 		}
-		if err := h.venues[u].Replica.Deliver(op); err != nil {
+		if err := h.deliver(h.venues[u], op); err != nil {
 			return op, fmt.Errorf("simulations: venue %d refused %s from %d: %w", u, op.Kind, v, err)
 		}
 	}
 	return op, nil
 }
 
-// settle is node/writer.go's autoBlock on every venue, in venue order: a
-// venue whose replica holds a double-spend or stale-stamp conflict it had
-// not seen blocks the card, when the federation settings ask for it and it
-// does not already see the card blocked. Each block op reaches the venue's
-// group before the next venue looks, so one group blocks a card once.
-func (h *Harness) settle() error {
-	for progress := true; progress; {
-		progress = false
-		for v, ven := range h.venues {
-			st := ven.Replica.Set.State
-			if len(st.Conflicts) == len(ven.seen) {
+// settle is the node's automatic block after its ledger changed: each
+// venue, in venue order, blocks a card the rule says to block
+// (crdt.Card.NeedsAutoBlock: money actually missing after merge, newer
+// than the card's last block-state change), when the federation settings
+// ask for AutoBlock. cards nil looks at every card. Each block op reaches
+// the venue's group before the next venue looks, so one group blocks a
+// card once.
+func (h *Harness) settle(cards []crdt.CardID) error {
+	for v, ven := range h.venues {
+		if ven.Retired {
+			continue
+		}
+		st := ven.Replica.Set.State
+		if !st.Settings.AutoBlock || !ven.Replica.Set.IsMember(ven.Key()) {
+			continue
+		}
+		ids := cards
+		if ids == nil {
+			for id, c := range st.Cards {
+				if c.Balance < 0 {
+					ids = append(ids, id)
+				}
+			}
+			slices.Sort(ids)
+		}
+		for _, id := range ids {
+			if !st.Card(id).NeedsAutoBlock() {
 				continue
 			}
-			for _, c := range st.SortedConflicts() {
-				k := c.Key()
-				if ven.seen[k] {
-					continue
-				}
-				ven.seen[k] = true
-				if !st.Settings.AutoBlock || !ven.Replica.Set.IsMember(ven.Signer.Public()) ||
-					c.Kind != crdt.ConflictDoubleSpend && c.Kind != crdt.ConflictStaleStamp {
-					continue
-				}
-				if card := st.Card(c.Card); card == nil || card.Blocked {
-					continue
-				}
-				if _, err := h.broadcast(v, &crdt.CardBlock{Card: c.Card, Reason: fmt.Sprintf("automatic: %s detected", c.Kind)}); err != nil {
-					return err
-				}
-				h.Blocks++
-				progress = true
+			if _, err := h.broadcast(v, &crdt.CardBlock{Card: id, Reason: "automatic: balance negative after merge"}); err != nil {
+				return err
 			}
+			h.Blocks++
 		}
 	}
 	return nil
 }
 
-// TopUp credits a card at venue v (cash desk). Like a node, it accepts a
-// top-up while isolated and refuses one for a card it knows is blocked.
+// blockAfterRefusal is the node's block after a refused payment, when
+// crdt.BlockAfterRefusal says so (a stale stamp presented while isolated)
+// and the settings ask for AutoBlock.
+func (h *Harness) blockAfterRefusal(v int, card crdt.CardID, err error, isolated bool) error {
+	if !crdt.BlockAfterRefusal(err, isolated) {
+		return nil
+	}
+	st := h.venues[v].Replica.Set.State
+	if c := st.Card(card); !st.Settings.AutoBlock || c == nil || c.Blocked {
+		return nil
+	}
+	if _, berr := h.broadcast(v, &crdt.CardBlock{Card: card, Reason: "automatic: stale stamp presented while isolated"}); berr != nil {
+		return berr
+	}
+	h.RefusalBlocks++
+	return nil
+}
+
+// TopUp credits a card at venue v (cash desk) under crdt.State.DecideTopUp
+// (not a blocked card, not beyond the balance ceiling). Like a node, it
+// accepts a top-up while isolated.
 func (h *Harness) TopUp(v int, card crdt.CardID, amount uint64) (crdt.Op, error) {
 	h.evaluate()
-	if c := h.venues[v].Replica.Set.State.Card(card); c != nil && c.Blocked {
-		return crdt.Op{}, crdt.ErrCardBlocked
+	if _, err := h.venues[v].Replica.Set.State.DecideTopUp(card, amount); err != nil {
+		return crdt.Op{}, err
 	}
 	return h.emit(v, &crdt.TopUp{Card: card, Amount: amount, Method: crdt.MethodCash})
 }
 
-// Decide runs the payment rules at venue v now, with its sync state and
-// ledger, without paying.
-func (h *Harness) Decide(v int, card crdt.CardID, amount uint64, stamp *crdt.CardStamp) (crdt.PaymentDecision, error) {
-	d, _, err := h.decide(v, card, amount, stamp)
-	return d, err
+// gate is node/quorum.go's paymentQuorum on venue v for a payment or
+// refund of amount: lost says the venue, though it believes itself in
+// sync, cannot reach a quorum now (or the card's reservation
+// coordinators), so the caps apply; err is ErrCardBusy when another venue
+// holds the card. With grant, a reservation is taken with the reachable
+// coordinators (crdt.ReservationTable.Grant); without, their answers are
+// only looked up (a probe that changes nothing).
+func (h *Harness) gate(v int, card crdt.CardID, amount uint64, grant bool) (lost bool, err error) {
+	ven := h.venues[v]
+	if ven.Isolated {
+		return false, nil
+	}
+	if !h.cfg.NoQuorumCheck && !h.reachesQuorum(v) {
+		return true, nil
+	}
+	st := ven.Replica.Set.State
+	if h.cfg.NoReservations || !crdt.NeedsReservation(st.Settings, amount) {
+		return false, nil
+	}
+	coords := crdt.Coordinators(card, st.ReservationVenues(), crdt.ReservationCoordinators)
+	var granted, busy, failed int
+	var got []int
+	for _, k := range coords {
+		u, ok := h.reachable(v, k)
+		if !ok {
+			failed++
+			continue
+		}
+		table := h.venues[u].Reserve
+		if grant {
+			if _, gerr := table.Grant(card, ven.Key(), amount, h.now); gerr != nil {
+				busy++
+				continue
+			}
+			got = append(got, u)
+			granted++
+			continue
+		}
+		if r, held := table.Holder(card, h.now); held && r.Venue != ven.Key() {
+			busy++
+		} else {
+			granted++
+		}
+	}
+	_, rerr := crdt.ReservationOutcome(len(coords), granted, busy, failed)
+	if rerr != nil {
+		for _, u := range got {
+			h.venues[u].Reserve.Release(card, ven.Key())
+		}
+	}
+	switch {
+	case errors.Is(rerr, crdt.ErrCardBusy):
+		return false, fmt.Errorf("simulations: venue %d: %w", v, rerr)
+	case rerr != nil:
+		return true, nil
+	}
+	return false, nil
 }
 
-// decide also says whether the payment fell under the caps because the
-// venue, though it believes itself in sync, cannot reach a quorum now.
-func (h *Harness) decide(v int, card crdt.CardID, amount uint64, stamp *crdt.CardStamp) (crdt.PaymentDecision, bool, error) {
+// release gives back venue v's reservation of card at every coordinator
+// (the payment it reserved for was refused).
+func (h *Harness) release(v int, card crdt.CardID) {
+	for _, ven := range h.venues {
+		ven.Reserve.Release(card, h.venues[v].Key())
+	}
+}
+
+// Decide runs the payment rules at venue v now, with its sync state, the
+// quorum check and the card's reservation looked up (not taken), and its
+// ledger, without paying.
+func (h *Harness) Decide(v int, card crdt.CardID, amount uint64, stamp *crdt.CardStamp) (crdt.PaymentDecision, error) {
 	h.evaluate()
+	lost, err := h.gate(v, card, amount, false)
+	if err != nil {
+		return crdt.PaymentDecision{}, err
+	}
+	return h.decide(v, card, amount, stamp, lost)
+}
+
+// decide is crdt.State.DecidePayment at venue v: isolated when the venue
+// is, or when the gate found the quorum lost (the caps then count the
+// card's payments here over the last IsolationAfter, crdt.CardLedger).
+func (h *Harness) decide(v int, card crdt.CardID, amount uint64, stamp *crdt.CardStamp, lost bool) (crdt.PaymentDecision, error) {
 	ven := h.venues[v]
 	st := ven.Replica.Set.State
-	lost := !ven.Isolated && !h.cfg.NoQuorumCheck && !h.reachesQuorum(v)
 	in := crdt.PaymentInput{Card: card, Amount: amount, Stamp: stamp, Now: h.now, Isolated: ven.Isolated || lost}
 	ledger := &ven.Ledger
 	if lost {
-		l := crdt.CardLedger(st, ven.Signer.Public(), card, h.now-int64(st.Settings.IsolationAfter))
+		l := crdt.CardLedger(st, ven.Key(), card, h.now-int64(st.Settings.IsolationAfter))
 		ledger = &l
 	}
-	d, err := st.DecidePayment(ven.Signer.Public(), in, ledger)
-	return d, lost, err
+	return st.DecidePayment(ven.Key(), in, ledger)
 }
 
 // reachesQuorum reports whether venue v can reach a quorum of the other
 // venues right now: the venues of its group.
 func (h *Harness) reachesQuorum(v int) bool {
 	st := h.venues[v].Replica.Set.State
-	self := h.venues[v].Signer.Public()
+	self := h.venues[v].Key()
 	others, reach := 0, 0
 	for k, ven := range st.Venues {
 		if ven.Revoked || k == self {
 			continue
 		}
 		others++
-		if u, ok := h.byKey[k]; ok && h.group[u] == h.group[v] {
+		if _, ok := h.reachable(v, k); ok {
 			reach++
 		}
 	}
@@ -461,23 +769,36 @@ type Paid struct {
 	Op       crdt.Op
 	ID       crdt.OpID
 	Decision crdt.PaymentDecision
-	// Offline is true when the venue was isolated; Period is then the
-	// venue's isolation period.
+	// Offline is true when the venue took it under the caps (isolated, or
+	// in sync without a quorum or the card's coordinators); Period is then
+	// the venue's isolation period.
 	Offline bool
 	Period  int
 	// Stamp is the new signed stamp to write back on the card.
 	Stamp []byte
 }
 
-// Pay is node/money.go's pay on venue v: the rules with the venue's sync
-// state and offline ledger, a signed payment op with the decision's
-// counters, the ledger recorded when offline, and a new signed stamp.
+// Pay is node/money.go's pay on venue v: the quorum check and the card's
+// reservation above the floor limit, the rules with the venue's sync state
+// and offline ledger, a signed payment op with the decision's counters and
+// the stamp's signer, the ledger recorded when offline, and a new signed
+// stamp. A refusal that calls for a block (crdt.BlockAfterRefusal) blocks
+// the card.
 func (h *Harness) Pay(v int, card crdt.CardID, amount uint64, stamp *crdt.CardStamp, label string) (Paid, error) {
-	d, lost, err := h.decide(v, card, amount, stamp)
+	h.evaluate()
+	ven := h.venues[v]
+	lost, err := h.gate(v, card, amount, true)
 	if err != nil {
 		return Paid{}, err
 	}
-	ven := h.venues[v]
+	d, err := h.decide(v, card, amount, stamp, lost)
+	if err != nil {
+		h.release(v, card)
+		if berr := h.blockAfterRefusal(v, card, err, ven.Isolated || lost); berr != nil {
+			return Paid{}, berr
+		}
+		return Paid{}, err
+	}
 	offline, period := ven.Isolated || lost, 0
 	if ven.Isolated {
 		period = ven.Periods
@@ -487,7 +808,7 @@ func (h *Harness) Pay(v int, card crdt.CardID, amount uint64, stamp *crdt.CardSt
 		// the isolation that follows, so a separate cap is an upper bound).
 		period = -1 - ven.Periods
 	}
-	op, err := h.emit(v, &crdt.Payment{Card: card, Amount: amount, Counter: d.Counter, Label: label, StampCounter: d.StampCounter})
+	op, err := h.emit(v, &crdt.Payment{Card: card, Amount: amount, Counter: d.Counter, Label: label, StampCounter: d.StampCounter, StampVenue: d.StampVenue})
 	if err != nil {
 		return Paid{}, err
 	}
@@ -500,6 +821,68 @@ func (h *Harness) Pay(v int, card crdt.CardID, amount uint64, stamp *crdt.CardSt
 	}
 	return Paid{Op: op, ID: op.ID(), Decision: d, Offline: offline, Period: period, Stamp: ns.Encode()}, nil
 }
+
+// Refund is node/money.go's refund on venue v: the same quorum check and
+// reservation as a payment, then crdt.State.DecideRefund (refused while
+// isolated or in the detection window), then a signed refund op. It
+// returns the op and the balance after it as the venue sees it.
+func (h *Harness) Refund(v int, card crdt.CardID, amount uint64, reason string) (crdt.Op, int64, error) {
+	h.evaluate()
+	ven := h.venues[v]
+	lost, err := h.gate(v, card, amount, true)
+	if err != nil {
+		return crdt.Op{}, 0, err
+	}
+	bal, err := ven.Replica.Set.State.DecideRefund(crdt.RefundInput{Card: card, Amount: amount, Isolated: ven.Isolated || lost})
+	if err != nil {
+		h.release(v, card)
+		return crdt.Op{}, 0, err
+	}
+	op, err := h.emit(v, &crdt.Refund{Card: card, Amount: amount, Reason: reason})
+	return op, bal, err
+}
+
+// CopyVenue copies venue v's data dir to a second till: a new venue index
+// with a replica holding every op v holds and an author made with
+// crdt.NewAuthor from the same key and the same (seq, head). Both tills
+// then sign with one key; put them on two sides of a partition and they
+// sign two ops at one seq. The copy starts in v's group.
+func (h *Harness) CopyVenue(v int) (int, error) {
+	if err := h.Flush(); err != nil {
+		return 0, err
+	}
+	src := h.venues[v]
+	r := crdt.NewReplica(h.fedKey)
+	if err := pull(r, src.Replica); err != nil {
+		return 0, fmt.Errorf("simulations: copy of venue %d: %w", v, err)
+	}
+	seq, head := src.Replica.Set.Head(src.Key())
+	if seq != src.Author.Seq() {
+		return 0, fmt.Errorf("simulations: venue %d signed %d ops, its replica holds %d", v, src.Author.Seq(), seq)
+	}
+	i := len(h.venues)
+	t := &Venue{
+		Index:   i,
+		Signer:  src.Signer,
+		Author:  crdt.NewAuthor(src.Signer, crdt.NewClock(h.Now), seq, head),
+		Replica: r,
+		Reserve: crdt.NewReservationTable(0),
+		Twin:    v,
+	}
+	t.Ledger.Reset(0)
+	h.venues = append(h.venues, t)
+	h.byKey[t.Key()] = append(h.byKey[t.Key()], i)
+	h.group = append(h.group, h.group[v])
+	for u := range h.heardAt {
+		h.heardAt[u] = append(h.heardAt[u], h.heardAt[u][v])
+	}
+	h.heardAt = append(h.heardAt, slices.Clone(h.heardAt[v]))
+	h.evaluate()
+	return i, nil
+}
+
+// Retire switches a till off: it takes no traffic and signs nothing more.
+func (h *Harness) Retire(v int) { h.venues[v].Retired = true }
 
 // Digests returns every replica's digest.
 func (h *Harness) Digests() [][32]byte {

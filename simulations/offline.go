@@ -527,8 +527,11 @@ func (s *scenario) handle(ev event) error {
 		s.honest = slices.Delete(s.honest, i, i+1)
 		c.cloned = true
 		if short := s.cfg.AttackerTopUpCents - c.balance(); short > 0 {
-			if err := s.topUp(s.rng.IntN(s.cfg.Venues), c, uint64(short)); err != nil {
-				return err
+			v := s.rng.IntN(s.cfg.Venues)
+			if amount := s.largestTopUp(v, c.id, uint64(short)); amount > 0 {
+				if err := s.topUp(v, c, amount); err != nil {
+					return err
+				}
 			}
 		}
 		s.clones = append(s.clones, &simClone{card: c, frozen: slices.Clone(c.stamp), madeAt: s.h.Now()})
@@ -618,6 +621,23 @@ func (s *scenario) topUp(v int, c *simCard, amount uint64) error {
 	return nil
 }
 
+// largestTopUp is the largest top-up up to want that venue v accepts for
+// card now (crdt.State.DecideTopUp: the balance ceiling as the venue sees
+// the card).
+func (s *scenario) largestTopUp(v int, card crdt.CardID, want uint64) uint64 {
+	st := s.h.Venue(v).Replica.Set.State
+	lo, hi := uint64(0), want
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if _, err := st.DecideTopUp(card, mid); err == nil {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}
+
 func decodeStamp(p []byte) (*crdt.CardStamp, error) {
 	if len(p) == 0 {
 		return nil, nil
@@ -632,7 +652,8 @@ func decodeStamp(p []byte) (*crdt.CardStamp, error) {
 // refusal reports whether err is a payment rule refusing, not a failure of
 // the run.
 func refusal(err error) bool {
-	for _, e := range []error{crdt.ErrUnknownCard, crdt.ErrCardBlocked, crdt.ErrInsufficientFunds, crdt.ErrOfflineCap, crdt.ErrDailyCap, crdt.ErrBadStamp, crdt.ErrStaleStamp} {
+	for _, e := range []error{crdt.ErrUnknownCard, crdt.ErrCardBlocked, crdt.ErrInsufficientFunds, crdt.ErrOfflineCap, crdt.ErrDailyCap,
+		crdt.ErrBadStamp, crdt.ErrStaleStamp, crdt.ErrCardBusy, crdt.ErrRefundOffline, crdt.ErrBalanceCeiling} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -806,10 +827,15 @@ func (s *scenario) spree(v int, c *simCard, stamp *[]byte, carry bool, who actor
 			return err
 		}
 		if _, err := s.h.Decide(v, c.id, 1, st); err != nil {
-			if refusal(err) {
-				return nil
+			if !refusal(err) {
+				return err
 			}
-			return err
+			// The clone is tapped anyway: the venue refuses, and blocks the
+			// card if the rules say so (crdt.BlockAfterRefusal).
+			if _, err := s.pay(v, c, 1, st, who); err == nil || !refusal(err) {
+				return fmt.Errorf("simulations: venue %d: a refused payment of %s: %v", v, c.id, err)
+			}
+			return nil
 		}
 		lo, hi := uint64(1), uint64(crdt.MaxAmount)
 		for lo < hi {

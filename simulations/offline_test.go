@@ -101,7 +101,7 @@ func TestOfflineRisk(t *testing.T) {
 func TestOfflineRiskCapsBind(t *testing.T) {
 	cfg := DefaultOfflineConfig()
 	cfg.CloneStamps = StampPerGroup
-	cfg.AttackerTopUpCents = 50000
+	cfg.AttackerTopUpCents = 15000
 	rs := runSeeds(t, cfg, 4)
 	for i := range rs {
 		r := &rs[i]
@@ -125,7 +125,7 @@ func TestOfflineRiskDetectionLag(t *testing.T) {
 	cfg.NoQuorumCheck = true
 	cfg.AttackAfterMs = 0
 	cfg.CloneStamps = StampPerGroup
-	cfg.AttackerTopUpCents = 30000
+	cfg.AttackerTopUpCents = 15000
 	rs := runSeeds(t, cfg, 4)
 	exposed := false
 	for i := range rs {
@@ -222,7 +222,7 @@ func TestOfflineRiskQuorumCheck(t *testing.T) {
 	cfg.DetectionLag = true
 	cfg.AttackAfterMs = 0
 	cfg.CloneStamps = StampPerGroup
-	cfg.AttackerTopUpCents = 30000
+	cfg.AttackerTopUpCents = 15000
 	rs := runSeeds(t, cfg, 4)
 	lost := false
 	for i := range rs {
@@ -246,7 +246,7 @@ func TestOfflineRiskQuorumCheck(t *testing.T) {
 //
 //	frozen        clones present the stamp copied when cloned (the scenario)
 //	per_group     clones carry stamps within a group, start again in the next
-//	caps_bind     per_group, cloned cards topped up to 300.00 first
+//	caps_bind     per_group, cloned cards topped up to the 150.00 balance ceiling first
 //	lag_attack    caps_bind with the node's heartbeat timing and quorum ping, striking as the split begins
 //	lag_no_ping   lag_attack without the quorum ping: the detection window alone
 func BenchmarkOfflineRisk(b *testing.B) {
@@ -254,7 +254,7 @@ func BenchmarkOfflineRisk(b *testing.B) {
 	perGroup := full
 	perGroup.CloneStamps = StampPerGroup
 	capsBind := perGroup
-	capsBind.AttackerTopUpCents = 30000
+	capsBind.AttackerTopUpCents = 15000
 	lag := capsBind
 	lag.DetectionLag = true
 	lag.AttackAfterMs = 0

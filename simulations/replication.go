@@ -694,8 +694,18 @@ func (g *opGen) body() crdt.Body {
 		return &crdt.TopUp{Card: g.cards[i], Amount: uint64(1000 + 500*g.rng.IntN(9)), Method: crdt.MethodCash}
 	}
 	g.counters[i]++
-	return &crdt.Payment{Card: g.cards[i], Amount: uint64(50 + 10*g.rng.IntN(200)), Counter: g.counters[i], Label: "bar", StampCounter: g.counters[i] - 1}
+	p := &crdt.Payment{Card: g.cards[i], Amount: uint64(50 + 10*g.rng.IntN(200)), Counter: g.counters[i], Label: "bar", StampCounter: g.counters[i] - 1}
+	if p.StampCounter > 0 {
+		// A payment that relied on a stamp names its signer; any key
+		// gives the op its real size.
+		p.StampVenue = stampVenue
+	}
+	return p
 }
+
+// stampVenue stands for the venue that signed the stamps the scenarios'
+// payments rely on.
+var stampVenue = crdt.PublicKey(sha256.Sum256([]byte("cagnotte/simulations/stamp-venue")))
 
 // intn returns a random int in [0, n).
 func (g *opGen) intn(n int) int {
