@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -316,7 +317,7 @@ func TestHolderToken(t *testing.T) {
 }
 
 // TestHolderTokenOtherVenue: a token issued at one venue opens the card at
-// another venue of the federation.
+// another venue of the federation, also after the issuing venue is revoked.
 func TestHolderTokenOtherVenue(t *testing.T) {
 	vs, err := PrepareDemo(t.TempDir(), 2)
 	if err != nil {
@@ -336,6 +337,28 @@ func TestHolderTokenOtherVenue(t *testing.T) {
 	_, issued := a.post("/api/v1/cards/"+card+"/holder-token", map[string]any{})
 	if st, h := b.do("GET", "/api/v1/holder/"+issued["token"].(string), "", nil); st != 200 || h["card"] != card {
 		t.Fatalf("%d %v", st, h)
+	}
+	// Revoking the issuing venue does not cut its card holders off
+	// (docs/api.md: tokens of a venue that is or was a member are valid).
+	f, err := OpenFederation(filepath.Join(filepath.Dir(vs[0].Dir), "federation"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ak := a.node.Key()
+	rev, err := f.Revoke(ak, a.node.VersionVector()[ak], "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.node.Ingest(context.Background(), []crdt.Op{rev}); err != nil {
+		t.Fatal(err)
+	}
+	revoked := false
+	b.node.View(func(set *crdt.OpSet) { revoked = set.State.Venues[ak].Revoked })
+	if !revoked {
+		t.Fatal("the revocation did not reach venue b")
+	}
+	if st, h := b.do("GET", "/api/v1/holder/"+issued["token"].(string), "", nil); st != 200 || h["card"] != card {
+		t.Fatalf("token of a revoked venue: %d %v", st, h)
 	}
 }
 
