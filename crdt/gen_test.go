@@ -228,7 +228,15 @@ func (g *gen) revoke() {
 	seq := g.sc.venues[i].author.Seq()
 	cut := uint64(rapid.IntRange(0, int(seq-1)).Draw(g.t, "after seq"))
 	g.sc.revoked, g.sc.cut = i, cut
-	g.fedOp(&crdt.Revoke{Venue: g.sc.venues[i].key(), AfterSeq: cut, Reason: "lost node"})
+	rv := &crdt.Revoke{Venue: g.sc.venues[i].key(), AfterSeq: cut, Reason: "lost node"}
+	if cut > 0 && rapid.Bool().Draw(g.t, "pin head") {
+		for _, op := range g.sc.ops {
+			if op.Author == rv.Venue && op.Seq == cut {
+				rv.Head = op.ID()
+			}
+		}
+	}
+	g.fedOp(rv)
 }
 
 func (g *gen) venueBody(vi int) crdt.Body {
