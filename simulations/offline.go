@@ -81,6 +81,21 @@ type OfflineConfig struct {
 	// to that balance just before cloning it (an attacker cloning their own
 	// card): the balance then exceeds what the caps let a clone take.
 	AttackerTopUpCents int64 `json:"attacker_topup_cents,omitempty"`
+	// NoReservations turns off the reservation of cards above the floor
+	// limit (see HarnessConfig.NoReservations).
+	NoReservations bool `json:"no_reservations,omitempty"`
+	// RefundShare is the share of honest card events that are a cash
+	// refund of the rest of the card's balance at a random venue instead of
+	// a payment. With refunds, every clone also asks each venue it reaches
+	// on the far side of a partition for the card's balance in cash.
+	RefundShare float64 `json:"refund_share,omitempty"`
+	// DoubleSigners is how many partitions (the first ones) start with a
+	// random venue's data dir copied to a second till on another side: two
+	// tills signing with one key, until the heal switches the copy off.
+	DoubleSigners int `json:"double_signers,omitempty"`
+	// UIDOnlyShare is the share of venues whose readers read the card's
+	// UID only: they neither read nor write stamps.
+	UIDOnlyShare float64 `json:"uid_only_share,omitempty"`
 }
 
 const minute = 60_000
@@ -151,6 +166,8 @@ func (c OfflineConfig) validate() error {
 		return errors.New("simulations: durations must be positive, min <= max")
 	case c.PaymentsPerCardHour < 0 || c.AttackAfterMs < 0 || c.AttackerTopUpCents < 0 || c.AttackerTopUpCents > crdt.MaxAmount:
 		return errors.New("simulations: negative rate or delay")
+	case c.RefundShare < 0 || c.RefundShare > 1 || c.UIDOnlyShare < 0 || c.UIDOnlyShare > 1 || c.DoubleSigners < 0:
+		return errors.New("simulations: shares must be between 0 and 1, double signers not negative")
 	case c.CloneStamps != StampFrozen && c.CloneStamps != StampPerGroup:
 		return fmt.Errorf("simulations: unknown clone stamp policy %q", c.CloneStamps)
 	}
@@ -172,6 +189,11 @@ type EpisodeReport struct {
 	OfflinePayments int   `json:"offline_payments"`
 	AttackPayments  int   `json:"attack_payments"`
 	AttackCents     int64 `json:"attack_cents"`
+	// CopiedVenue is the venue whose data dir was copied to a second till
+	// for this partition, and CopyGroup the group the copy was in; -1
+	// when none.
+	CopiedVenue int `json:"copied_venue"`
+	CopyGroup   int `json:"copy_group"`
 }
 
 // HonestStats is the honest traffic: payments of cards that were never
@@ -192,6 +214,32 @@ type HonestStats struct {
 	RefusedFunds int `json:"refused_funds"`
 	RefusedOther int `json:"refused_other"`
 	TopUps       int `json:"topups"`
+	// Collisions counts the (card, counter) pairs of honest cards paid
+	// twice (a reader that cannot read the stamp); StaleStamps the honest
+	// payments made on an older stamp (a reader that could not write it).
+	// Both are expected with UID-only readers; neither may block a card.
+	Collisions  int `json:"collisions"`
+	StaleStamps int `json:"stale_stamps"`
+	// FalseBlocks counts honest cards blocked though no money is missing
+	// (every honest card's balance is ≥ 0).
+	FalseBlocks int `json:"false_blocks"`
+	// Cards is the number of honest cards (never cloned).
+	Cards int `json:"cards"`
+}
+
+// RefundStats counts cash refunds asked for.
+type RefundStats struct {
+	Attempted int   `json:"attempted"`
+	Accepted  int   `json:"accepted"`
+	Cents     int64 `json:"cents"`
+	// RefusedOffline were refused because the venue was isolated or could
+	// not reach a quorum now (crdt.ErrRefundOffline).
+	RefusedOffline int `json:"refused_offline"`
+	RefusedFunds   int `json:"refused_funds"`
+	RefusedOther   int `json:"refused_other"`
+	// AcceptedIsolated counts refunds accepted at a venue that was
+	// isolated: the rules forbid it, so it must stay 0.
+	AcceptedIsolated int `json:"accepted_isolated"`
 }
 
 // AttackStats is what the attackers (cloned cards and their originals)
@@ -268,6 +316,23 @@ type OfflineReport struct {
 	ToppedUpCents   int64 `json:"topped_up_cents"`
 	PaidCents       int64 `json:"paid_cents"`
 	HonestNegatives int   `json:"honest_negatives"`
+	// ErasedOps counts (op, replica) pairs where a payment, refund or
+	// top-up the run made is not counted in its card's history: money
+	// erased.
+	ErasedOps int `json:"erased_ops"`
+
+	// HonestRefunds are the holders' refunds, AttackRefunds the clones'.
+	HonestRefunds RefundStats `json:"honest_refunds"`
+	AttackRefunds RefundStats `json:"attack_refunds"`
+
+	// Forks counts the venue keys that signed on two tills (both signed
+	// after the copy); ForksDetected those listed as an equivocation
+	// conflict on every replica.
+	Forks         int `json:"forks"`
+	ForksDetected int `json:"forks_detected"`
+	// RefusalBlocks counts the block ops made after a refused payment
+	// (a stale stamp presented while isolated).
+	RefusalBlocks int `json:"refusal_blocks"`
 
 	// Violations lists every invariant that failed; empty on a good run.
 	Violations []string `json:"violations,omitempty"`
@@ -320,6 +385,7 @@ const (
 
 // payRec is one accepted payment, as the simulation saw it.
 type payRec struct {
+	refund       bool
 	card         crdt.CardID
 	id           crdt.OpID
 	venue        int
@@ -334,6 +400,7 @@ type payRec struct {
 }
 
 type simCard struct {
+	refunds RefundStats
 	id      crdt.CardID
 	stamp   []byte // the stamp on the real card
 	credits int64
@@ -348,6 +415,13 @@ type simClone struct {
 	card   *simCard
 	frozen []byte
 	madeAt int64
+}
+
+// copyRec is a venue's data dir copied to a second till.
+type copyRec struct {
+	venue, twin int
+	key         crdt.PublicKey
+	seq         uint64 // the author's seq at the copy
 }
 
 type evKind uint8
@@ -369,6 +443,11 @@ type event struct {
 }
 
 type scenario struct {
+	uidOnly []bool
+	// twin[v] is the index of venue v's active copy, if any.
+	twin    map[int]int
+	copies  []copyRec
+	topups  []crdt.OpID
 	cfg     OfflineConfig
 	set     crdt.Settings
 	rng     *rand.Rand
@@ -405,13 +484,19 @@ func RunOffline(cfg OfflineConfig) (OfflineReport, error) {
 		rng:     newRng(cfg.Seed),
 		start:   simStart,
 		episode: -1,
+		twin:    map[int]int{},
 	}
 	s.rep.Config = cfg
-	h, err := NewHarness(HarnessConfig{Venues: cfg.Venues, Seed: cfg.Seed, Settings: s.set, Start: s.start, DetectionLag: cfg.DetectionLag, NoQuorumCheck: cfg.NoQuorumCheck})
+	h, err := NewHarness(HarnessConfig{Venues: cfg.Venues, Seed: cfg.Seed, Settings: s.set, Start: s.start,
+		DetectionLag: cfg.DetectionLag, NoQuorumCheck: cfg.NoQuorumCheck, NoReservations: cfg.NoReservations})
 	if err != nil {
 		return s.rep, err
 	}
 	s.h = h
+	s.uidOnly = make([]bool, cfg.Venues)
+	for _, v := range s.rng.Perm(cfg.Venues)[:int(math.Round(cfg.UIDOnlyShare*float64(cfg.Venues)))] {
+		s.uidOnly[v] = true
+	}
 	if err := s.run(); err != nil {
 		return s.rep, err
 	}
@@ -517,6 +602,10 @@ func (s *scenario) handle(ev event) error {
 		return s.split(ev.ep, int64(ev.idx))
 	case evHeal:
 		s.episode = -1
+		for v, t := range s.twin {
+			s.h.Retire(t)
+			delete(s.twin, v)
+		}
 		return s.h.Heal()
 	case evClone:
 		if len(s.honest) == 0 {
@@ -581,17 +670,35 @@ func (s *scenario) split(ep int, d int64) error {
 		b0[id] = c.Balance
 	}
 	s.b0 = append(s.b0, b0)
+	copied, copyGroup := -1, -1
+	if ep < s.cfg.DoubleSigners && len(groups) > 1 {
+		// A venue's data dir copied to a second till, which opens on
+		// another side of the split.
+		v := s.rng.IntN(n)
+		t, err := s.h.CopyVenue(v)
+		if err != nil {
+			return err
+		}
+		home := slices.IndexFunc(groups, func(g []int) bool { return slices.Contains(g, v) })
+		copyGroup = (home + 1 + s.rng.IntN(len(groups)-1)) % len(groups)
+		groups[copyGroup] = append(groups[copyGroup], t)
+		s.twin[v] = t
+		seq, _ := s.h.Venue(v).Replica.Set.Head(s.h.Venue(v).Key())
+		s.copies = append(s.copies, copyRec{venue: v, twin: t, key: s.h.Venue(v).Key(), seq: seq})
+		copied = v
+	}
 	if err := s.h.Partition(groups); err != nil {
 		return err
 	}
 	s.episode = ep
 	inSync := -1
 	for g, m := range groups {
-		if s.h.WouldSync(len(m)) {
+		if s.h.WouldSync(s.keys(m)) {
 			inSync = g
 		}
 	}
-	s.rep.Episodes = append(s.rep.Episodes, EpisodeReport{Episode: ep + 1, StartMs: s.h.Now() - s.start, DurationMs: d, Groups: groups, InSyncGroup: inSync})
+	s.rep.Episodes = append(s.rep.Episodes, EpisodeReport{Episode: ep + 1, StartMs: s.h.Now() - s.start, DurationMs: d, Groups: groups,
+		InSyncGroup: inSync, CopiedVenue: copied, CopyGroup: copyGroup})
 	return nil
 }
 
@@ -607,8 +714,36 @@ func (s *scenario) amount() uint64 {
 	return uint64(math.Round(a/10)) * 10
 }
 
+// keys counts the distinct venue keys among venues (a copied till signs
+// with its venue's key).
+func (s *scenario) keys(venues []int) int {
+	seen := map[crdt.PublicKey]bool{}
+	for _, v := range venues {
+		seen[s.h.Venue(v).Key()] = true
+	}
+	return len(seen)
+}
+
+// venue draws the venue a holder walks into: a random venue, or its
+// second till while one is open.
+func (s *scenario) venue() int {
+	v := s.rng.IntN(s.cfg.Venues)
+	if t, ok := s.twin[v]; ok && s.rng.IntN(2) == 0 {
+		return t
+	}
+	return v
+}
+
+// reads reports whether venue v's readers read and write stamps.
+func (s *scenario) reads(v int) bool {
+	if t := s.h.Venue(v).Twin; t >= 0 {
+		v = t
+	}
+	return !s.uidOnly[v]
+}
+
 func (s *scenario) topUp(v int, c *simCard, amount uint64) error {
-	_, err := s.h.TopUp(v, c.id, amount)
+	op, err := s.h.TopUp(v, c.id, amount)
 	if errors.Is(err, crdt.ErrCardBlocked) {
 		return nil
 	}
@@ -617,6 +752,7 @@ func (s *scenario) topUp(v int, c *simCard, amount uint64) error {
 	}
 	c.credits += int64(amount)
 	s.topped += int64(amount)
+	s.topups = append(s.topups, op.ID())
 	c.honest.TopUps++
 	return nil
 }
@@ -687,7 +823,10 @@ func (s *scenario) honestPayment() error {
 		return nil
 	}
 	c := s.cards[s.honest[s.rng.IntN(len(s.honest))]]
-	v := s.rng.IntN(s.cfg.Venues)
+	v := s.venue()
+	if s.cfg.RefundShare > 0 && s.rng.Float64() < s.cfg.RefundShare {
+		return s.refund(v, c, &c.refunds, actorHonest)
+	}
 	amount := s.amount()
 	if short := int64(amount) - c.balance(); short > 0 {
 		top := (short+499)/500*500 + 500*int64(2+s.rng.IntN(9))
@@ -695,9 +834,12 @@ func (s *scenario) honestPayment() error {
 			return err
 		}
 	}
-	st, err := decodeStamp(c.stamp)
-	if err != nil {
-		return err
+	var st *crdt.CardStamp
+	if s.reads(v) {
+		var err error
+		if st, err = decodeStamp(c.stamp); err != nil {
+			return err
+		}
 	}
 	offline := s.h.Venue(v).Isolated
 	c.honest.Attempted++
@@ -707,7 +849,9 @@ func (s *scenario) honestPayment() error {
 	p, err := s.pay(v, c, amount, st, actorHonest)
 	switch {
 	case err == nil:
-		c.stamp = p.Stamp
+		if s.reads(v) {
+			c.stamp = p.Stamp
+		}
 		c.honest.Accepted++
 		if p.Offline {
 			c.honest.OfflineAccepted++
@@ -722,6 +866,46 @@ func (s *scenario) honestPayment() error {
 		c.honest.RefusedFunds++
 	case refusal(err):
 		c.honest.RefusedOther++
+	default:
+		return err
+	}
+	return nil
+}
+
+// refund asks venue v for the rest of the card's balance in cash: the
+// balance its holder knows, or for a clone (who) the balance the venue
+// shows for the card.
+func (s *scenario) refund(v int, c *simCard, rs *RefundStats, who actor) error {
+	amount := c.balance()
+	if who == actorClone {
+		amount = 0
+		if lc := s.h.Venue(v).Replica.Set.State.Card(c.id); lc != nil {
+			amount = lc.Balance
+		}
+	}
+	if amount <= 0 {
+		return nil
+	}
+	isolated := s.h.Venue(v).Isolated
+	rs.Attempted++
+	op, _, err := s.h.Refund(v, c.id, uint64(amount), "rest of the balance")
+	switch {
+	case err == nil:
+		rs.Accepted++
+		rs.Cents += amount
+		if isolated {
+			rs.AcceptedIsolated++
+		}
+		c.debits += amount
+		s.paid += amount
+		s.pays = append(s.pays, payRec{refund: true, card: c.id, id: op.ID(), venue: v, amount: uint64(amount),
+			offline: false, episode: s.episode, group: s.h.Group(v), actor: who})
+	case errors.Is(err, crdt.ErrRefundOffline):
+		rs.RefusedOffline++
+	case errors.Is(err, crdt.ErrInsufficientFunds):
+		rs.RefusedFunds++
+	case refusal(err):
+		rs.RefusedOther++
 	default:
 		return err
 	}
@@ -778,7 +962,7 @@ func (s *scenario) attack() error {
 	groups := s.h.Groups()
 	inSync := -1
 	for g, m := range groups {
-		if s.h.WouldSync(len(m)) {
+		if s.h.WouldSync(s.keys(m)) {
 			inSync = g
 		}
 	}
@@ -803,6 +987,12 @@ func (s *scenario) attack() error {
 			stamp := slices.Clone(cl.frozen)
 			carry := s.cfg.CloneStamps == StampPerGroup
 			for _, v := range s.shuffled(members) {
+				if s.cfg.RefundShare > 0 {
+					// Cash first: the card's whole balance back.
+					if err := s.refund(v, c, &s.rep.AttackRefunds, actorClone); err != nil {
+						return err
+					}
+				}
 				if err := s.spree(v, c, &stamp, carry, actorClone); err != nil {
 					return err
 				}
@@ -821,10 +1011,14 @@ func (s *scenario) shuffled(vs []int) []int {
 // spree pays at venue v, again and again, the largest amount the rules
 // accept, until they accept nothing more. carry writes each new stamp back.
 func (s *scenario) spree(v int, c *simCard, stamp *[]byte, carry bool, who actor) error {
+	reads := s.reads(v)
 	for range 10_000 {
-		st, err := decodeStamp(*stamp)
-		if err != nil {
-			return err
+		var st *crdt.CardStamp
+		if reads {
+			var err error
+			if st, err = decodeStamp(*stamp); err != nil {
+				return err
+			}
 		}
 		if _, err := s.h.Decide(v, c.id, 1, st); err != nil {
 			if !refusal(err) {
@@ -850,7 +1044,7 @@ func (s *scenario) spree(v int, c *simCard, stamp *[]byte, carry bool, who actor
 		if err != nil {
 			return err
 		}
-		if carry {
+		if carry && reads {
 			*stamp = p.Stamp
 		}
 	}
@@ -875,7 +1069,9 @@ func (s *scenario) check() {
 	r := &s.rep
 	fail := func(format string, a ...any) { r.Violations = append(r.Violations, fmt.Sprintf(format, a...)) }
 	h := s.h
-	r.BlockOps = h.Blocks
+	r.BlockOps = h.Blocks + h.RefusalBlocks
+	r.RefusalBlocks = h.RefusalBlocks
+	uidOnly := slices.Contains(s.uidOnly, true)
 
 	// Convergence.
 	ds := h.Digests()
@@ -908,6 +1104,34 @@ func (s *scenario) check() {
 	if r.CreditsCents != s.topped || r.DebitsCents != s.paid {
 		fail("ledger credits %d / debits %d, the run topped up %d and paid %d", r.CreditsCents, r.DebitsCents, s.topped, s.paid)
 	}
+	// No payment, refund or top-up erased: each op the run made counts in
+	// its card's history on every replica, whichever till signed it.
+	for i := range h.Len() {
+		counted := map[crdt.OpID]bool{}
+		for _, c := range h.Venue(i).Replica.Set.State.Cards {
+			for _, e := range c.Entries {
+				if e.Counted {
+					counted[e.Op] = true
+				}
+			}
+		}
+		for _, p := range s.pays {
+			if !counted[p.id] {
+				r.ErasedOps++
+			}
+		}
+		for _, id := range s.topups {
+			if !counted[id] {
+				r.ErasedOps++
+			}
+		}
+	}
+	if r.ErasedOps > 0 {
+		fail("%d money ops the run made do not count on some replica", r.ErasedOps)
+	}
+	if n := r.HonestRefunds.AcceptedIsolated + r.AttackRefunds.AcceptedIsolated; n > 0 {
+		fail("%d refunds accepted at an isolated venue", n)
+	}
 
 	// Loss.
 	byID := map[crdt.CardID]*simCard{}
@@ -932,10 +1156,20 @@ func (s *scenario) check() {
 			}
 		}
 		if !c.cloned && lc.Blocked {
-			fail("honest card %s was blocked", c.id)
+			r.Honest.FalseBlocks++
+			fail("honest card %s was blocked (%s), its balance is %d", c.id, lc.BlockReason, lc.Balance)
+		}
+		if lc.Balance < 0 {
+			for i := range h.Len() {
+				if lc := h.Venue(i).Replica.Set.State.Card(c.id); !lc.Blocked {
+					fail("overdrawn card %s is not blocked on replica %d", c.id, i)
+				}
+			}
 		}
 		if !c.cloned {
+			r.Honest.Cards++
 			addHonest(&r.Honest, &c.honest)
+			addRefunds(&r.HonestRefunds, &c.refunds)
 		}
 	}
 	if r.HonestNegatives > 0 {
@@ -1004,6 +1238,9 @@ func (s *scenario) check() {
 	byCounter := map[counterKey][]crdt.OpID{}
 	stale := map[crdt.CardID][]crdt.OpID{}
 	for _, p := range s.pays {
+		if p.refund {
+			continue
+		}
 		k := counterKey{p.card, p.counter}
 		byCounter[k] = append(byCounter[k], p.id)
 		if p.stampCounter > 0 && p.counter > p.stampCounter+1 {
@@ -1017,22 +1254,37 @@ func (s *scenario) check() {
 		}
 		r.DoubleSpends++
 		if c := byID[k.card]; c != nil && !c.cloned {
-			fail("honest card %s paid twice with counter %d", k.card, k.counter)
+			r.Honest.Collisions++
+			if !uidOnly {
+				fail("honest card %s paid twice with counter %d", k.card, k.counter)
+			}
 		}
 	}
 	for card, ids := range stale {
 		r.StaleStamps += len(ids)
 		if c := byID[card]; c != nil && !c.cloned {
-			fail("honest card %s presented a stale stamp", card)
+			r.Honest.StaleStamps += len(ids)
+			if !uidOnly {
+				fail("honest card %s presented a stale stamp", card)
+			}
 		}
 	}
+	forked := map[crdt.PublicKey]bool{}
+	for _, cp := range s.copies {
+		seq, _ := h.Venue(cp.venue).Replica.Set.Head(cp.key)
+		if h.Venue(cp.twin).Author.Seq() > cp.seq && h.Venue(cp.venue).Author.Seq() > cp.seq && seq > 0 {
+			forked[cp.key] = true
+		}
+	}
+	r.Forks = len(forked)
+	forkFound := map[crdt.PublicKey]int{}
 	dsFound := map[counterKey]int{}   // replicas where the pair is detected as caused
 	staleFound := map[crdt.OpID]int{} // replicas where the stale payment is evidence
 	for i := range h.Len() {
 		st := h.Venue(i).Replica.Set.State
 		seen := map[string]int{}
 		for _, c := range st.SortedConflicts() {
-			ident := fmt.Sprintf("%s/%s/%d", c.Kind, c.Card, c.Counter)
+			ident := c.Key()
 			seen[ident]++
 			switch c.Kind {
 			case crdt.ConflictDoubleSpend:
@@ -1061,6 +1313,12 @@ func (s *scenario) check() {
 						staleFound[id]++
 					}
 				}
+			case crdt.ConflictEquivocation:
+				if !forked[c.Author] {
+					r.FalseConflicts++
+					continue
+				}
+				forkFound[c.Author]++
 			default:
 				r.FalseConflicts++
 			}
@@ -1080,6 +1338,14 @@ func (s *scenario) check() {
 		if n == h.Len() {
 			r.StaleStampsDetected++
 		}
+	}
+	for _, n := range forkFound {
+		if n == h.Len() {
+			r.ForksDetected++
+		}
+	}
+	if r.ForksDetected != r.Forks {
+		fail("%d of %d venues that signed on two tills are an equivocation conflict on every replica", r.ForksDetected, r.Forks)
 	}
 	if r.DoubleSpendsDetected != r.DoubleSpends || r.StaleStampsDetected != r.StaleStamps {
 		fail("detected %d of %d double spends and %d of %d stale stamps", r.DoubleSpendsDetected, r.DoubleSpends, r.StaleStampsDetected, r.StaleStamps)
@@ -1126,6 +1392,16 @@ func addHonest(dst, src *HonestStats) {
 		}
 		dst.RefusedCapBy[k] += v
 	}
+}
+
+func addRefunds(dst, src *RefundStats) {
+	dst.Attempted += src.Attempted
+	dst.Accepted += src.Accepted
+	dst.Cents += src.Cents
+	dst.RefusedOffline += src.RefusedOffline
+	dst.RefusedFunds += src.RefusedFunds
+	dst.RefusedOther += src.RefusedOther
+	dst.AcceptedIsolated += src.AcceptedIsolated
 }
 
 func sameIDs(got, want []crdt.OpID) bool {
