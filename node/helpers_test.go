@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -23,6 +24,9 @@ type testVenue struct {
 }
 
 func quietLogger() *slog.Logger {
+	if os.Getenv("CAGNOTTE_TEST_LOG") != "" { // debugging a test: see the nodes' logs
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 

@@ -211,12 +211,22 @@ func New(cfg Config) (*Node, error) {
 	n.restoreIsolation()
 	n.watchRevocation()
 	n.metrics.observeState(n.set)
+	// A crash between a commit that overdrew a card and its block.
+	if err := n.autoBlockAll(); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("node: auto block at start: %w", err)
+	}
 	return n, nil
 }
 
 // resetAuthor restarts the node's own chain from the set (after a load or a
 // failed commit). Caller holds mu or has exclusive access.
 func (n *Node) resetAuthor() {
+	// The node's ops may not be older than its admission, even if its
+	// wall clock is behind the maintainers' machine.
+	if a := n.set.Authors[n.cfg.Key.Public()]; a != nil {
+		n.clock.Observe(a.AdmittedAt)
+	}
 	seq, head := n.set.Head(n.cfg.Key.Public())
 	if seq > 0 {
 		// New ops must sort after the last one made before a restart, even

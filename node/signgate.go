@@ -28,8 +28,8 @@ var errCatchingUp = apiErr(http.StatusServiceUnavailable, "catching_up",
 // signGate says whether the node may sign.
 type signGate struct {
 	mu       sync.Mutex
-	checking bool          // true until a peer confirmed the node's own chain
-	aheadSeq uint64        // the highest own seq seen from peers
+	checking bool   // true until a peer confirmed the node's own chain
+	aheadSeq uint64 // the highest own seq seen from peers
 }
 
 // check returns errCatchingUp if the node may not sign now; head is the

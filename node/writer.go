@@ -55,9 +55,17 @@ func (tx *writeTx) make(b crdt.Body) (crdt.Op, error) {
 	if err := n.gate.check(seq); err != nil {
 		return crdt.Op{}, err
 	}
-	op := n.author.Make(b)
-	if _, err := n.set.Add(op); err != nil {
+	if n.author.Seq() != seq {
+		// Peers brought ops of this node's own key (it caught up after a
+		// restore): sign on from the chain's head, never beside it.
 		n.author.Undo(seq, head)
+	}
+	op := n.author.Make(b)
+	if out, err := n.set.Add(op); err != nil || out != crdt.Added {
+		n.author.Undo(seq, head)
+		if err == nil {
+			err = crdt.ErrEquivocation
+		}
 		return op, fmt.Errorf("node: own op refused: %w", err)
 	}
 	tx.ops = append(tx.ops, op)

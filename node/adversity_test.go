@@ -1,0 +1,333 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/cagnotte/cagnotte/node/store"
+	"github.com/cagnotte/cagnotte/p2p"
+)
+
+// Issue 9 at the level of a node: what a node does (or must never do) with
+// its own chain, its clock, its disk and its writer.
+
+// startNetworkedAt starts (or restarts) a networked node on a data dir.
+func startNetworkedAt(t *testing.T, dir, token string, bootstrap []string) *testVenue {
+	t.Helper()
+	cfg := p2p.DefaultConfig()
+	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.MDNS, cfg.NATPortMap, cfg.HolePunching = false, false, false
+	cfg.SyncInterval = 500 * time.Millisecond
+	cfg.Bootstrap = bootstrap
+	n, err := New(Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", Logger: quietLogger(), P2P: &cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tv := &testVenue{t: t, dir: dir, token: token, node: n, api: "http://" + n.Addr()}
+	t.Cleanup(tv.stop)
+	return tv
+}
+
+func equivocations(v *testVenue) int {
+	_, list := v.do("GET", "/api/v1/conflicts", "", nil)
+	return strings.Count(fmt.Sprint(list), "equivocation")
+}
+
+// A venue restarted from an older copy of its data dir (a backup, a VM
+// snapshot) must not sign at seqs it already used: it learns from its
+// peers that its own chain is ahead, catches up, and only then signs.
+func TestRestoredDataDirDoesNotForkItsOwnChain(t *testing.T) {
+	settings := crdt.DefaultSettings()
+	settings.HeartbeatInterval = 100
+	settings.IsolationAfter = 2000
+	nodes := startNetworked(t, 2, settings)
+	a, b := nodes[0], nodes[1]
+	card := "04AABBCCDD0900"
+	if st, r := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 1000, "method": "cash", "idempotency_key": "t1"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	waitUntil(t, 10*time.Second, "the top-up to reach b", func() bool { return a.digest() == b.digest() })
+	bAddrs := b.node.Network().P2PAddrs()
+	dir, token := a.dir, a.token
+	a.stop()
+	backup := t.TempDir() + "/backup"
+	if out, err := exec.Command("cp", "-a", dir, backup).CombinedOutput(); err != nil {
+		t.Fatalf("copy: %v %s", err, out)
+	}
+	a = startNetworkedAt(t, dir, token, bAddrs)
+	for i := range 3 {
+		if st, r := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 100, "method": "cash", "idempotency_key": fmt.Sprintf("t%d", i+2)}); st != 200 {
+			t.Fatal(st, r)
+		}
+	}
+	waitUntil(t, 10*time.Second, "the newer top-ups to reach b", func() bool { return a.digest() == b.digest() })
+	seq, _ := b.node.VersionVector()[a.node.Key()], 0
+	a.stop()
+
+	// The till comes back from the backup: its disk is 3 ops behind.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(backup, dir); err != nil {
+		t.Fatal(err)
+	}
+	a = startNetworkedAt(t, dir, token, bAddrs)
+	st, r := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 1, "method": "cash", "idempotency_key": "after-restore"})
+	for st == 503 && r["error"] == "catching_up" {
+		time.Sleep(50 * time.Millisecond) // the client retries, as the answer says
+		st, r = a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 1, "method": "cash", "idempotency_key": "after-restore"})
+	}
+	if st != 200 {
+		t.Fatalf("top-up after the restore: %d %v", st, r)
+	}
+	waitUntil(t, 10*time.Second, "convergence", func() bool { return a.digest() == b.digest() })
+	if got := b.node.VersionVector()[a.node.Key()]; got != seq+1 {
+		t.Fatalf("a's chain at %d on b, want %d: the restored node signed at a seq it had used", got, seq+1)
+	}
+	if e := equivocations(a) + equivocations(b); e != 0 {
+		t.Fatalf("%d equivocations: the restored node forked its own chain", e)
+	}
+}
+
+// An op of the node's own key arriving beyond its head (peers hold newer
+// ops of it) closes signing until the chain has caught up.
+func TestOwnOpAheadClosesSigning(t *testing.T) {
+	clock := &fakeClock{t: time.Now().UTC()}
+	nodes := newFederation(t, 2, clock)
+	a, b := nodes[0], nodes[1]
+	hearAll(nodes, clock.Now())
+	// A second machine with a's key made ops 1 and 2 (a copied data dir).
+	var seq uint64
+	var head crdt.OpID
+	a.node.View(func(set *crdt.OpSet) { seq, head = set.Head(a.node.Key()) })
+	twin := crdt.NewAuthor(a.node.Signer(), crdt.NewClock(func() int64 { return time.Now().UnixMilli() }), seq, head)
+	o1 := twin.Make(&crdt.VenueInfo{Name: "twin 1"})
+	o2 := twin.Make(&crdt.VenueInfo{Name: "twin 2"})
+	// Only the second arrives (gossip before catch-up): a gap of a's own.
+	if err := a.node.Ingest(context.Background(), []crdt.Op{o2}); err != nil {
+		t.Fatal(err)
+	}
+	if st, r := a.post("/api/v1/topups", map[string]any{"card": "04AABBCCDD0901", "amount_cents": 100, "method": "cash", "idempotency_key": "k"}); st != 503 || r["error"] != "catching_up" {
+		t.Fatalf("signing with newer own ops held by peers: %d %v", st, r)
+	}
+	if err := a.node.Ingest(context.Background(), []crdt.Op{o1}); err != nil {
+		t.Fatal(err)
+	}
+	if st, r := a.post("/api/v1/topups", map[string]any{"card": "04AABBCCDD0901", "amount_cents": 100, "method": "cash", "idempotency_key": "k"}); st != 200 {
+		t.Fatalf("after catching up: %d %v", st, r)
+	}
+	exchange(t, a.node, b.node)
+	if e := equivocations(a.testVenue) + equivocations(b.testVenue); e != 0 {
+		t.Fatalf("%d equivocations", e)
+	}
+}
+
+// Nothing a reader can see (the version vector sync and heartbeats
+// announce, the digest) is ahead of the disk: a crash loses nothing a peer
+// was told about.
+func TestNothingLeavesBeforeItIsDurable(t *testing.T) {
+	v := newTestVenue(t)
+	card := "04AABBCCDD0902"
+	if st, r := v.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 10000, "method": "cash", "idempotency_key": "t"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	self := v.node.Key()
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 1, "idempotency_key": fmt.Sprintf("w%d-%d", w, i)})
+			}
+		}()
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	checks := 0
+	for time.Now().Before(deadline) {
+		seq := v.node.VersionVector()[self]
+		found := false
+		if err := v.node.Store().ReadRange(self, seq, seq, func(crdt.Op) error { found = true; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if !found {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("the version vector announces seq %d, not on disk yet", seq)
+		}
+		checks++
+	}
+	close(stop)
+	wg.Wait()
+	if checks < 100 {
+		t.Fatalf("only %d checks", checks)
+	}
+}
+
+// An op stamped beyond the federation's clock skew bound is held, not
+// applied, until it is no longer in the future: a forged clock cannot win
+// a last-writer-wins field for good.
+func TestFutureStampedOpHeldUntilDue(t *testing.T) {
+	clock := &fakeClock{t: time.Now().UTC()}
+	nodes := newFederation(t, 2, clock)
+	a, b := nodes[0], nodes[1]
+	card := crdt.CardID("04AABBCCDD0903")
+	ahead := time.Duration(crdt.DefaultMaxClockSkew)*time.Millisecond + time.Hour
+	forger := crdt.NewAuthor(b.node.Signer(), crdt.NewClock(func() int64 { return clock.Now().Add(ahead).UnixMilli() }), 0, crdt.OpID{})
+	forged := forger.Make(&crdt.CardLink{Card: card, Holder: "mallory"})
+	if err := a.node.Ingest(context.Background(), []crdt.Op{forged}); err != nil {
+		t.Fatal(err)
+	}
+	var holder string
+	a.node.View(func(set *crdt.OpSet) {
+		if c := set.State.Card(card); c != nil {
+			holder = c.Holder
+		}
+	})
+	if holder != "" {
+		t.Fatalf("an op an hour and more ahead was applied: holder %q", holder)
+	}
+	clock.Advance(ahead)
+	a.node.retryFuture(context.Background())
+	a.node.View(func(set *crdt.OpSet) {
+		if c := set.State.Card(card); c != nil {
+			holder = c.Holder
+		}
+	})
+	if holder != "mallory" {
+		t.Fatalf("the held op was not applied once due: holder %q", holder)
+	}
+}
+
+// A crash after the commit that overdrew a card and before the block that
+// answers it: the node blocks the card when it starts again.
+func TestCrashBetweenOverdraftAndAutoBlock(t *testing.T) {
+	clock := &fakeClock{t: time.Now().UTC()}
+	nodes := newFederation(t, 2, clock)
+	a, b := nodes[0], nodes[1]
+	card := crdt.CardID("04AABBCCDD0904")
+	mk := func(v *fedNode, body crdt.Body) crdt.Op {
+		var op crdt.Op
+		v.node.View(func(set *crdt.OpSet) {
+			seq, head := set.Head(v.node.Key())
+			op = crdt.NewAuthor(v.node.Signer(), crdt.NewClock(func() int64 { return time.Now().UnixMilli() }), seq, head).Make(body)
+		})
+		return op
+	}
+	top := mk(b, &crdt.TopUp{Card: card, Amount: 1000, Method: crdt.MethodCash})
+	spend := []crdt.Op{top}
+	author := crdt.NewAuthor(b.node.Signer(), crdt.NewClock(func() int64 { return time.Now().UnixMilli() }), top.Seq, top.ID())
+	spend = append(spend, author.Make(&crdt.Payment{Card: card, Amount: 800, Counter: 1}), author.Make(&crdt.Payment{Card: card, Amount: 800, Counter: 2}))
+	// Write the ops to a's store directly, as the commit before the crash
+	// did, with no block after them.
+	dir := a.dir
+	a.stop()
+	st, err := store.Open(store.Config{Dir: dir + "/" + StoreDir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Commit(store.Batch{Ops: spend}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a.testVenue.now = clock.Now
+	a.start()
+	_, cv := a.do("GET", "/api/v1/cards/"+string(card), a.token, nil)
+	if cv["blocked"] != true || cv["balance_cents"] != -600.0 {
+		t.Fatalf("card after restart: %v", cv)
+	}
+}
+
+// An honest card pays at an isolated venue, then at another venue through
+// a reader that cannot write its stamp: one counter twice. The collision
+// is reported, the card is not blocked: no money is missing.
+func TestHonestCardCounterCollisionNotBlocked(t *testing.T) {
+	clock := &fakeClock{t: time.Now().UTC()}
+	nodes := newFederation(t, 2, clock)
+	a, b := nodes[0], nodes[1]
+	hearAll(nodes, clock.Now())
+	card := "04AABBCCDD0905"
+	if st, r := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 5000, "method": "cash", "idempotency_key": "t"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	heal(t, nodes)
+	clock.Advance(time.Minute) // both isolated: nobody heard anyone since
+	if st, r := a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 500, "idempotency_key": "at-a"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	hearAll(nodes, clock.Now())
+	if st, r := b.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 500, "idempotency_key": "at-b"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	heal(t, nodes)
+	for _, v := range nodes {
+		_, cv := v.do("GET", "/api/v1/cards/"+card, v.token, nil)
+		if cv["blocked"] == true || cv["balance_cents"] != 4000.0 {
+			t.Fatalf("honest card after the collision: %v", cv)
+		}
+		_, list := v.do("GET", "/api/v1/conflicts", "", nil)
+		if !strings.Contains(fmt.Sprint(list), "double_spend") {
+			t.Fatalf("collision not reported: %v", list)
+		}
+	}
+}
+
+// A venue that becomes isolated counts, in its offline ledger, every
+// payment it acknowledged since the quorum was last heard, including those
+// acknowledged while the ledger was being rebuilt.
+func TestIsolationLedgerCountsEveryAcknowledgedPayment(t *testing.T) {
+	clock := &fakeClock{t: time.Now().UTC()}
+	nodes := newFederation(t, 2, clock)
+	a := nodes[0]
+	hearAll(nodes, clock.Now())
+	card := "04AABBCCDD0906"
+	if st, r := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 100000, "method": "cash", "idempotency_key": "t"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	quorumAt := clock.Now()
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 10, "idempotency_key": fmt.Sprintf("w%d-%d", w, i)})
+			}
+		}()
+	}
+	// Isolation is noticed while the payments go on.
+	clock.Advance(time.Minute)
+	for range 20 {
+		a.node.evaluateIsolation()
+	}
+	wg.Wait()
+	a.node.evaluateIsolation()
+	var want crdt.OfflineLedger
+	a.node.View(func(set *crdt.OpSet) {
+		want = crdt.RebuildOfflineLedger(set.State, a.node.Key(), quorumAt.UnixMilli())
+	})
+	a.node.iso.mu.Lock()
+	got := a.node.iso.ledger
+	a.node.iso.mu.Unlock()
+	if got.Total != want.Total {
+		t.Fatalf("offline ledger counts %d, the node acknowledged %d since the quorum was last heard", got.Total, want.Total)
+	}
+}
