@@ -12,7 +12,14 @@
 // Hosts speak TCP and QUIC, secured by Noise and multiplexed by yamux.
 // Each connection is checked by a connection gater once the peer is
 // authenticated: only an admitted, unrevoked venue (or the federation key,
-// or a configured relay) gets through, inbound or outbound. When a
+// or a configured relay) gets through, inbound or outbound, except that an
+// inbound peer this node does not know goes on probation: it may be a
+// venue admitted after the chain this node holds, and it gets JoinTimeout
+// to prove its admission over JoinProtocol (see join.go for the frames).
+// On probation it gets no gossip (GossipSub scores it far below the
+// graylist threshold) and cannot sync; proved, it is a member like any
+// other and the admission spreads by gossip; otherwise it is disconnected
+// and refused for JoinRefusal. When a
 // revocation op is committed (or within a second, by a periodic check),
 // connections to peers that are no longer members are closed. Block and
 // Unblock cut a peer off by the same gater (tests, simulations). With a

@@ -175,6 +175,8 @@ func settingsFlags(cmd *cobra.Command, s *crdt.Settings) {
 	f.Uint64Var(&s.MinPeersPercent, "min-peers-percent", s.MinPeersPercent, "share of the other venues a node must hear to be in sync (at least 50)")
 	f.Uint64Var(&s.HeartbeatInterval, "heartbeat-ms", s.HeartbeatInterval, "how often nodes announce their state, in ms")
 	f.Uint64Var(&s.IsolationAfter, "isolation-after-ms", s.IsolationAfter, "silence after which a node is isolated, in ms")
+	f.Uint64Var(&s.MaxClockSkew, "max-clock-skew-ms", s.MaxClockSkew, "how far ahead of a node's clock an op may be stamped before it is held, in ms")
+	f.Uint64Var(&s.BalanceMax, "balance-max", s.BalanceMax, "the highest balance a card may reach, in cents (0: no ceiling)")
 }
 
 // checkSettings refuses settings that would void the offline bound.
