@@ -383,7 +383,10 @@ func ingestRange(r *crdt.Replica, ops []crdt.Op) error {
 			}
 		}
 	}
-	if err != nil && !errors.Is(err, crdt.ErrEquivocation) {
+	// A version vector counts a forked venue's branches, so a range may
+	// start past what this replica holds of the branch it extends (a gap):
+	// the branch exchange that follows (pullBranches) brings those ops.
+	if err != nil && !errors.Is(err, crdt.ErrEquivocation) && !errors.Is(err, crdt.ErrGap) {
 		return err
 	}
 	for _, op := range r.Pending.Drain(r.Set) {

@@ -125,3 +125,68 @@ func TestHarnessDelivery(t *testing.T) {
 		t.Fatalf("%d block ops", h.Blocks)
 	}
 }
+
+// TestHarnessDoubleSigningTills: venue 3's data dir is copied to a second
+// till (crdt.NewAuthor twice from one seq and head), each till takes a
+// payment and a top-up on its own side of a partition; after the heal
+// every replica has one digest, lists the equivocation with both ops at
+// the fork, and counts the money of both branches.
+func TestHarnessDoubleSigningTills(t *testing.T) {
+	h := newTestHarness(t, false)
+	card := crdt.CardID("04000000000002")
+	if _, err := h.TopUp(0, card, 10000); err != nil {
+		t.Fatal(err)
+	}
+	twin, err := h.CopyVenue(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Partition([][]int{{0, 1, 2, 3, 4, 5}, {6, 7, 8, 9, twin}}); err != nil {
+		t.Fatal(err)
+	}
+	if h.Venue(twin).Isolated != true || h.Venue(3).Isolated {
+		t.Fatalf("isolation: copy %v, venue 3 %v", h.Venue(twin).Isolated, h.Venue(3).Isolated)
+	}
+	a, err := h.Pay(3, card, 3000, nil, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := h.Pay(twin, card, 2000, nil, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Op.Seq != b.Op.Seq || a.Op.Author != b.Op.Author || a.ID == b.ID {
+		t.Fatalf("the tills did not sign two ops at one seq: %d/%d", a.Op.Seq, b.Op.Seq)
+	}
+	if _, err := h.TopUp(twin, card, 500); err != nil {
+		t.Fatal(err)
+	}
+	h.Retire(twin)
+	if err := h.Heal(); err != nil {
+		t.Fatal(err)
+	}
+	key := (&crdt.Conflict{Kind: crdt.ConflictEquivocation, Author: h.Venue(3).Key()}).Key()
+	ds := h.Digests()
+	for i := range ds {
+		if ds[i] != ds[0] {
+			t.Fatalf("replica %d digest differs", i)
+		}
+		st := h.Venue(i).Replica.Set.State
+		c := st.Conflicts[key]
+		if c == nil || !sameIDs(c.Ops, []crdt.OpID{a.ID, b.ID}) {
+			t.Fatalf("replica %d: equivocation %+v", i, c)
+		}
+		if bal := st.Card(card).Balance; bal != 10000-3000-2000+500 {
+			t.Fatalf("replica %d: balance %d, both branches must count", i, bal)
+		}
+	}
+	// Venue 3 keeps signing after the heal: its ops count on every replica.
+	if _, err := h.Pay(3, card, 100, nil, "c"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range h.Len() {
+		if bal := h.Venue(i).Replica.Set.State.Card(card).Balance; bal != 5400 {
+			t.Fatalf("replica %d: balance %d after the next payment", i, bal)
+		}
+	}
+}

@@ -56,6 +56,9 @@ func checkRun(t *testing.T, r *OfflineReport) {
 		t.Errorf("seed %d: money not conserved: %d − %d vs Σ %d (run: %d topped up, %d paid)", r.Config.Seed,
 			r.CreditsCents, r.DebitsCents, r.BalancesCents, r.ToppedUpCents, r.PaidCents)
 	}
+	if r.ErasedOps != 0 {
+		t.Errorf("seed %d: %d money ops erased", r.Config.Seed, r.ErasedOps)
+	}
 	if r.HonestNegatives != 0 {
 		t.Errorf("seed %d: %d honest cards overdrawn", r.Config.Seed, r.HonestNegatives)
 	}
