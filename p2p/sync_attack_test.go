@@ -182,9 +182,10 @@ func readFrameRaw(r *bufio.Reader) (byte, int, error) {
 }
 
 // TestSyncSlowReaderCannotHoldCapacity: a member opens a session asking
-// for everything and reads the answer at 4 KB/s (fast enough for every
-// write to meet its deadline, slow enough to hold the session for a
-// minute). Meanwhile another peer syncs with the node both ways at once,
+// for everything (12,000 ops, 1.8 MB) and reads the answer at 32 KB/s:
+// fast enough for each write to meet its deadline (the stream's window
+// reopens as it reads), slow enough to hold the session for about a
+// minute. Meanwhile another peer syncs with the node both ways at once,
 // a second session by the slow peer is refused at once, and a member
 // that reads nothing is cut within the minimum rate's allowance and put
 // on penalty.
@@ -196,7 +197,7 @@ func TestSyncSlowReaderCannotHoldCapacity(t *testing.T) {
 		c.SyncGrace = time.Second
 		c.SyncMinRate = 64 << 10
 	}
-	repV := memRep(t, fed, v, topUps(t, v, 3000))
+	repV := memRep(t, fed, v, topUps(t, v, 12000))
 	repH := memRep(t, fed, h, topUps(t, h, 200))
 	nv := loopNet(t, repV, v, tweak)
 	slowpoke := newAttacker(t, m, nv)
@@ -208,7 +209,7 @@ func TestSyncSlowReaderCannotHoldCapacity(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		buf := make([]byte, 2048)
+		buf := make([]byte, 16<<10)
 		tick := time.NewTicker(500 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -248,7 +249,7 @@ func TestSyncSlowReaderCannotHoldCapacity(t *testing.T) {
 		t.Fatalf("node -> honest peer while a slow reader is served: %v", err)
 	}
 	waitUntil(t, 5*time.Second, "the honest peer in sync", func() bool {
-		return vvOf(repV, h.Public()) == 200 && vvOf(repH, v.Public()) == 3000
+		return vvOf(repV, h.Public()) == 200 && vvOf(repH, v.Public()) == 12000
 	})
 	t.Logf("honest sessions done in %s while the slow reader was served", time.Since(start).Round(time.Millisecond))
 
