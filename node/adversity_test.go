@@ -331,3 +331,64 @@ func TestIsolationLedgerCountsEveryAcknowledgedPayment(t *testing.T) {
 		t.Fatalf("offline ledger counts %d, the node acknowledged %d since the quorum was last heard", got.Total, want.Total)
 	}
 }
+
+// A venue's data dir copied to a second till: both sign at the same seq
+// on two sides of a partition. After the heal every node holds both
+// branches, reaches the same digest, lists the equivocation, and counts
+// the money of both branches.
+func TestCopiedDataDirForkConvergesAndKeepsMoney(t *testing.T) {
+	settings := crdt.DefaultSettings()
+	settings.HeartbeatInterval = 100
+	settings.IsolationAfter = 1500
+	nodes := startNetworked(t, 3, settings)
+	a, b, c := nodes[0], nodes[1], nodes[2]
+	card := "04AABBCCDD0910"
+	if st, r := b.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 10000, "method": "cash", "idempotency_key": "t"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	waitUntil(t, 10*time.Second, "the top-up everywhere", func() bool { return a.digest() == b.digest() && b.digest() == c.digest() })
+	aDir, aTok, bDir, bTok, cDir, cTok := a.dir, a.token, b.dir, b.token, c.dir, c.token
+	c.stop()
+	a.stop()
+	copyDir := t.TempDir() + "/till2"
+	if out, err := exec.Command("cp", "-a", aDir, copyDir).CombinedOutput(); err != nil {
+		t.Fatalf("copy: %v %s", err, out)
+	}
+	// Side 1: the first till sells with B.
+	a = startNetworkedAt(t, aDir, aTok, b.node.Network().P2PAddrs())
+	st, r := a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 1000, "idempotency_key": "till1"})
+	if st != 200 {
+		t.Fatal(st, r)
+	}
+	op1 := r["op_id"].(string)
+	waitUntil(t, 10*time.Second, "side 1 converges", func() bool { return a.digest() == b.digest() })
+	a.stop()
+	b.stop()
+	// Side 2: the copied till sells with C, which never heard of side 1.
+	c = startNetworkedAt(t, cDir, cTok, nil)
+	till2 := startNetworkedAt(t, copyDir, aTok, c.node.Network().P2PAddrs())
+	st, r = till2.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 2000, "idempotency_key": "till2"})
+	if st != 200 {
+		t.Fatal(st, r)
+	}
+	op2 := r["op_id"].(string)
+	waitUntil(t, 10*time.Second, "side 2 converges", func() bool { return till2.digest() == c.digest() })
+	till2.stop()
+	// Heal: the first till and B come back and meet C.
+	a = startNetworkedAt(t, aDir, aTok, c.node.Network().P2PAddrs())
+	b = startNetworkedAt(t, bDir, bTok, c.node.Network().P2PAddrs())
+	all := []*testVenue{a, b, c}
+	waitUntil(t, 20*time.Second, "one digest after the heal", func() bool {
+		return a.digest() == b.digest() && b.digest() == c.digest() && equivocations(a) > 0 && equivocations(b) > 0 && equivocations(c) > 0
+	})
+	for _, v := range all {
+		_, cv := v.do("GET", "/api/v1/cards/"+card, v.token, nil)
+		if cv["balance_cents"] != 7000.0 {
+			t.Fatalf("card on %s: %v, want 70.00: both tills' payments count", v.dir, cv)
+		}
+		_, list := v.do("GET", "/api/v1/conflicts", "", nil)
+		if l := fmt.Sprint(list); !strings.Contains(l, "equivocation") || !strings.Contains(l, op1) || !strings.Contains(l, op2) {
+			t.Fatalf("conflicts on %s: %v, want the equivocation with both tills' ops %s and %s", v.dir, list, op1, op2)
+		}
+	}
+}
