@@ -184,16 +184,12 @@ func RunSimultaneous(cfg SimultaneousConfig) (SimultaneousReport, error) {
 	if err := h.Heal(); err != nil {
 		return rep, err
 	}
-	rep.check(h, cards2ids(cards, func(c card) crdt.CardID { return c.id }), byCounter)
-	return rep, nil
-}
-
-func cards2ids[T any](cs []T, id func(T) crdt.CardID) []crdt.CardID {
-	out := make([]crdt.CardID, len(cs))
-	for i, c := range cs {
-		out[i] = id(c)
+	ids := make([]crdt.CardID, len(cards))
+	for i, c := range cards {
+		ids[i] = c.id
 	}
-	return out
+	rep.check(h, ids, byCounter)
+	return rep, nil
 }
 
 func (r *SimultaneousReport) check(h *Harness, cards []crdt.CardID, byCounter map[counterKey][]crdt.OpID) {

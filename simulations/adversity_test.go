@@ -1,6 +1,7 @@
 package simulations
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -190,7 +191,7 @@ func TestHonestCardsMixedReadersStaleStampBlocks(t *testing.T) {
 	for i := range rs {
 		r := &rs[i]
 		for _, v := range r.Violations {
-			if !strings.HasPrefix(v, "honest card ") || !strings.Contains(v, "stale stamp presented while isolated") {
+			if !knownStaleStampGap(v) {
 				t.Errorf("seed %d: %s", r.Config.Seed, v)
 			}
 		}
@@ -198,4 +199,92 @@ func TestHonestCardsMixedReadersStaleStampBlocks(t *testing.T) {
 		cards += r.Honest.Cards
 	}
 	t.Logf("mixed readers: %d of %d honest cards blocked (%.1f %%), all after a stale stamp refused while isolated", blocked, cards, 100*ratio(int64(blocked), int64(cards)))
+}
+
+// BenchmarkSimultaneousTaps runs the synchronized in-sync clone attack at
+// full size (10 venues, 100 cloned cards per run, -sim.seeds seeds,
+// default 3) for k = 2, 3, 5 and 10 venues, with and without
+// reservations, and reports the in-sync exposure:
+//
+//	go test ./simulations/ -run '^$' -bench BenchmarkSimultaneousTaps -benchtime 1x -v
+func BenchmarkSimultaneousTaps(b *testing.B) {
+	var all []SimultaneousReport
+	for _, k := range []int{2, 3, 5, 10} {
+		for _, noRes := range []bool{false, true} {
+			name := fmt.Sprintf("k%d/reservations", k)
+			if noRes {
+				name = fmt.Sprintf("k%d/none", k)
+			}
+			b.Run(name, func(b *testing.B) {
+				var rs []SimultaneousReport
+				for b.Loop() {
+					var err error
+					rs, err = RunSimultaneousSeeds(SimultaneousConfig{K: k, Cards: 100, NoReservations: noRes}, seeds(3))
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				var loss, balance, bound, maxCard int64
+				for i := range rs {
+					if err := rs[i].Err(); err != nil {
+						b.Error(err)
+					}
+					loss += rs[i].LossCents
+					balance += rs[i].BalanceCents
+					bound += rs[i].BoundCents
+					maxCard = max(maxCard, rs[i].MaxCardLossCents)
+				}
+				b.ReportMetric(float64(loss)/100, "loss-eur")
+				b.ReportMetric(float64(bound)/100, "bound-eur")
+				b.ReportMetric(100*ratio(loss, balance), "loss/balance-%")
+				b.ReportMetric(float64(maxCard)/100, "max-card-loss-eur")
+				all = append(all, rs...)
+			})
+		}
+	}
+	b.Log("\n" + FormatSimultaneous(all))
+}
+
+// knownStaleStampGap reports whether a violation is the false block
+// TestHonestCardsMixedReadersStaleStampBlocks measures.
+func knownStaleStampGap(v string) bool {
+	return strings.HasPrefix(v, "honest card ") && strings.Contains(v, "stale stamp presented while isolated")
+}
+
+// BenchmarkHonestFalseBlocks runs honest cards only at full size (10
+// venues, 20 partitions, 500 cards, node isolation timing, refunds) with
+// stamp-writing readers everywhere, UID-only readers everywhere and half
+// of each, and reports the share of honest cards blocked though no money
+// is missing:
+//
+//	go test ./simulations/ -run '^$' -bench BenchmarkHonestFalseBlocks -benchtime 1x -v
+func BenchmarkHonestFalseBlocks(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		uidOnly float64
+	}{{"stamp_writers", 0}, {"uid_only", 1}, {"mixed", 0.5}} {
+		b.Run(tc.name, func(b *testing.B) {
+			cfg := FullOfflineConfig()
+			cfg.Clones = 0
+			cfg.DetectionLag = true
+			cfg.RefundShare = 0.02
+			cfg.UIDOnlyShare = tc.uidOnly
+			var rs []OfflineReport
+			for b.Loop() {
+				rs = runSeeds(b, cfg, 3)
+			}
+			for i := range rs {
+				for _, v := range rs[i].Violations {
+					if !knownStaleStampGap(v) {
+						b.Errorf("seed %d: %s", rs[i].Config.Seed, v)
+					}
+				}
+			}
+			s := SummarizeOffline(rs)
+			b.ReportMetric(s.FalseBlockPercent, "false-block-%")
+			b.ReportMetric(float64(s.FalseBlocks), "false-blocks")
+			b.ReportMetric(float64(s.Collisions), "collisions")
+			b.Log("\n" + FormatOfflineRuns(rs))
+		})
+	}
 }

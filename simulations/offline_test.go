@@ -252,6 +252,10 @@ func TestOfflineRiskQuorumCheck(t *testing.T) {
 //	caps_bind     per_group, cloned cards topped up to the 150.00 balance ceiling first
 //	lag_attack    caps_bind with the node's heartbeat timing and quorum ping, striking as the split begins
 //	lag_no_ping   lag_attack without the quorum ping: the detection window alone
+//	lag_no_reservations  lag_attack without reservations above the floor limit
+//	adversity     lag_attack with refunds (3 % of holder events; clones ask
+//	              for cash at every venue they reach) and, in every
+//	              partition, a venue's data dir copied to a second till
 func BenchmarkOfflineRisk(b *testing.B) {
 	full := FullOfflineConfig()
 	perGroup := full
@@ -263,10 +267,16 @@ func BenchmarkOfflineRisk(b *testing.B) {
 	lag.AttackAfterMs = 0
 	noPing := lag
 	noPing.NoQuorumCheck = true
+	noRes := lag
+	noRes.NoReservations = true
+	adv := lag
+	adv.RefundShare = 0.03
+	adv.DoubleSigners = adv.Episodes
 	for _, bc := range []struct {
 		name string
 		cfg  OfflineConfig
-	}{{"frozen", full}, {"per_group", perGroup}, {"caps_bind", capsBind}, {"lag_attack", lag}, {"lag_no_ping", noPing}} {
+	}{{"frozen", full}, {"per_group", perGroup}, {"caps_bind", capsBind}, {"lag_attack", lag}, {"lag_no_ping", noPing},
+		{"lag_no_reservations", noRes}, {"adversity", adv}} {
 		b.Run(bc.name, func(b *testing.B) {
 			var rs []OfflineReport
 			for b.Loop() {

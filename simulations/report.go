@@ -31,6 +31,18 @@ func (c OfflineConfig) describe() string {
 	if c.AttackerTopUpCents > 0 {
 		d += fmt.Sprintf(", cloned cards topped up to %s €", euros(c.AttackerTopUpCents))
 	}
+	if c.NoReservations {
+		d += ", no reservations"
+	}
+	if c.RefundShare > 0 {
+		d += fmt.Sprintf(", %.0f %% of holder events are refunds", 100*c.RefundShare)
+	}
+	if c.DoubleSigners > 0 {
+		d += fmt.Sprintf(", a venue copied to a second till in %d partitions", c.DoubleSigners)
+	}
+	if c.UIDOnlyShare > 0 {
+		d += fmt.Sprintf(", %.0f %% of venues read the UID only", 100*c.UIDOnlyShare)
+	}
 	return d
 }
 
@@ -69,6 +81,11 @@ func (r OfflineReport) String() string {
 	fmt.Fprintf(w, "honest payments\t%d asked\t%d accepted, %d asked offline (%d accepted)\n", hs.Attempted, hs.Accepted, hs.OfflineAttempted, hs.OfflineAccepted)
 	fmt.Fprintf(w, "refused by the caps\t%d\t%.2f %% of honest payments%s\n", hs.RefusedCap, r.RefusedHonestPercent(), capBreakdown(hs.RefusedCapBy))
 	fmt.Fprintf(w, "refused otherwise\t%d\t%d insufficient funds (top-up not seen across the partition), %d other\n", hs.RefusedFunds+hs.RefusedOther, hs.RefusedFunds, hs.RefusedOther)
+	fmt.Fprintf(w, "honest cards\t%d\t%d blocked with no money missing; %d collisions, %d stale stamps (UID-only readers)\n", hs.Cards, hs.FalseBlocks, hs.Collisions, hs.StaleStamps)
+	hr, ar := r.HonestRefunds, r.AttackRefunds
+	fmt.Fprintf(w, "refunds\t%d asked\t%d accepted (%s €), %d refused offline or in the detection window, %d for funds, %d other; clones: %d asked, %d accepted (%s €); accepted while isolated %d\n",
+		hr.Attempted, hr.Accepted, euros(hr.Cents), hr.RefusedOffline, hr.RefusedFunds, hr.RefusedOther, ar.Attempted, ar.Accepted, euros(ar.Cents), hr.AcceptedIsolated+ar.AcceptedIsolated)
+	fmt.Fprintf(w, "copied tills\t%d forks\t%d listed as an equivocation on every replica; money ops erased %d\n", r.Forks, r.ForksDetected, r.ErasedOps)
 	check := "ok"
 	if r.CreditsCents-r.DebitsCents != r.BalancesCents || r.CreditsCents != r.ToppedUpCents || r.DebitsCents != r.PaidCents {
 		check = "MISMATCH"
@@ -131,6 +148,20 @@ type OfflineSummary struct {
 	RefusedOfflinePercent float64 `json:"refused_offline_percent"`
 	OfflineAttempted      int     `json:"offline_attempted"`
 	Violations            int     `json:"violations"`
+	// HonestCards, FalseBlocks and Collisions add up the honest cards,
+	// those blocked with no money missing, and their counter collisions.
+	HonestCards int `json:"honest_cards"`
+	FalseBlocks int `json:"false_blocks"`
+	Collisions  int `json:"collisions"`
+	// FalseBlockPercent is FalseBlocks / HonestCards.
+	FalseBlockPercent float64 `json:"false_block_percent"`
+	// HonestRefunds and AttackRefunds add up the refunds.
+	HonestRefunds RefundStats `json:"honest_refunds"`
+	AttackRefunds RefundStats `json:"attack_refunds"`
+	// Forks, ForksDetected and ErasedOps add up the copied tills.
+	Forks         int `json:"forks"`
+	ForksDetected int `json:"forks_detected"`
+	ErasedOps     int `json:"erased_ops"`
 }
 
 // SummarizeOffline adds up runs.
@@ -154,7 +185,16 @@ func SummarizeOffline(rs []OfflineReport) OfflineSummary {
 		s.HonestRefusedCap += r.Honest.RefusedCap
 		s.OfflineAttempted += r.Honest.OfflineAttempted
 		s.Violations += len(r.Violations)
+		s.HonestCards += r.Honest.Cards
+		s.FalseBlocks += r.Honest.FalseBlocks
+		s.Collisions += r.Honest.Collisions
+		addRefunds(&s.HonestRefunds, &r.HonestRefunds)
+		addRefunds(&s.AttackRefunds, &r.AttackRefunds)
+		s.Forks += r.Forks
+		s.ForksDetected += r.ForksDetected
+		s.ErasedOps += r.ErasedOps
 	}
+	s.FalseBlockPercent = 100 * ratio(int64(s.FalseBlocks), int64(s.HonestCards))
 	s.LossRatio = ratio(s.LossCents, s.BoundCents)
 	s.DetectedPercent = percent(s.Detected, s.DoubleSpends+s.StaleStamps)
 	s.RefusedHonestPercent = 100 * ratio(int64(s.HonestRefusedCap), int64(s.HonestAttempted))
@@ -186,5 +226,14 @@ func FormatOfflineRuns(rs []OfflineReport) string {
 	w.Flush()
 	fmt.Fprintf(&b, "\nworst run loss/bound %.1f %%, runs over the caps bound %d, cards over their own caps bound %d; honest payments refused by the caps: %.2f %% of all, %.2f %% of those asked offline\n",
 		100*s.MaxLossRatio, s.RunsOverBound, s.CardsOverCapBound, s.RefusedHonestPercent, s.RefusedOfflinePercent)
+	fmt.Fprintf(&b, "honest cards blocked with no money missing: %d of %d (%.2f %%), counter collisions %d\n", s.FalseBlocks, s.HonestCards, s.FalseBlockPercent, s.Collisions)
+	if s.HonestRefunds.Attempted+s.AttackRefunds.Attempted > 0 {
+		fmt.Fprintf(&b, "refunds: holders %d asked, %d accepted, %d refused offline; clones %d asked, %d accepted (%s €); accepted while isolated %d\n",
+			s.HonestRefunds.Attempted, s.HonestRefunds.Accepted, s.HonestRefunds.RefusedOffline, s.AttackRefunds.Attempted, s.AttackRefunds.Accepted,
+			euros(s.AttackRefunds.Cents), s.HonestRefunds.AcceptedIsolated+s.AttackRefunds.AcceptedIsolated)
+	}
+	if s.Forks > 0 {
+		fmt.Fprintf(&b, "copied tills: %d venues signed on two tills, %d listed as an equivocation on every replica, %d money ops erased\n", s.Forks, s.ForksDetected, s.ErasedOps)
+	}
 	return b.String()
 }
