@@ -16,6 +16,7 @@ const (
 	KindRevoke       Kind = 3  // federation revokes a venue after one of its seqs
 	KindSettings     Kind = 4  // federation changes its settings
 	KindVenueInfo    Kind = 10 // venue describes itself
+	KindProducts     Kind = 11 // venue replaces its product list (point of sale)
 	KindEventUpsert  Kind = 20 // venue creates or updates one of its events
 	KindEventCancel  Kind = 21 // venue cancels one of its events
 	KindCardRegister Kind = 30
@@ -30,7 +31,7 @@ const (
 
 var kindNames = map[Kind]string{
 	KindGenesis: "genesis", KindAdmit: "admit", KindRevoke: "revoke", KindSettings: "settings",
-	KindVenueInfo: "venue_info", KindEventUpsert: "event_upsert", KindEventCancel: "event_cancel",
+	KindVenueInfo: "venue_info", KindProducts: "products", KindEventUpsert: "event_upsert", KindEventCancel: "event_cancel",
 	KindCardRegister: "card_register", KindCardLink: "card_link", KindCardBlock: "card_block",
 	KindCardUnblock: "card_unblock", KindTopUp: "topup", KindPayment: "payment",
 	KindRefund: "refund", KindCorrection: "correction",
@@ -125,6 +126,8 @@ func DecodeBody(k Kind, p []byte) (Body, error) {
 		b = &SettingsChange{}
 	case KindVenueInfo:
 		b = &VenueInfo{}
+	case KindProducts:
+		b = &Products{}
 	case KindEventUpsert:
 		b = &EventUpsert{}
 	case KindEventCancel:
@@ -385,6 +388,69 @@ func (b *Revoke) validate() error {
 	}
 	if b.AfterSeq == 0 && !b.Head.IsZero() {
 		return invalid("a revocation after seq 0 pins no head")
+	}
+	return nil
+}
+
+// Product bounds.
+const (
+	// MaxProducts bounds a venue's product list (it must fit one op).
+	MaxProducts = 48
+	// MaxProductName bounds a product's name, in bytes.
+	MaxProductName = 24
+)
+
+// Product is one item a venue sells at its point of sale.
+type Product struct {
+	Name  string
+	Price uint64 // cents
+}
+
+// Products is a venue's whole product list, replacing the previous one
+// (last writer wins per venue), so every till and a restored node show the
+// same grid.
+type Products struct {
+	Items []Product
+}
+
+// Kind implements Body.
+func (*Products) Kind() Kind { return KindProducts }
+func (b *Products) encode(w *writer) {
+	w.uvarint(uint64(len(b.Items)))
+	for _, it := range b.Items {
+		w.str(it.Name)
+		w.uvarint(it.Price)
+	}
+}
+func (b *Products) decode(r *reader) {
+	n := r.uvarint()
+	if n > MaxProducts {
+		r.fail(fmt.Errorf("%w: %d products, max %d", ErrInvalidBody, n, MaxProducts))
+		return
+	}
+	b.Items = make([]Product, 0, n)
+	for range n {
+		it := Product{Name: r.str(MaxProductName)}
+		it.Price = r.uvarint()
+		if r.err != nil {
+			return
+		}
+		b.Items = append(b.Items, it)
+	}
+}
+func (b *Products) validate() error {
+	seen := map[string]bool{}
+	for _, it := range b.Items {
+		if err := checkName("product name", it.Name, MaxProductName, true); err != nil {
+			return err
+		}
+		if err := checkAmount(it.Price); err != nil {
+			return err
+		}
+		if seen[it.Name] {
+			return invalid("product %q listed twice", it.Name)
+		}
+		seen[it.Name] = true
 	}
 	return nil
 }

@@ -135,6 +135,9 @@ type Venue struct {
 	Name         string // as admitted
 	Info         VenueInfo
 	InfoStamp    Stamp
+	// Products is the venue's point-of-sale list (last writer wins).
+	Products      []Product
+	ProductsStamp Stamp
 	Revoked      bool
 	RevokedAfter uint64
 	RevokeReason string
@@ -297,6 +300,10 @@ func (s *State) apply(op *Op, id OpID, body Body) {
 		// The first revocation counts, as in the op set's author state.
 		if v := s.Venues[b.Venue]; v != nil && !v.Revoked {
 			v.Revoked, v.RevokedAfter, v.RevokeReason = true, b.AfterSeq, b.Reason
+		}
+	case *Products:
+		if v := s.Venues[op.Author]; v != nil && st.After(v.ProductsStamp) {
+			v.Products, v.ProductsStamp = b.Items, st
 		}
 	case *VenueInfo:
 		if v := s.Venues[op.Author]; v != nil && st.After(v.InfoStamp) {
