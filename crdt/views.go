@@ -131,16 +131,16 @@ type Event struct {
 
 // Venue is the folded state of one member of the federation.
 type Venue struct {
-	Key          PublicKey
-	Name         string // as admitted
-	Info         VenueInfo
-	InfoStamp    Stamp
+	Key       PublicKey
+	Name      string // as admitted
+	Info      VenueInfo
+	InfoStamp Stamp
 	// Products is the venue's point-of-sale list (last writer wins).
 	Products      []Product
 	ProductsStamp Stamp
-	Revoked      bool
-	RevokedAfter uint64
-	RevokeReason string
+	Revoked       bool
+	RevokedAfter  uint64
+	RevokeReason  string
 }
 
 // DisplayName is the venue's own name if it gave one, else its admitted name.
