@@ -144,6 +144,7 @@ type Node struct {
 	// (crdt.Settings.TooFarAhead) until they no longer are.
 	future []crdt.Op
 	gate   signGate
+	taps   TapHub
 
 	writes  chan *writeReq
 	stopped chan struct{} // closed when the writer has exited
