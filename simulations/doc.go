@@ -21,27 +21,52 @@
 // Deliver, as gossip does) to every venue of its group, and to no other.
 // Heal puts every venue back in one group and runs anti-entropy: each
 // replica pulls from every other the ranges its version vector lacks
-// ([crdt.OpSet] Missing, added with AddRange as catch-up does), so all
-// replicas end with the same op set and the same Digest.
+// ([crdt.OpSet] Missing, added with AddRange as catch-up does) and, for a
+// venue that forked, the ops of the branch it lacks (which version vectors
+// cannot show), so all replicas end with the same op set and the same
+// Digest. HoldGossip makes ops wait until Flush before they reach the
+// rest of their group: the gossip delay, inside which venues in sync
+// decide on views that miss each other's newest payments.
 //
-// Isolation is node/offline.go's rule: a venue is in sync when it hears at
-// least MinPeersPercent of the other admitted, unrevoked venues it knows;
-// otherwise it is isolated. By default a venue hears exactly the venues of
+// CopyVenue copies a venue's data dir to a second till: a new venue index
+// with a copy of the replica and a [crdt.Author] made by crdt.NewAuthor
+// from the same key and the same (seq, head). Placed on another side of a
+// partition, the two tills sign two ops at one seq; Retire switches the
+// copy off.
+//
+// Isolation is the nodes' rule, [crdt.Settings.Quorum]: a venue is in sync
+// when it hears at least MinPeersPercent of the other admitted, unrevoked
+// venues it knows; otherwise it is isolated. By default a venue hears exactly the venues of
 // its group, from the moment of the split (instant detection). With
 // DetectionLag it hears a venue for IsolationAfter ms after they were last
 // connected, as a node counting heartbeats does. On every change of state
 // the venue's ledger is Reset (to the moment it lost sync, or to 0 when it
 // regains it), and each offline payment is recorded in it.
 //
-// Payments go through [crdt.State.DecidePayment] on the venue's replica
-// with its isolation state and ledger, exactly as node/money.go does; an
-// accepted payment becomes a signed [crdt.Payment] with the decision's
-// Counter and StampCounter, and the card gets a new stamp signed by the
-// venue ([crdt.Signer.SignStamp]). Cards carry that stamp and present it,
-// decoded with [crdt.DecodeStamp], at their next payment. Top-ups are
-// [crdt.TopUp] ops. When the settings ask for AutoBlock, a venue that sees a
-// new double-spend or stale-stamp conflict in its replica blocks the card
-// with a [crdt.CardBlock] op, as node/writer.go does.
+// Every decision is the crdt rule the node calls, never a copy of it
+// ("one rule, one place"). Before a payment or refund, a venue that
+// believes itself in sync checks that it reaches a quorum now (else the
+// caps apply, counting the card's payments there over the last
+// IsolationAfter, [crdt.CardLedger]) and, above the floor limit
+// ([crdt.NeedsReservation]), reserves the card with a majority of its
+// coordinators ([crdt.Coordinators]; each venue keeps a
+// [crdt.ReservationTable], released when it sees the payment; the outcome
+// is [crdt.ReservationOutcome]): a card another venue holds is refused
+// (ErrCardBusy), unreachable coordinators put the payment under the caps,
+// as node/quorum.go does. Payments then go through
+// [crdt.State.DecidePayment] with the venue's isolation state and ledger;
+// an accepted payment becomes a signed [crdt.Payment] with the decision's
+// Counter, StampCounter and StampVenue, and the card gets a new stamp
+// signed by the venue ([crdt.Signer.SignStamp]). Cards carry that stamp
+// and present it, decoded with [crdt.DecodeStamp], at their next payment
+// (at a venue whose readers read the UID only, the card neither presents
+// nor gets a stamp). Refunds go through [crdt.State.DecideRefund] with
+// the same isolation and quorum input; top-ups through
+// [crdt.State.DecideTopUp] (blocked cards, balance ceiling). With
+// AutoBlock, a venue blocks a card with a [crdt.CardBlock] op when
+// [crdt.Card.NeedsAutoBlock] says so after its ledger changed (money
+// actually missing), and after a refusal when [crdt.BlockAfterRefusal]
+// says so (a stale stamp presented while isolated).
 //
 // # The offline-risk scenario
 //
@@ -61,14 +86,37 @@
 // clone carries the stamps it gets within a group and presents the copied
 // one again in the next group.
 //
+// Options add the adversity of issue 9: RefundShare turns some holder
+// events into cash refunds of the rest of the balance, and has every clone
+// ask each venue it reaches on the far side for the card's balance in
+// cash; DoubleSigners copies a random venue's data dir to a second till
+// that opens on another side of the first partitions (both sign with one
+// key until the heal retires the copy); UIDOnlyShare gives some venues
+// readers that read the UID only; NoReservations turns reservations off.
+//
 // After the final heal the run checks, on every replica: same Digest;
-// Σ balances = Credits − Debits, and these equal what the run topped up and
-// paid; every (card, counter) paid twice or more is exactly one double_spend
-// conflict holding exactly those payments, every payment made on a stale
-// stamp is in its card's stale_stamp conflict, and there is no other
-// conflict (none on honest cards); no honest card is overdrawn or blocked;
-// every overdrawn card carries a conflict; and the loss stays within the
-// bound below.
+// Σ balances = Credits − Debits, and these equal what the run topped up,
+// paid and refunded; every payment, refund and top-up the run made counts
+// in its card's history (none erased by a fork); every venue that signed
+// on two tills is one equivocation conflict; every (card, counter) paid
+// twice or more is exactly one double_spend conflict holding exactly those
+// payments, every payment made on a stale stamp is in its card's
+// stale_stamp conflict, and there is no other conflict (with stamp-writing
+// readers, none on honest cards); no refund was accepted at an isolated
+// venue; no honest card is overdrawn or blocked; every overdrawn card is
+// blocked on every replica and carries a conflict (unless a refund, which
+// has no counter, overdrew it); and the loss stays within the bound below.
+//
+// # The synchronized in-sync clone attack
+//
+// [RunSimultaneous] taps each cloned card at K venues of a whole network
+// within a few milliseconds, inside the gossip delay, asking for the whole
+// balance and, if refused, for the floor limit. Without reservations each
+// venue decides on its own view and the card loses (K − 1) × its balance;
+// with them one venue holds the card and the others may take at most the
+// floor limit each: the run checks loss ≤ (K − 1) × OfflinePaymentMax per
+// card, detection of every double spend and the block of every overdrawn
+// card on every replica.
 //
 // # The bound
 //
@@ -115,6 +163,12 @@
 //
 //     where n is the number of overdrawn cards that paid offline at that
 //     venue in that period. This is OfflineReport.BoundCents.
+//
+// Refunds change nothing here: a refund needs the ledger's balance to
+// cover it, like a payment in step 1, and is refused while isolated, so
+// it never adds to O. A copied till is one more venue for the caps (it
+// keeps its own offline ledger), and its key counts once in the quorum of
+// either side, so step 2 still holds.
 //
 // Step 2 fails in two cases, and the run measures both: when isolation is
 // detected late (a node counts a peer as heard for IsolationAfter after
