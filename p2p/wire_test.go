@@ -3,6 +3,7 @@ package p2p
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -181,4 +182,141 @@ func FuzzDecodeOpsMessage(f *testing.F) {
 func FuzzDecodeHeartbeat(f *testing.F) {
 	f.Add(EncodeHeartbeat(&Heartbeat{Time: time.UnixMilli(1)}, seedSigner(f, 2)))
 	f.Fuzz(func(t *testing.T, p []byte) { _, _ = DecodeHeartbeat(p) })
+}
+
+func TestHelloVersions(t *testing.T) {
+	a := seedSigner(t, 2).Public()
+	h := hello{digest: [32]byte{1}, ops: 3, vv: crdt.VersionVector{a: 3}, fork: [32]byte{9}, forkIDs: 7}
+	got, err := decodeHello(appendHello(nil, h)[1:], 10)
+	if err != nil || got.version != syncVersion || got.fork != h.fork || got.forkIDs != 7 || got.vv[a] != 3 {
+		t.Fatalf("v2: %+v %v", got, err)
+	}
+	// A version 1 hello (no fork digest) is understood.
+	v1 := []byte{1}
+	v1 = append(v1, h.digest[:]...)
+	v1 = append(v1, 3)
+	v1 = appendVV(v1, h.vv)
+	got, err = decodeHello(v1, 10)
+	if err != nil || got.version != 1 || got.fork != ([32]byte{}) || got.vv[a] != 3 {
+		t.Fatalf("v1: %+v %v", got, err)
+	}
+	for name, p := range map[string][]byte{
+		"version 3":      append([]byte{3}, v1[1:]...),
+		"v2 no fork":     append([]byte{2}, v1[1:]...),
+		"v1 trailing":    append(append([]byte{}, v1...), 0),
+		"v2 fork no ids": append(append([]byte{2}, v1[1:]...), make([]byte, 32)...),
+	} {
+		if _, err := decodeHello(p, 10); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestSumAndForkRecords(t *testing.T) {
+	s := sum{heads: [32]byte{1}, fork: [32]byte{2}, forkIDs: 300}
+	got, err := decodeSum(appendSum(nil, s)[1:])
+	if err != nil || got != s {
+		t.Fatalf("sum: %+v %v", got, err)
+	}
+	if _, err := decodeSum(appendSum(nil, s)[1:66]); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("truncated sum: %v", err)
+	}
+	k := seedSigner(t, 2).Public()
+	recs := []forkRec{{key: k, kind: recHead, seq: 9, id: crdt.OpID{1}}, {key: k, kind: recFork, seq: 6, id: crdt.OpID{2}},
+		{key: k, kind: recProbe, seq: 300, id: crdt.OpID{3}}, {key: k, kind: recMember, seq: 7, id: crdt.OpID{4}}}
+	p := appendForkRecs(nil, recs)
+	if p[0] != frameForks {
+		t.Fatal("type")
+	}
+	back, err := decodeForkRecs(p[1:], 10)
+	if err != nil || len(back) != len(recs) {
+		t.Fatalf("records: %v", err)
+	}
+	for i := range recs {
+		if back[i] != recs[i] {
+			t.Fatalf("record %d: %+v, want %+v", i, back[i], recs[i])
+		}
+	}
+	bad := map[string][]byte{
+		"over the bound": p[1:],
+		"truncated":      p[1 : len(p)-1],
+		"trailing":       append(append([]byte{}, p[1:]...), 0),
+		"zero records":   {0},
+		"huge count":     {0xff, 0xff, 0xff, 0xff, 0x0f},
+		"unknown kind":   appendForkRecs(nil, []forkRec{{key: k, kind: 9, seq: 1}})[1:],
+		"seq zero":       appendForkRecs(nil, []forkRec{{key: k, kind: recHead}})[1:],
+	}
+	for name, q := range bad {
+		max := 10
+		if name == "over the bound" {
+			max = 3
+		}
+		if _, err := decodeForkRecs(q, max); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	ops := append(topUps(t, seedSigner(t, 2), 2), topUps(t, seedSigner(t, 3), 1)...)
+	ev, err := decodeEvidence(appendOps(nil, ops))
+	if err != nil || len(ev) != 3 {
+		t.Fatalf("evidence of several authors: %v", err)
+	}
+}
+
+func TestProbeSeqs(t *testing.T) {
+	got := probeSeqs(11, 6)
+	want := []uint64{1, 3, 5, 6, 7, 9, 10}
+	if !slices.Equal(got, want) {
+		t.Fatalf("probes of 11 (fork 6): %v, want %v", got, want)
+	}
+	if got := probeSeqs(1, 0); len(got) != 0 {
+		t.Fatalf("probes of 1: %v", got)
+	}
+	if got := probeSeqs(1<<40, 0); len(got) > 64 {
+		t.Fatalf("%d probes", len(got))
+	}
+}
+
+func FuzzDecodeHello(f *testing.F) {
+	a := seedSigner(f, 2).Public()
+	f.Add(appendHello(nil, hello{digest: [32]byte{1}, ops: 3, vv: crdt.VersionVector{a: 3}, fork: [32]byte{9}, forkIDs: 7})[1:])
+	f.Add([]byte{1, 0})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		h, err := decodeHello(p, 16)
+		if err == nil && h.version == syncVersion && !bytes.Equal(appendHello(nil, h)[1:], p) {
+			t.Fatal("decoded hello does not re-encode to itself")
+		}
+	})
+}
+
+func FuzzDecodeSum(f *testing.F) {
+	f.Add(appendSum(nil, sum{forkIDs: 5})[1:])
+	f.Fuzz(func(t *testing.T, p []byte) {
+		s, err := decodeSum(p)
+		if err == nil && !bytes.Equal(appendSum(nil, s)[1:], p) {
+			t.Fatal("decoded sum does not re-encode to itself")
+		}
+	})
+}
+
+func FuzzDecodeForkRecs(f *testing.F) {
+	k := seedSigner(f, 2).Public()
+	f.Add(appendForkRecs(nil, []forkRec{{key: k, kind: recHead, seq: 9, id: crdt.OpID{1}}, {key: k, kind: recMember, seq: 300}})[1:])
+	f.Add([]byte{1})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		recs, err := decodeForkRecs(p, 64)
+		if err == nil && !bytes.Equal(appendForkRecs(nil, recs)[1:], p) {
+			t.Fatal("decoded records do not re-encode to themselves")
+		}
+	})
+}
+
+func FuzzDecodeEvidence(f *testing.F) {
+	f.Add(appendOps(nil, append(topUps(f, seedSigner(f, 2), 2), topUps(f, seedSigner(f, 3), 1)...)))
+	f.Add([]byte{1, 0})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		ops, err := decodeEvidence(p)
+		if err == nil && !bytes.Equal(appendOps(nil, ops), p) {
+			t.Fatal("decoded evidence does not re-encode to itself")
+		}
+	})
 }
