@@ -24,15 +24,17 @@ import (
 //     (one round in flight, callers join it), and a check that finds the
 //     proof ageing starts the next round in the background, so under load
 //     payments rarely wait for a round trip.
-//   - Relayed: in a federation larger than the node's connections
-//     (TargetPeers), a member it is not connected to counts when its own
-//     signed heartbeat, relayed through the GossipSub mesh, is fresh: sent
+//   - Relayed: when the quorum needs more venues than the node keeps
+//     connections to (TargetPeers, 16: federations of 34 venues or more),
+//     a member without direct proof counts when its own signed heartbeat,
+//     relayed through the GossipSub mesh, is fresh: sent
 //     within RelayedFresh (default 1.5 heartbeat intervals) by its clock
 //     and received within RelayedFresh by ours. It counts only when the
 //     node also reaches directly at least one member, and at least half of
-//     those it is connected to (up to the quorum needed): a node cut off
-//     from the network fails at once, while a split elsewhere in the mesh
-//     is noticed within RelayedFresh instead of the isolation delay.
+//     those it is connected to (at most TargetPeers/2, at most the quorum
+//     needed): a node cut off from the network fails at once, while a
+//     split elsewhere in the mesh is noticed within RelayedFresh instead
+//     of the isolation delay.
 
 // Defaults of QuorumQuery.
 const (
@@ -84,6 +86,7 @@ type quorumState struct {
 // closed (and replaced) each time a peer answers; done when all answered
 // or timed out.
 type quorumRound struct {
+	start   time.Time
 	changed chan struct{}
 	done    chan struct{}
 }
@@ -133,17 +136,18 @@ func (n *Network) connectedMembers() ([]peer.ID, map[peer.ID]bool) {
 	return peers, members
 }
 
-// countQuorum counts the proof held now. stale reports whether some
-// direct proof that counted is older than half of Fresh (time to refresh).
-func (n *Network) countQuorum(q QuorumQuery) (res QuorumResult, stale bool) {
+// countQuorum counts the proof held now, direct proof within fresh. stale
+// reports whether some direct proof that counted is older than half of
+// q.Fresh (time to refresh).
+func (n *Network) countQuorum(q QuorumQuery, fresh time.Duration) (res QuorumResult, stale bool) {
 	now := time.Now()
 	peers, members := n.connectedMembers()
 	res.Connected = len(peers)
-	connected := make(map[peer.ID]bool, len(peers))
+	direct := make(map[peer.ID]bool, len(peers))
 	n.quorum.mu.Lock()
 	for _, p := range peers {
-		connected[p] = true
-		if at, ok := n.quorum.evidence[p]; ok && now.Sub(at) <= q.Fresh {
+		if at, ok := n.quorum.evidence[p]; ok && now.Sub(at) <= fresh {
+			direct[p] = true
 			res.Direct++
 			if now.Sub(at) > q.Fresh/2 {
 				stale = true
@@ -155,12 +159,11 @@ func (n *Network) countQuorum(q QuorumQuery) (res QuorumResult, stale bool) {
 	if res.Direct == 0 && len(peers) > 0 {
 		stale = true
 	}
-	directNeed := max(1, min(q.Need, (len(peers)+1)/2))
-	if res.Reached < q.Need && q.RelayedFresh > 0 && res.Direct >= directNeed {
+	if res.Reached < q.Need && n.relayedCounts(q) && res.Direct >= max(1, min(q.Need, (len(peers)+1)/2, n.cfg.TargetPeers/2)) {
 		wall := n.cfg.Now()
 		n.peersMu.Lock()
 		for p, pi := range n.peers {
-			if !members[p] || connected[p] || pi.hb == nil {
+			if !members[p] || direct[p] || pi.hb == nil {
 				continue
 			}
 			if now.Sub(pi.hbAt) <= q.RelayedFresh && wall.Sub(pi.hb.Time) <= q.RelayedFresh+maxHeartbeatSkew {
@@ -172,6 +175,15 @@ func (n *Network) countQuorum(q QuorumQuery) (res QuorumResult, stale bool) {
 	}
 	res.OK = res.Reached >= q.Need
 	return res, stale
+}
+
+// relayedCounts reports whether relayed heartbeats may prove part of the
+// quorum: only when the quorum is larger than the connections the node
+// keeps (TargetPeers). A smaller federation proves it by direct round trips
+// alone, so at most one side of a split reaches a majority once Fresh has
+// passed.
+func (n *Network) relayedCounts(q QuorumQuery) bool {
+	return q.RelayedFresh > 0 && q.Need > n.cfg.TargetPeers
 }
 
 // maxHeartbeatSkew is how far a sender's clock may be behind ours for its
@@ -198,8 +210,9 @@ func (n *Network) CheckQuorum(ctx context.Context, q QuorumQuery) QuorumResult {
 	start := time.Now()
 	timer := time.NewTimer(q.Budget)
 	defer timer.Stop()
+	fresh := q.Fresh
 	for started := 0; ; {
-		res, stale := n.countQuorum(q)
+		res, stale := n.countQuorum(q, fresh)
 		if res.OK {
 			if stale {
 				n.joinRound(q.Budget) // refresh in the background
@@ -207,24 +220,29 @@ func (n *Network) CheckQuorum(ctx context.Context, q QuorumQuery) QuorumResult {
 			res.Waited = time.Since(start)
 			return res
 		}
-		if res.Connected == 0 || (q.RelayedFresh <= 0 && res.Connected < q.Need) {
+		if res.Connected == 0 || (!n.relayedCounts(q) && res.Connected < q.Need) {
 			res.Waited = time.Since(start)
 			return res // no round can succeed: too few peers connected
 		}
-		r, fresh := n.joinRound(q.Budget)
-		if fresh {
+		r, newRound := n.joinRound(q.Budget)
+		if newRound {
 			started++
 		}
 		n.quorum.mu.Lock()
 		changed := r.changed
 		n.quorum.mu.Unlock()
+		// Proof gathered since the round this check waits for began
+		// counts, however long the round takes (at most the budget): under
+		// load, the first answers may be older than Fresh when the last
+		// ones arrive.
+		fresh = max(q.Fresh, time.Since(r.start))
 		select {
 		case <-changed:
 			continue
 		case <-r.done:
 			if started > 0 {
 				// A round this check saw start has ended: its answer is final.
-				res, _ = n.countQuorum(q)
+				res, _ = n.countQuorum(q, max(q.Fresh, time.Since(r.start)))
 				res.Waited = time.Since(start)
 				return res
 			}
@@ -233,7 +251,7 @@ func (n *Network) CheckQuorum(ctx context.Context, q QuorumQuery) QuorumResult {
 		case <-ctx.Done():
 		case <-n.ctx.Done():
 		}
-		res, _ = n.countQuorum(q)
+		res, _ = n.countQuorum(q, max(q.Fresh, time.Since(r.start)))
 		res.Waited = time.Since(start)
 		return res
 	}
@@ -243,14 +261,14 @@ func (n *Network) CheckQuorum(ctx context.Context, q QuorumQuery) QuorumResult {
 // (fresh is then true). A round pings every connected member at once, each
 // for at most timeout, on the network's context: a caller that stops
 // waiting does not cut it short for the others.
-func (n *Network) joinRound(timeout time.Duration) (r *quorumRound, fresh bool) {
+func (n *Network) joinRound(timeout time.Duration) (r *quorumRound, started bool) {
 	q := &n.quorum
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.round != nil {
 		return q.round, false
 	}
-	r = &quorumRound{changed: make(chan struct{}), done: make(chan struct{})}
+	r = &quorumRound{start: time.Now(), changed: make(chan struct{}), done: make(chan struct{})}
 	peers, _ := n.connectedMembers()
 	q.round = r
 	q.rounds++
