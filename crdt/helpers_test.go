@@ -153,11 +153,13 @@ func dumpState(s *crdt.OpSet) string {
 		c := st.Cards[id]
 		fmt.Fprintf(&b, "card %s balance=%d credits=%d debits=%d counter=%d registered=%v blocked=%v reason=%q blockstamp=%v holder=%q holderstamp=%v\n",
 			c.ID, c.Balance, c.Credits, c.Debits, c.Counter, c.Registered, c.Blocked, c.BlockReason, c.BlockStamp, c.Holder, c.HolderStamp)
-		for _, e := range c.History() {
+		for _, e := range st.CardHistory(c.ID, nil, false, 0) {
 			fmt.Fprintf(&b, "  entry %+v\n", e)
 		}
-		for _, n := range sortedKeys(c.Payments) {
-			fmt.Fprintf(&b, "  payment counter=%d op=%s\n", n, c.Payments[n])
+		for n := range c.Counter + 1 {
+			if id, ok := st.Index().Payment(c.ID, n); ok {
+				fmt.Fprintf(&b, "  payment counter=%d op=%s\n", n, id)
+			}
 		}
 	}
 	for _, e := range st.Agenda() {
@@ -169,8 +171,10 @@ func dumpState(s *crdt.OpSet) string {
 	for _, c := range st.SortedConflicts() {
 		fmt.Fprintf(&b, "conflict %+v\n", *c)
 	}
-	for _, k := range sortedKeys(st.Refs) {
-		fmt.Fprintf(&b, "ref %s %+v\n", k, st.Refs[k])
+	if m, ok := st.Index().(*crdt.MemIndex); ok {
+		for _, k := range sortedKeys(m.Refs) {
+			fmt.Fprintf(&b, "ref %s %+v\n", k, m.Refs[k])
+		}
 	}
 	return b.String()
 }

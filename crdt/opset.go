@@ -114,6 +114,11 @@ type Config struct {
 	// the set already covers, other than the head, is refused with ErrStale
 	// instead of being compared for equivocation.
 	Log OpReader
+	// Index holds the views that grow with history. Default: a new
+	// MemIndex.
+	Index Index
+	// TrackChanges makes the set list what changed, for TakeChanges.
+	TrackChanges bool
 }
 
 // OpSet is the grow-only set of valid ops and the views folded from it.
@@ -130,10 +135,17 @@ type OpSet struct {
 	Stale    bool
 	ops      uint64
 	verified *verifiedCache
+	// dirtyAuthors lists the authors changed since TakeChanges; reseted
+	// says the set was refolded since.
+	dirtyAuthors map[PublicKey]bool
+	reseted      bool
 }
 
 // NewOpSet returns an empty op set for a federation.
 func NewOpSet(cfg Config) *OpSet {
+	if cfg.Index == nil {
+		cfg.Index = NewMemIndex()
+	}
 	s := &OpSet{cfg: cfg, verified: &verifiedCache{}}
 	s.reset()
 	return s
@@ -146,6 +158,12 @@ func (s *OpSet) reset() {
 	s.EvidenceOps = map[OpID]Op{}
 	s.State = newState()
 	s.State.Fed = s.cfg.Federation
+	s.State.index = s.cfg.Index
+	if s.cfg.TrackChanges {
+		s.State.dirty = newDirty()
+		s.dirtyAuthors = map[PublicKey]bool{}
+	}
+	s.reseted = true
 	s.ops = 0
 	s.Stale = false
 }
@@ -357,9 +375,13 @@ func (s *OpSet) fork(a *AuthorState, f uint64, ev Op, body Body, atF ...OpID) {
 	id := ev.ID()
 	s.EvidenceOps[id] = ev
 	a.EvidenceMax = max(a.EvidenceMax, ev.Seq)
+	s.authorChanged(a)
 	if f != 0 {
 		key := (&Conflict{Kind: ConflictEquivocation, Author: a.Key}).Key()
 		c := s.State.Conflicts[key]
+		if s.State.dirty != nil {
+			s.State.dirty.conflicts[key] = true
+		}
 		if c == nil || f < c.Seq {
 			c = &Conflict{Kind: ConflictEquivocation, Author: a.Key, Seq: f}
 			s.State.Conflicts[key] = c
@@ -418,6 +440,7 @@ func (s *OpSet) AddEvidence(op Op) (Outcome, error) {
 // append extends a's chain with op and folds it.
 func (s *OpSet) append(a *AuthorState, op *Op, id OpID, body Body) {
 	a.Seq, a.Head = op.Seq, id
+	s.authorChanged(a)
 	s.ops++
 	s.fold(a, op, id, body)
 }
@@ -436,10 +459,13 @@ func (s *OpSet) fold(a *AuthorState, op *Op, id OpID, body Body) {
 	switch b := body.(type) {
 	case *Admit:
 		if v := s.Authors[b.Venue]; v == nil && b.Venue != s.cfg.Federation {
-			s.Authors[b.Venue] = &AuthorState{Key: b.Venue, Role: roleVenue, AdmittedAt: op.HLC}
+			v = &AuthorState{Key: b.Venue, Role: roleVenue, AdmittedAt: op.HLC}
+			s.Authors[b.Venue] = v
+			s.authorChanged(v)
 		}
 	case *Revoke:
 		if v := s.Authors[b.Venue]; v != nil && v.Role == roleVenue && !v.Revoked {
+			s.authorChanged(v)
 			v.Revoked, v.RevokedAfter, v.RevokedHead = true, b.AfterSeq, b.Head
 			v.PinLimit, v.PinSeq, v.PinID = b.AfterSeq, b.AfterSeq, b.Head
 			if v.Counted > v.limit() || v.NCounted > v.Counted || v.EvidenceMax > 0 ||
@@ -683,7 +709,13 @@ func (s *OpSet) Digest() [32]byte {
 // federation forked before it) is dropped with its chain. On error (r does
 // not hold the chains the set holds) the set is unchanged.
 func (s *OpSet) Refold(r OpReader) error {
-	n := NewOpSet(s.cfg)
+	cfg := s.cfg
+	if rb, ok := s.cfg.Index.(Rebuilder); ok {
+		cfg.Index = rb.Scratch()
+	} else {
+		s.cfg.Index.Reset()
+	}
+	n := NewOpSet(cfg)
 	n.EvidenceOps = s.EvidenceOps
 	// Forks are facts about ops outside the chains: keep them.
 	for _, c := range s.State.Conflicts {
@@ -753,6 +785,11 @@ func (s *OpSet) Refold(r OpReader) error {
 		}
 	}
 	n.Stale = false
+	if rb, ok := s.cfg.Index.(Rebuilder); ok {
+		rb.Adopt(cfg.Index)
+		n.cfg.Index = s.cfg.Index
+		n.State.index = s.cfg.Index
+	}
 	*s = *n
 	return nil
 }

@@ -58,19 +58,8 @@ func RebuildOfflineLedger(s *State, venue PublicKey, since int64) OfflineLedger 
 	if since == 0 {
 		return l
 	}
-	for _, c := range s.Cards {
-		l.recordPayments(c, venue, since)
-	}
+	s.index.VenuePayments(venue, since, l.Record)
 	return l
-}
-
-// recordPayments adds the card's payments at venue from since.
-func (l *OfflineLedger) recordPayments(c *Card, venue PublicKey, since int64) {
-	for _, e := range c.Entries {
-		if e.Kind == KindPayment && e.Venue == venue && e.HLC.Millis() >= since {
-			l.Record(c.ID, uint64(-e.Amount))
-		}
-	}
 }
 
 // CardLedger is the offline ledger of one card at one venue from since
@@ -79,9 +68,15 @@ func (l *OfflineLedger) recordPayments(c *Card, venue PublicKey, since int64) {
 func CardLedger(s *State, venue PublicKey, card CardID, since int64) OfflineLedger {
 	var l OfflineLedger
 	l.Reset(since)
-	if c := s.Cards[card]; c != nil {
-		l.recordPayments(c, venue, since)
-	}
+	s.index.Entries(card, nil, true, func(e Entry) bool {
+		if e.HLC.Millis() < since {
+			return false
+		}
+		if e.Kind == KindPayment && e.Counted && e.Venue == venue {
+			l.Record(card, uint64(-e.Amount))
+		}
+		return true
+	})
 	return l
 }
 
@@ -190,7 +185,7 @@ func (s *State) DecidePayment(venue PublicKey, in PaymentInput, offline *Offline
 			return d, fmt.Errorf("%w: this venue's offline budget of %d is used up", ErrOfflineCap, set.OfflineVenueBudget)
 		}
 	} else if set.DailyCardMax > 0 && c != nil {
-		if spent := c.spentSince(in.Now - in.Now%86_400_000); spent+in.Amount > set.DailyCardMax {
+		if spent := s.spentSince(c.ID, in.Now-in.Now%86_400_000); spent+in.Amount > set.DailyCardMax {
 			return d, fmt.Errorf("%w: %d spent today, the daily cap is %d", ErrDailyCap, spent, set.DailyCardMax)
 		}
 	}
@@ -261,13 +256,17 @@ func (s Settings) TooFarAhead(op *Op, nowMs int64) bool {
 }
 
 // spentSince sums the card's counted payments from since (Unix ms).
-func (c *Card) spentSince(since int64) uint64 {
+func (s *State) spentSince(card CardID, since int64) uint64 {
 	var sum uint64
-	for _, e := range c.Entries {
-		if e.Kind == KindPayment && e.Counted && e.HLC.Millis() >= since {
+	s.index.Entries(card, nil, true, func(e Entry) bool {
+		if e.HLC.Millis() < since {
+			return false
+		}
+		if e.Kind == KindPayment && e.Counted {
 			sum += uint64(-e.Amount)
 		}
-	}
+		return true
+	})
 	return sum
 }
 

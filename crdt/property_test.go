@@ -87,7 +87,7 @@ func checkMoney(t tb, sc *scenario, s *crdt.OpSet) {
 			t.Fatalf("card %s: balance %d != credits %d - debits %d", id, c.Balance, c.Credits, c.Debits)
 		}
 		var entries int64
-		for _, e := range c.Entries {
+		for _, e := range st.CardHistory(id, nil, false, 0) {
 			if e.Counted {
 				entries += e.Amount
 			}

@@ -7,17 +7,22 @@ type Snapshot struct {
 	Authors     map[PublicKey]*AuthorState
 	EvidenceOps map[OpID]Op
 	State       *State
+	Index       *MemIndex // nil unless the set's index is a MemIndex
 	Ops         uint64
 }
 
 // Snapshot returns the set's state.
 func (s *OpSet) Snapshot() Snapshot {
-	return Snapshot{Authors: s.Authors, EvidenceOps: s.EvidenceOps, State: s.State, Ops: s.ops}
+	m, _ := s.cfg.Index.(*MemIndex)
+	return Snapshot{Authors: s.Authors, EvidenceOps: s.EvidenceOps, State: s.State, Index: m, Ops: s.ops}
 }
 
 // Restore returns an op set holding a snapshot's state. A snapshot taken
 // while the set was Stale must be followed by Refold.
 func Restore(cfg Config, snap Snapshot) *OpSet {
+	if snap.Index != nil {
+		cfg.Index = snap.Index
+	}
 	s := NewOpSet(cfg)
 	if snap.Authors != nil {
 		s.Authors = snap.Authors
@@ -28,10 +33,9 @@ func Restore(cfg Config, snap Snapshot) *OpSet {
 	if snap.State != nil {
 		s.State = snap.State
 		s.State.Fed = cfg.Federation
-		for _, c := range s.State.Cards {
-			if c.Payments == nil {
-				c.Payments = map[uint64]OpID{}
-			}
+		s.State.index = s.cfg.Index
+		if cfg.TrackChanges {
+			s.State.dirty = newDirty()
 		}
 		if s.State.Events == nil {
 			s.State.Events = map[EventKey]*Event{}
@@ -41,9 +45,6 @@ func Restore(cfg Config, snap Snapshot) *OpSet {
 		}
 		if s.State.Conflicts == nil {
 			s.State.Conflicts = map[string]*Conflict{}
-		}
-		if s.State.Refs == nil {
-			s.State.Refs = map[string]refEntry{}
 		}
 		if s.State.Cards == nil {
 			s.State.Cards = map[CardID]*Card{}

@@ -62,10 +62,9 @@ type Card struct {
 	// LastDebit is the newest debit's HLC: an overdraft newer than the
 	// last block-state change is news (see Card.NeedsAutoBlock).
 	LastDebit HLC
-	Entries   []Entry
-	// Payments maps a counter to the first payment op seen with it (the
-	// smallest id when there are several), to detect double spends.
-	Payments map[uint64]OpID
+	// Entries is the number of money ops of the card; the entries
+	// themselves are in the set's Index (State.CardHistory).
+	Entries uint64
 }
 
 // setBlocked recomputes Blocked and its reason from the two registers.
@@ -97,16 +96,16 @@ func (c *Card) NeedsAutoBlock() bool {
 	return c.LastDebit > last
 }
 
-// History returns the card's entries in (HLC, op id) order.
-func (c *Card) History() []Entry {
-	h := slices.Clone(c.Entries)
-	slices.SortFunc(h, func(a, b Entry) int {
-		if a.HLC != b.HLC {
-			return cmp.Compare(a.HLC, b.HLC)
-		}
-		return cmp.Compare(string(a.Op[:]), string(b.Op[:]))
+// CardHistory returns up to limit of a card's entries in (HLC, op id)
+// order, newest first if newestFirst, starting after the entry at from
+// (from the newest or oldest when from is nil); limit ≤ 0 means all.
+func (s *State) CardHistory(card CardID, from *Stamp, newestFirst bool, limit int) []Entry {
+	var out []Entry
+	s.index.Entries(card, from, newestFirst, func(e Entry) bool {
+		out = append(out, e)
+		return limit <= 0 || len(out) < limit
 	})
-	return h
+	return out
 }
 
 // EventKey identifies an event: its venue and the venue's own id for it.
@@ -200,13 +199,6 @@ func (c *Conflict) addOps(ids ...OpID) bool {
 	return added
 }
 
-// refEntry records which op is credited for an external reference.
-type refEntry struct {
-	Card   CardID
-	Winner Stamp
-	Amount int64
-}
-
 // State holds the views folded from the counted ops. Its fields are
 // exported so that a store can snapshot it; treat them as read-only.
 type State struct {
@@ -219,11 +211,31 @@ type State struct {
 	Events    map[EventKey]*Event
 	Venues    map[PublicKey]*Venue
 	Conflicts map[string]*Conflict
-	Refs      map[string]refEntry
 	Credits   int64 // Σ counted credits over all cards
 	Debits    int64 // Σ counted debits over all cards
 	Counted   uint64
+
+	// index holds the views that grow with history (see Index).
+	index Index
+	// dirty lists what changed since the last OpSet.TakeChanges, when the
+	// set tracks changes (Config.TrackChanges); nil otherwise.
+	dirty *dirty
 }
+
+// dirty is what changed in a State.
+type dirty struct {
+	cards     map[CardID]bool
+	venues    map[PublicKey]bool
+	events    map[EventKey]bool
+	conflicts map[string]bool
+}
+
+func newDirty() *dirty {
+	return &dirty{cards: map[CardID]bool{}, venues: map[PublicKey]bool{}, events: map[EventKey]bool{}, conflicts: map[string]bool{}}
+}
+
+// Index returns the index holding the views that grow with history.
+func (s *State) Index() Index { return s.index }
 
 func newState() *State {
 	return &State{
@@ -232,17 +244,26 @@ func newState() *State {
 		Events:    map[EventKey]*Event{},
 		Venues:    map[PublicKey]*Venue{},
 		Conflicts: map[string]*Conflict{},
-		Refs:      map[string]refEntry{},
+		index:     NewMemIndex(),
 	}
 }
 
 func (s *State) card(id CardID) *Card {
 	c := s.Cards[id]
 	if c == nil {
-		c = &Card{ID: id, Payments: map[uint64]OpID{}}
+		c = &Card{ID: id}
 		s.Cards[id] = c
 	}
+	if s.dirty != nil {
+		s.dirty.cards[id] = true
+	}
 	return c
+}
+
+func (s *State) venueChanged(k PublicKey) {
+	if s.dirty != nil {
+		s.dirty.venues[k] = true
+	}
 }
 
 // conflict records ids as evidence of a conflict, once per key.
@@ -253,7 +274,9 @@ func (s *State) conflict(c Conflict, ids ...OpID) {
 		cur = &c
 		s.Conflicts[k] = cur
 	}
-	cur.addOps(ids...)
+	if cur.addOps(ids...) && s.dirty != nil {
+		s.dirty.conflicts[k] = true
+	}
 }
 
 // credit moves a counted amount on a card: positive credits, negative debits.
@@ -296,18 +319,22 @@ func (s *State) apply(op *Op, id OpID, body Body) {
 			s.Venues[b.Venue] = v
 		}
 		v.Name = b.Name
+		s.venueChanged(b.Venue)
 	case *Revoke:
 		// The first revocation counts, as in the op set's author state.
 		if v := s.Venues[b.Venue]; v != nil && !v.Revoked {
 			v.Revoked, v.RevokedAfter, v.RevokeReason = true, b.AfterSeq, b.Reason
+			s.venueChanged(b.Venue)
 		}
 	case *Products:
 		if v := s.Venues[op.Author]; v != nil && st.After(v.ProductsStamp) {
 			v.Products, v.ProductsStamp = b.Items, st
+			s.venueChanged(op.Author)
 		}
 	case *VenueInfo:
 		if v := s.Venues[op.Author]; v != nil && st.After(v.InfoStamp) {
 			v.Info, v.InfoStamp = *b, st
+			s.venueChanged(op.Author)
 		}
 	case *EventUpsert:
 		s.upsertEvent(op.Author, b, st)
@@ -360,6 +387,9 @@ func (s *State) event(k EventKey) *Event {
 		e = &Event{Key: k}
 		s.Events[k] = e
 	}
+	if s.dirty != nil {
+		s.dirty.events[k] = true
+	}
 	return e
 }
 
@@ -395,7 +425,7 @@ func (s *State) money(op *Op, st Stamp, card CardID, amount int64, counter uint6
 	c := s.card(card)
 	e := Entry{Op: st.ID, Kind: op.Kind, Amount: amount, Venue: op.Author, HLC: op.HLC, Counter: counter, Label: label, Counted: true}
 	if hasRef {
-		if cur, ok := s.Refs[ref]; ok {
+		if cur, ok := s.index.Ref(ref); ok {
 			s.conflict(Conflict{Kind: ConflictDuplicateRef, Ref: ref}, cur.Winner.ID, st.ID)
 			if st.After(cur.Winner) || st == cur.Winner {
 				e.Counted = false
@@ -404,15 +434,11 @@ func (s *State) money(op *Op, st Stamp, card CardID, amount int64, counter uint6
 				// stops counting.
 				old := s.card(cur.Card)
 				s.uncredit(old, cur.Amount)
-				for i := range old.Entries {
-					if old.Entries[i].Op == cur.Winner.ID {
-						old.Entries[i].Counted = false
-					}
-				}
-				s.Refs[ref] = refEntry{Card: card, Winner: st, Amount: amount}
+				s.index.SetCounted(cur.Card, cur.Winner, false)
+				s.index.SetRef(ref, RefEntry{Card: card, Winner: st, Amount: amount})
 			}
 		} else {
-			s.Refs[ref] = refEntry{Card: card, Winner: st, Amount: amount}
+			s.index.SetRef(ref, RefEntry{Card: card, Winner: st, Amount: amount})
 		}
 	}
 	if e.Counted {
@@ -421,7 +447,8 @@ func (s *State) money(op *Op, st Stamp, card CardID, amount int64, counter uint6
 			c.LastDebit = op.HLC
 		}
 	}
-	c.Entries = append(c.Entries, e)
+	c.Entries++
+	s.index.AddEntry(card, e)
 }
 
 func (s *State) payment(b *Payment, id OpID) {
@@ -445,14 +472,14 @@ func (s *State) payment(b *Payment, id OpID) {
 	if b.StampCounter > 0 && b.Counter > b.StampCounter+1 {
 		s.conflict(Conflict{Kind: ConflictStaleStamp, Card: b.Card}, id)
 	}
-	first, seen := c.Payments[b.Counter]
+	first, seen := s.index.Payment(b.Card, b.Counter)
 	switch {
 	case !seen:
-		c.Payments[b.Counter] = id
+		s.index.SetPayment(b.Card, b.Counter, id)
 	case first != id:
 		s.conflict(Conflict{Kind: ConflictDoubleSpend, Card: b.Card, Counter: b.Counter}, first, id)
 		if lessID(id, first) {
-			c.Payments[b.Counter] = id
+			s.index.SetPayment(b.Card, b.Counter, id)
 		}
 	}
 }

@@ -206,15 +206,6 @@ func parseCursor(s string) (historyCursor, error) {
 	return c, nil
 }
 
-// after reports whether the cursor c comes after e in the history's order
-// (e is older, so it belongs to the page before c).
-func (c historyCursor) after(e crdt.Entry) bool {
-	if e.HLC != c.hlc {
-		return e.HLC < c.hlc
-	}
-	return string(e.Op[:]) < string(c.op[:])
-}
-
 // pageParams reads ?limit= and ?before=.
 func pageParams(r *http.Request) (int, *historyCursor, error) {
 	q := r.URL.Query()
@@ -252,26 +243,21 @@ func (n *Node) serveCardPage(w http.ResponseWriter, r *http.Request, card crdt.C
 			return
 		}
 		found = true
-		page.CardView = cardView(set, c)
-		byID := make(map[crdt.OpID]HistoryEntry, len(page.History))
-		for _, e := range page.History {
-			byID[e.OpID] = e
-		}
-		keys := c.History() // oldest first
-		end := len(keys)
+		var from *crdt.Stamp
 		if before != nil {
-			for end > 0 && !before.after(keys[end-1]) {
-				end--
+			from = &crdt.Stamp{HLC: before.hlc, ID: before.op}
+		}
+		// One more than the page: whether there is a next page.
+		entries := set.State.CardHistory(card, from, true, limit+1)
+		page.CardView = cardView(set, c, nil, 0)
+		page.History = make([]HistoryEntry, 0, min(limit, len(entries)))
+		for i, e := range entries {
+			if i == limit {
+				last := entries[limit-1]
+				page.Next = historyCursor{hlc: last.HLC, op: last.Op}.String()
+				break
 			}
-		}
-		start := max(0, end-limit)
-		out := make([]HistoryEntry, 0, end-start)
-		for i := end - 1; i >= start; i-- {
-			out = append(out, byID[keys[i].Op])
-		}
-		page.History = out
-		if start > 0 {
-			page.Next = historyCursor{hlc: keys[start].HLC, op: keys[start].Op}.String()
+			page.History = append(page.History, historyEntry(set, e))
 		}
 	})
 	if !found {

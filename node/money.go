@@ -43,19 +43,29 @@ func venueName(set *crdt.OpSet, k crdt.PublicKey) string {
 	return k.Short()
 }
 
-func cardView(set *crdt.OpSet, c *crdt.Card) CardView {
+// cardView is a card's state with up to limit of its history entries,
+// newest first, after the entry at from (from the newest if nil); limit 0
+// means no history, below 0 all of it.
+func cardView(set *crdt.OpSet, c *crdt.Card, from *crdt.Stamp, limit int) CardView {
 	v := CardView{Card: c.ID, Balance: c.Balance, Counter: c.Counter, Blocked: c.Blocked, BlockReason: c.BlockReason, Holder: c.Holder, History: []HistoryEntry{}}
-	for _, e := range c.History() {
-		amt := e.Amount
-		if amt < 0 {
-			amt = -amt
-		}
-		v.History = append(v.History, HistoryEntry{
-			OpID: e.Op, Kind: e.Kind.String(), Amount: amt, Venue: venueName(set, e.Venue), VenueID: e.Venue.String(),
-			At: time.UnixMilli(e.HLC.Millis()).UTC(), Counter: e.Counter, Label: e.Label, Counted: e.Counted,
-		})
+	if limit == 0 {
+		return v
+	}
+	for _, e := range set.State.CardHistory(c.ID, from, true, max(limit, 0)) {
+		v.History = append(v.History, historyEntry(set, e))
 	}
 	return v
+}
+
+func historyEntry(set *crdt.OpSet, e crdt.Entry) HistoryEntry {
+	amt := e.Amount
+	if amt < 0 {
+		amt = -amt
+	}
+	return HistoryEntry{
+		OpID: e.Op, Kind: e.Kind.String(), Amount: amt, Venue: venueName(set, e.Venue), VenueID: e.Venue.String(),
+		At: time.UnixMilli(e.HLC.Millis()).UTC(), Counter: e.Counter, Label: e.Label, Counted: e.Counted,
+	}
 }
 
 // MoneyAnswer is the API's answer to a payment, top-up or refund.

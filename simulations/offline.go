@@ -1112,7 +1112,7 @@ func (s *scenario) check() {
 	for i := range h.Len() {
 		counted := map[crdt.OpID]bool{}
 		for _, c := range h.Venue(i).Replica.Set.State.Cards {
-			for _, e := range c.Entries {
+			for _, e := range h.Venue(i).Replica.Set.State.CardHistory(c.ID, nil, false, 0) {
 				if e.Counted {
 					counted[e.Op] = true
 				}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
 
@@ -180,8 +181,15 @@ func sameSet(t testing.TB, got, want *crdt.OpSet) {
 		}
 		if gc.Balance != wc.Balance || gc.Credits != wc.Credits || gc.Debits != wc.Debits || gc.Counter != wc.Counter ||
 			gc.Registered != wc.Registered || gc.Blocked != wc.Blocked || gc.Holder != wc.Holder ||
-			!slices.Equal(gc.History(), wc.History()) || len(gc.Payments) != len(wc.Payments) {
-			t.Errorf("card %s: balance %d counter %d entries %d, want %d %d %d", id, gc.Balance, gc.Counter, len(gc.Entries), wc.Balance, wc.Counter, len(wc.Entries))
+			!slices.Equal(g.CardHistory(id, nil, false, 0), w.CardHistory(id, nil, false, 0)) || gc.Entries != wc.Entries {
+			t.Errorf("card %s: balance %d counter %d entries %d, want %d %d %d", id, gc.Balance, gc.Counter, gc.Entries, wc.Balance, wc.Counter, wc.Entries)
+		}
+		for n := range wc.Counter + 1 {
+			wid, wok := w.Index().Payment(id, n)
+			gid, gok := g.Index().Payment(id, n)
+			if wid != gid || wok != gok {
+				t.Errorf("card %s counter %d: first payment %v %v, want %v %v", id, n, gid, gok, wid, wok)
+			}
 		}
 	}
 	if len(g.Events) != len(w.Events) {
@@ -196,7 +204,7 @@ func sameSet(t testing.TB, got, want *crdt.OpSet) {
 		t.Errorf("%d venues, want %d", len(g.Venues), len(w.Venues))
 	}
 	for k, wv := range w.Venues {
-		if gv := g.Venues[k]; gv == nil || *gv != *wv {
+		if gv := g.Venues[k]; gv == nil || !reflect.DeepEqual(*gv, *wv) {
 			t.Errorf("venue %s: %+v, want %+v", k.Short(), gv, wv)
 		}
 	}
