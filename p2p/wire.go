@@ -25,6 +25,16 @@ const OpsMessageVersion = 1
 // ErrMalformed is returned for a message or frame that does not decode.
 var ErrMalformed = errors.New("p2p: malformed message")
 
+// uvarint is binary.Uvarint refusing encodings longer than needed
+// (k <= 0), so that every decoded frame has one encoding.
+func uvarint(p []byte) (uint64, int) {
+	v, k := binary.Uvarint(p)
+	if k > 0 && k != uvarintLen(v) {
+		return 0, -1
+	}
+	return v, k
+}
+
 func malformed(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrMalformed, fmt.Sprintf(format, a...))
 }
@@ -42,7 +52,7 @@ func appendOps(dst []byte, ops []crdt.Op) []byte {
 // decodeOps reads a count and that many length-prefixed ops from p and
 // returns them with the rest of p.
 func decodeOps(p []byte, maxOps int) ([]crdt.Op, []byte, error) {
-	n, k := binary.Uvarint(p)
+	n, k := uvarint(p)
 	if k <= 0 {
 		return nil, nil, malformed("op count")
 	}
@@ -57,7 +67,7 @@ func decodeOps(p []byte, maxOps int) ([]crdt.Op, []byte, error) {
 	}
 	ops := make([]crdt.Op, 0, n)
 	for range n {
-		l, k := binary.Uvarint(p)
+		l, k := uvarint(p)
 		if k <= 0 || l < crdt.MinOpSize || l > crdt.MaxOpSize || l > uint64(len(p)-k) {
 			return nil, nil, malformed("op length")
 		}
@@ -111,7 +121,7 @@ func appendVV(dst []byte, vv crdt.VersionVector) []byte {
 
 // decodeVV reads a version vector of at most max entries.
 func decodeVV(p []byte, max int) (crdt.VersionVector, []byte, error) {
-	n, k := binary.Uvarint(p)
+	n, k := uvarint(p)
 	if k <= 0 || n > uint64(max) || n > uint64(len(p)-k)/33 {
 		return nil, nil, malformed("version vector of %d entries (max %d)", n, max)
 	}
@@ -123,7 +133,7 @@ func decodeVV(p []byte, max int) (crdt.VersionVector, []byte, error) {
 		}
 		var key crdt.PublicKey
 		copy(key[:], p[:32])
-		seq, k := binary.Uvarint(p[32:])
+		seq, k := uvarint(p[32:])
 		if k <= 0 || seq == 0 {
 			return nil, nil, malformed("version vector seq")
 		}
@@ -216,7 +226,7 @@ func appendHello(dst []byte, h hello) []byte {
 
 func decodeHello(p []byte, maxVV int) (hello, error) {
 	var h hello
-	v, k := binary.Uvarint(p)
+	v, k := uvarint(p)
 	if k <= 0 || v < 1 || v > syncVersion {
 		return h, malformed("sync version")
 	}
@@ -227,7 +237,7 @@ func decodeHello(p []byte, maxVV int) (hello, error) {
 	}
 	copy(h.digest[:], p)
 	p = p[32:]
-	h.ops, k = binary.Uvarint(p)
+	h.ops, k = uvarint(p)
 	if k <= 0 {
 		return h, malformed("hello op count")
 	}
@@ -240,7 +250,7 @@ func decodeHello(p []byte, maxVV int) (hello, error) {
 			return h, malformed("hello fork digest")
 		}
 		copy(h.fork[:], rest)
-		h.forkIDs, k = binary.Uvarint(rest[32:])
+		h.forkIDs, k = uvarint(rest[32:])
 		if k <= 0 {
 			return h, malformed("hello fork ids")
 		}
@@ -277,7 +287,7 @@ func decodeSum(p []byte) (sum, error) {
 	}
 	copy(s.heads[:], p)
 	copy(s.fork[:], p[32:])
-	n, k := binary.Uvarint(p[64:])
+	n, k := uvarint(p[64:])
 	if k <= 0 || len(p) != 64+k {
 		return s, malformed("sum fork ids")
 	}
@@ -325,7 +335,7 @@ func appendForkRecs(dst []byte, recs []forkRec) []byte {
 
 // decodeForkRecs decodes a fork list frame of at most max records.
 func decodeForkRecs(p []byte, max int) ([]forkRec, error) {
-	n, k := binary.Uvarint(p)
+	n, k := uvarint(p)
 	if k <= 0 || n == 0 || n > uint64(max) || n > uint64(len(p)-k)/forkRecSize {
 		return nil, malformed("fork list of %d records", n)
 	}
@@ -341,7 +351,7 @@ func decodeForkRecs(p []byte, max int) ([]forkRec, error) {
 		if r.kind > recMember {
 			return nil, malformed("fork record kind %d", r.kind)
 		}
-		seq, k := binary.Uvarint(p[33:])
+		seq, k := uvarint(p[33:])
 		if k <= 0 || seq == 0 || len(p) < 33+k+32 {
 			return nil, malformed("fork record seq")
 		}
