@@ -90,22 +90,32 @@
 // # Anti-entropy
 //
 // Stream protocol "/cagnotte/sync/1". Frames are a length (uvarint, at most
-// Config.MaxMessageSize) followed by a type byte and a payload:
+// Config.MaxMessageSize) followed by a type byte and a payload; every
+// varint has its shortest encoding:
 //
-//	hello (1): sync version (uvarint, = 1) | digest (32) | op count (uvarint) |
-//	           entries (uvarint, ≤ Config.MaxVVEntries) | entries × (key (32) | seq (uvarint))
-//	ops   (2): count (uvarint, ≤ 4096) | count × (length (uvarint) | canonical op),
-//	           one author's contiguous run
-//	end   (3): the sender has sent everything it had to send
-//	busy  (4): the responder is in another session; retry later
+//	hello    (1): sync version (uvarint, = 2) | digest (32) | op count (uvarint) |
+//	              entries (uvarint, ≤ Config.MaxVVEntries) | entries × (key (32) | seq (uvarint)) |
+//	              fork digest (32) | fork ids (uvarint)            (the last two: version 2)
+//	ops      (2): count (uvarint, ≤ 4096) | count × (length (uvarint) | canonical op),
+//	              one author's contiguous run
+//	end      (3): the sender has sent everything it had to send
+//	busy     (4): the responder cannot take the session now; retry later
+//	sum      (5): heads digest (32) | fork digest (32) | fork ids (uvarint)
+//	forks    (6): count (uvarint) | count × (key (32) | kind (1) | seq (uvarint) | id (32))
+//	evidence (7): as ops, but ops of any authors, in (author, seq) order
+//
+// The fork digest is the SHA-256 of every op id a replica holds, chain
+// and evidence alike, of each author known to have signed two ops at one
+// seq, at or past its lowest fork seq; fork ids counts them. The heads
+// digest covers the chain head (key, seq, id) of every other author.
 //
 // A session, between an initiator I and a responder R:
 //
-//  1. I sends hello with its digest and version vector.
-//  2. R answers busy if it is already in a session (I retries after a
-//     short random delay), else its own hello. If the digests are equal,
-//     the session ends there: its cost is two hellos, about 40 bytes per
-//     author.
+//  1. I sends hello with its digest, version vector and fork digest.
+//  2. R answers busy if it cannot take the session (see the limits
+//     below; I retries after a short random delay), else its own hello.
+//     If the digests and fork digests are equal, the session ends there:
+//     its cost is two hellos, about 40 bytes per author.
 //  3. R streams, for every author where its vector is ahead of I's (the
 //     federation first, so admissions arrive before the ops they admit,
 //     then authors in key order), the missing seqs in ops frames of at
@@ -115,22 +125,74 @@
 //     before reading the next, so a slow disk slows the sender through the
 //     stream's flow control and neither side holds more than a frame.
 //  4. I does the same with what R lacks according to R's hello, then end.
-//  5. R commits, answers end, and both close. When SyncWith returns, both
-//     sides hold the union of what they held.
+//  5. I sends its sum; R, having committed, answers with its own. Equal
+//     sums end the session: both sides hold the same chains and the same
+//     ops of every forked author.
+//  6. Otherwise they compare forks, which version vectors cannot show: two
+//     chains of one author of equal length may hold different ops (a
+//     key that signed on two machines), and a side may lack the other
+//     branch that the peer keeps as evidence. Each side lists its chain
+//     heads and known forks (with the digest of their ops); then, for
+//     every author whose chain or fork differs, its chain's ids at a few
+//     seqs (seq-1, seq-2, seq-4, …, 1 and around the fork) and the ids it
+//     holds from the fork on. R then sends I, in evidence frames, its
+//     chain past the highest seq where the two chains agree (when they
+//     diverge) and its evidence ops, less the ops I listed; I does the
+//     same; the receiver adds them one by one with IngestEvidence
+//     (crdt.OpSet.AddEvidence: each signature verified) and commits them.
+//     R answers end once committed. Both then hold both branches, the
+//     same equivocation conflict and the same digest.
 //
-// A run the receiver refuses because of its author's state (equivocation,
-// revocation, unknown author) skips that author for the rest of the
-// session; anything else invalid ends it. Every read and write has a
-// deadline (Config.StreamTimeout) and a session at most
-// Config.SyncTimeout. A node takes part in one session at a time, in
-// either role: a node that reconnects after a partition thus pulls the
-// missing ops once, from one peer, instead of from every peer at once.
-//
+// When SyncWith returns, both sides hold the union of what they held.
 // Sessions run when a peer connects, when a gap seen on gossip persists,
 // when a heartbeat shows a peer ahead, and every Config.SyncInterval (±20
-// %) with a random connected member. Ops that are evidence of an
-// equivocation reach other nodes by gossip only: the version vectors do
-// not describe them.
+// %) with a random connected member that is not on penalty.
+//
+// # Sync limits
+//
+// A member must not be able to stall anti-entropy for others:
+//
+//   - A run the receiver refuses because of its author's state
+//     (equivocation, revocation, unknown author, gap) skips that author for
+//     the rest of the session. A run that is invalid (a bad signature
+//     mid-chain shows as a broken link, since an op id covers its
+//     signature; an invalid op) skips that author too, and only it: the
+//     session goes on with the other authors, and the peer that sent it is
+//     put on penalty. So is a peer whose evidence holds an invalid op, or
+//     whose frame does not decode (which ends the session).
+//   - A peer on penalty is refused sync (busy, before its hello is read)
+//     and not asked for it for Config.SyncPenalty (1 min).
+//   - A node runs one session at a time as initiator, and as responder
+//     takes the same exclusive slot only for a session in which it will
+//     receive chain ops (the peer's vector is ahead of its own somewhere):
+//     a node that reconnects after a partition thus pulls the missing ops
+//     once, from one peer, instead of from every peer at once. A session
+//     in which it only sends (a peer that is behind, or asks for
+//     everything with an empty vector) does not take the slot.
+//   - Inbound sessions are bounded: at most Config.MaxInboundSyncs (4) at
+//     once, one per peer; past either bound the stream is answered busy at
+//     once and closed, never queued.
+//   - What a node sends a peer as responder is charged to that peer's
+//     budget, Config.SyncPeerBudget (64 MiB) per minute: one session may
+//     overdraw it, so a new venue gets the whole history at once, but a
+//     peer that asks for everything again and again is answered busy
+//     until its budget has refilled.
+//   - Every frame read and write has a deadline: Config.StreamTimeout
+//     (30 s) at most, and earlier once the time the session spent blocked
+//     on its stream exceeds Config.SyncGrace (5 s) plus its bytes at
+//     Config.SyncMinRate (16 KiB/s). A peer that reads our frames, or sends
+//     its own, slower than that, or not at all, is cut and put on penalty.
+//     A session lasts at most Config.SyncTimeout (2 min).
+//   - The fork comparison is bounded: at most Config.MaxForkIDs (100,000)
+//     ids listed and evidence ops sent per session, 128 probes per author.
+//
+// Limits of the protocol: a penalty is local to the node that gave it
+// (GossipSub's score is not lowered by it); the fork comparison reads
+// the forked authors' chains from their fork on at each session whose
+// hellos differ, so a venue that keeps signing on two branches costs each
+// such session a pass over both branches; a branch longer than the
+// receiver's chain is held only as far as crdt.OpSet.AddEvidence can
+// prove it (today: every op, through the branch's own links).
 //
 // # Discovery
 //
