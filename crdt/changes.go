@@ -13,13 +13,16 @@ import (
 // Meta is the state that is neither a card, a venue, an event, a conflict
 // nor an author.
 type Meta struct {
-	Name     string
-	Currency string
-	Settings Settings
-	Credits  int64
-	Debits   int64
-	Counted  uint64
-	Ops      uint64
+	Federation PublicKey
+	Name       string
+	Currency   string
+	Settings   Settings
+	Credits    int64
+	Debits     int64
+	Counted    uint64
+	Ops        uint64
+	// Stale: the views wait for a Refold (see OpSet.Stale).
+	Stale bool
 }
 
 // Changes is what changed in a set since the last TakeChanges. With Reset,
@@ -42,7 +45,7 @@ func (c *Changes) Empty() bool {
 
 func (s *OpSet) meta() Meta {
 	st := s.State
-	return Meta{Name: st.Name, Currency: st.Currency, Settings: st.Settings, Credits: st.Credits, Debits: st.Debits, Counted: st.Counted, Ops: s.ops}
+	return Meta{Federation: s.cfg.Federation, Name: st.Name, Currency: st.Currency, Settings: st.Settings, Credits: st.Credits, Debits: st.Debits, Counted: st.Counted, Ops: s.ops, Stale: s.Stale}
 }
 
 func (s *OpSet) authorChanged(a *AuthorState) {
@@ -127,6 +130,7 @@ func FromStored(cfg Config, in Stored) *OpSet {
 	st.Name, st.Currency, st.Settings = in.Meta.Name, in.Meta.Currency, in.Meta.Settings
 	st.Credits, st.Debits, st.Counted = in.Meta.Credits, in.Meta.Debits, in.Meta.Counted
 	s.ops = in.Meta.Ops
+	s.Stale = in.Meta.Stale
 	for _, c := range in.Cards {
 		st.Cards[c.ID] = c
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html"
 	"net/http"
 	"strings"
 	"time"
@@ -38,23 +37,12 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /healthz", n.handleHealthz)
 	mux.HandleFunc("GET /readyz", n.handleReadyz)
 	mux.HandleFunc("GET /{$}", n.handleIndex)
+	n.registerWebRoutes(mux)
+	n.registerStripeRoutes(mux)
 	// Anything else: 405 with Allow when the path exists for another
 	// method, else 404, in the API's error shape.
 	mux.HandleFunc("/", methodNotAllowed(mux, "/"))
 	return n.instrument(mux)
-}
-
-// handleIndex is the node's home page until the web pages land: what the
-// node is and where its API is.
-func (n *Node) handleIndex(w http.ResponseWriter, r *http.Request) {
-	st := n.Status()
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprintf(w, `<!doctype html><meta charset="utf-8"><title>%[1]s · Cagnotte</title>
-<h1>%[1]s</h1><p>Cagnotte node of the federation %[2]s: %[3]d ops, %[4]d peers, %[5]s.</p>
-<ul><li><a href="/api/v1/sync/status">sync status</a></li><li><a href="/api/v1/events">agenda (JSON)</a></li>
-<li><a href="/agenda.ics">agenda (iCalendar)</a></li><li><a href="/api/v1/conflicts">conflicts</a></li><li><a href="/metrics">metrics</a></li></ul>
-<p>API reference: docs/api.md in the Cagnotte repository.</p>`,
-		html.EscapeString(st.Venue), html.EscapeString(st.Federation), st.Ops, len(st.Peers), map[bool]string{true: "isolated", false: "in sync"}[st.Isolated])
 }
 
 func (n *Node) instrument(h http.Handler) http.Handler {

@@ -30,7 +30,7 @@ func TestNodeCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("run by TestNodeCrash as a subprocess")
 	}
-	n, err := New(Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", Logger: quietLogger(), SnapshotEvery: 200})
+	n, err := New(Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", Logger: quietLogger()})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(2)

@@ -58,8 +58,6 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxBatch bounds the writes grouped into one durable commit. Default 256.
 	MaxBatch int
-	// SnapshotEvery is passed to the store. Default: the store's.
-	SnapshotEvery uint64
 	// QuorumTimeout bounds the round trip a payment waits for to confirm
 	// that the node reaches a quorum of venues now. Default 300 ms.
 	QuorumTimeout time.Duration
@@ -186,7 +184,7 @@ func New(cfg Config) (*Node, error) {
 	for _, t := range cfg.StaffTokens {
 		n.tokens = append(n.tokens, sha256.Sum256([]byte(t)))
 	}
-	st, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, StoreDir), Logger: n.log, SnapshotEvery: cfg.SnapshotEvery})
+	st, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, StoreDir), Logger: n.log})
 	if err != nil {
 		return nil, fmt.Errorf("node: open store: %w", err)
 	}
@@ -372,8 +370,8 @@ func (n *Node) Run(ctx context.Context) error {
 	return n.Close()
 }
 
-// Close stops the API and the writer (answering writes in flight), writes
-// a snapshot and closes the store.
+// Close stops the API and the writer (answering writes in flight) and
+// closes the store (everything is on disk already).
 func (n *Node) Close() error {
 	n.closeMu.Lock()
 	defer n.closeMu.Unlock()
@@ -399,9 +397,6 @@ func (n *Node) Close() error {
 	n.wg.Wait()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.store.WriteSnapshot(n.set); err != nil {
-		errs = append(errs, fmt.Errorf("snapshot: %w", err))
-	}
 	if err := n.store.Close(); err != nil {
 		errs = append(errs, err)
 	}

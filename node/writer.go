@@ -374,7 +374,7 @@ func (n *Node) commitLocked(tx *writeTx) ([]crdt.Op, error) {
 		if len(tx.ops) == 0 && len(tx.evidence) == 0 && len(tx.idem) == 0 {
 			break
 		}
-		if err := n.store.Commit(store.Batch{Ops: tx.ops, Evidence: tx.evidence, Idem: tx.idem, Snapshot: n.set}); err != nil {
+		if err := n.store.Commit(store.Batch{Ops: tx.ops, Evidence: tx.evidence, Idem: tx.idem, State: n.set}); err != nil {
 			return committed, err
 		}
 		committed = append(committed, tx.ops...)

@@ -19,11 +19,12 @@ type Batch struct {
 	Evidence []crdt.Op
 	// Idem are idempotency records of API answers.
 	Idem []IdemRecord
-	// Snapshot, when non-nil, is the op set: if a snapshot is due (see
-	// [Store.SnapshotDue]) its state is encoded into the same transaction.
-	// Every op the set holds must be in this batch or in an earlier
-	// committed one, and the set must not change until Commit returns.
-	Snapshot *crdt.OpSet
+	// State, when non-nil, is the op set these ops were added to: what
+	// changed in it (crdt.OpSet.TakeChanges) and its index's pending
+	// writes (the set's Config.Index must be this store's Index) are
+	// written in the same transaction. The set must not change until
+	// Commit returns.
+	State *crdt.OpSet
 }
 
 // IdemRecord is the answer the API gave to a request carrying an
@@ -67,43 +68,22 @@ func decodeIdem(key string, v []byte) (IdemRecord, error) {
 // durable (fsync'd, unless Config.NoSync): after a crash the batch is
 // either wholly there or not at all. A batch too big for one transaction
 // fails with ErrBatchTooBig and writes nothing; callers bound their batches
-// (a few hundred ops, see the package documentation).
+// (a few hundred ops, see the package documentation). The one exception is
+// the first commit after a refold, which rewrites the whole state: it is
+// written in several transactions, the last of which switches to it (until
+// then the state on disk says it is stale, and Load refolds it again).
 //
-// Commit is safe for concurrent use, and Badger writes concurrent commits
-// with one fsync. Batches of one author's chain must still be committed in
-// chain order by the caller, and a batch carrying a Snapshot must come
-// after (or with) every op the set holds.
+// Batches must be committed one at a time, in the order their ops were
+// added to the set.
 func (s *Store) Commit(b Batch) error {
 	if err := s.acquire(); err != nil {
 		return err
 	}
 	defer s.release()
-	return s.commit(b, false)
+	return s.commit(b)
 }
 
-// SnapshotDue reports whether the next Commit carrying a Snapshot will
-// write it: the ops committed since the last snapshot reached the larger of
-// Config.SnapshotEvery and half the size of the state at the last one.
-func (s *Store) SnapshotDue() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sinceSnap >= s.snapEvery
-}
-
-// WriteSnapshot writes a snapshot of set now, due or not (at Close, so the
-// next Load replays nothing). The same rules as for Batch.Snapshot apply.
-func (s *Store) WriteSnapshot(set *crdt.OpSet) error {
-	if set == nil {
-		return errors.New("store: WriteSnapshot of a nil set")
-	}
-	if err := s.acquire(); err != nil {
-		return err
-	}
-	defer s.release()
-	return s.commit(Batch{Snapshot: set}, true)
-}
-
-func (s *Store) commit(b Batch, forceSnap bool) error {
+func (s *Store) commit(b Batch) error {
 	entries := make([]*badger.Entry, 0, len(b.Ops)+len(b.Evidence)+len(b.Idem))
 	for i := range b.Ops {
 		op := &b.Ops[i]
@@ -124,32 +104,31 @@ func (s *Store) commit(b Batch, forceSnap bool) error {
 		entries = append(entries, badger.NewEntry(idemKey(r.Key), r.encode()))
 	}
 	nops := uint64(len(b.Ops))
+	if b.State != nil && b.State.State.Index() != crdt.Index(s.index) {
+		return errors.New("store: Batch.State is not a set of this store (use Load or NewSet)")
+	}
 
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()
 		return s.failed
 	}
-	var snap *encodedSnapshot
-	if b.Snapshot != nil && (forceSnap || s.sinceSnap+nops >= s.snapEvery) {
-		var err error
-		if snap, err = encodeSnapshot(b.Snapshot); err != nil {
-			s.mu.Unlock()
-			return err
-		}
+	var ch *crdt.Changes
+	if b.State != nil {
+		c := b.State.TakeChanges()
+		ch = &c
 	}
-	if len(entries) == 0 && snap == nil {
+	if len(entries) == 0 && (ch == nil || ch.Empty() && s.index.pend.empty()) {
 		s.mu.Unlock()
 		return nil
 	}
-	txn, err := s.fill(entries, nops, snap)
-	if errors.Is(err, badger.ErrTxnTooBig) && snap != nil {
-		s.log.Warn("snapshot does not fit with its batch, left for a later one",
-			"ops", len(b.Ops), "snapshot_bytes", snap.header.Bytes)
-		snap = nil
-		txn, err = s.fill(entries, nops, nil)
+	txn, gen, err := s.fill(entries, nops, ch)
+	if errors.Is(err, badger.ErrTxnTooBig) && ch != nil && (ch.Reset || s.index.pend.reset) {
+		s.mu.Unlock()
+		return s.bulkCommit(entries, nops, ch)
 	}
 	if err != nil {
+		s.index.discard()
 		s.mu.Unlock()
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			return fmt.Errorf("%w: %d ops, %d evidence, %d idempotency records: %w",
@@ -159,42 +138,40 @@ func (s *Store) commit(b Batch, forceSnap bool) error {
 	}
 	done := make(chan error, 1)
 	// Handing the transaction to Badger under mu keeps commit order equal
-	// to counter order; the write and its fsync happen after Unlock, grouped
-	// with concurrent commits.
+	// to counter order; the write and its fsync happen after Unlock.
 	txn.CommitWith(func(err error) { done <- err })
 	s.opsStored += nops
-	s.sinceSnap += nops
-	if snap != nil {
-		s.sinceSnap = 0
-		s.snapOps = snap.header.SetOps
-		s.snapEvery = s.nextSnapEvery(snap.header.StateSize)
-		s.snapChunks = snap.header.Chunks
-		s.snapWritten++
-	}
 	s.mu.Unlock()
 
 	if err := <-done; err != nil {
-		s.mu.Lock()
-		if s.failed == nil {
-			s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
-		}
-		s.mu.Unlock()
-		s.log.Error("commit failed: the store refuses further writes until reopened", "err", err)
+		s.index.discard()
+		s.fail(err)
 		return fmt.Errorf("store: commit: %w", err)
 	}
-	if snap != nil {
-		s.log.Debug("snapshot written", "ops", snap.header.SetOps, "bytes", snap.header.Bytes)
-		select {
-		case s.gcKick <- struct{}{}:
-		default:
-		}
+	if ch != nil && s.index.committed(gen) {
+		s.dropOldGenerations(gen)
 	}
 	return nil
 }
 
+// fail records a write failure: the store refuses further writes until it
+// is reopened.
+func (s *Store) fail(err error) {
+	s.mu.Lock()
+	first := s.failed == nil
+	if first {
+		s.failed = fmt.Errorf("%w: %w", ErrFailed, err)
+	}
+	s.mu.Unlock()
+	if first {
+		s.log.Error("store failed: it refuses further writes until reopened", "err", err)
+	}
+}
+
 // fill builds the transaction of a batch. Called with mu held.
-func (s *Store) fill(entries []*badger.Entry, nops uint64, snap *encodedSnapshot) (*badger.Txn, error) {
+func (s *Store) fill(entries []*badger.Entry, nops uint64, ch *crdt.Changes) (*badger.Txn, uint32, error) {
 	txn := s.db.NewTransaction(true)
+	gen := s.index.gen
 	err := func() error {
 		for _, e := range entries {
 			if err := txn.SetEntry(e); err != nil {
@@ -206,26 +183,119 @@ func (s *Store) fill(entries []*badger.Entry, nops uint64, snap *encodedSnapshot
 				return err
 			}
 		}
-		if snap == nil {
+		if ch == nil {
 			return nil
 		}
-		for i, c := range snap.chunks {
-			if err := txn.Set(snapChunkKey(uint32(i)), c); err != nil {
-				return err
-			}
+		if err := writeChanges(txn, ch); err != nil {
+			return err
 		}
-		for i := snap.header.Chunks; i < s.snapChunks; i++ {
-			if err := txn.Delete(snapChunkKey(i)); err != nil {
-				return err
-			}
-		}
-		return txn.Set(keySnapshot, snap.header.encode())
+		var err error
+		gen, err = s.index.flush(txn)
+		return err
 	}()
 	if err != nil {
 		txn.Discard()
-		return nil, err
+		return nil, 0, err
 	}
-	return txn, nil
+	return txn, gen, nil
+}
+
+// bulkCommit writes a batch that rewrites the whole state (after a refold)
+// in several transactions: the ops, index and records first under a new
+// generation, then the meta and the generation switch in a last one. A
+// crash in between leaves the previous meta, which says the state is
+// stale: Load refolds again.
+func (s *Store) bulkCommit(entries []*badger.Entry, nops uint64, ch *crdt.Changes) error {
+	s.log.Info("writing a refolded state in several transactions", "cards", len(ch.Cards))
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, e := range entries {
+		if err := wb.SetEntry(e); err != nil {
+			return fmt.Errorf("store: bulk commit: %w", err)
+		}
+	}
+	gen := s.index.gen + 1
+	d := s.index
+	for card, es := range d.pend.entries {
+		for i := range es {
+			if err := wb.Set(entryKey(gen, card, crdt.Stamp{HLC: es[i].HLC, ID: es[i].Op}), encodeEntry(&es[i])); err != nil {
+				return fmt.Errorf("store: bulk commit: %w", err)
+			}
+		}
+	}
+	for k, id := range d.pend.counters {
+		if err := wb.Set(counterKeyBytes(gen, k.card, k.counter), id[:]); err != nil {
+			return fmt.Errorf("store: bulk commit: %w", err)
+		}
+	}
+	for ref, e := range d.pend.refs {
+		if err := wb.Set(refKey(gen, ref), encodeRef(e)); err != nil {
+			return fmt.Errorf("store: bulk commit: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		s.index.discard()
+		s.fail(err)
+		return fmt.Errorf("store: bulk commit: %w", err)
+	}
+	// The records, then the meta and the generation, in chunks of
+	// transactions small enough for Badger.
+	err := s.db.Update(func(txn *badger.Txn) error {
+		for _, p := range []byte{prefixAuthor, prefixCard, prefixVenue, prefixEvent, prefixConflict} {
+			if err := deletePrefix(txn, []byte{p}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		rest := *ch
+		rest.Reset = false
+		meta := rest.Meta
+		rest.Meta.Stale = true // until the last transaction
+		for len(rest.Cards) > 0 || len(rest.Authors)+len(rest.Venues)+len(rest.Events)+len(rest.Conflicts) > 0 {
+			part := rest
+			n := min(len(rest.Cards), 2000)
+			part.Cards, rest.Cards = rest.Cards[:n], rest.Cards[n:]
+			rest.Authors, rest.Venues, rest.Events, rest.Conflicts = nil, nil, nil, nil
+			if err = s.db.Update(func(txn *badger.Txn) error { return writeChanges(txn, &part) }); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = s.db.Update(func(txn *badger.Txn) error {
+				if nops > 0 {
+					if err := txn.Set(keyCount, binary.BigEndian.AppendUint64(nil, s.opsStored+nops)); err != nil {
+						return err
+					}
+				}
+				if err := txn.Set(keyGeneration, binary.BigEndian.AppendUint32(nil, gen)); err != nil {
+					return err
+				}
+				return writeChanges(txn, &crdt.Changes{Meta: meta})
+			})
+		}
+	}
+	if err != nil {
+		s.index.discard()
+		s.fail(err)
+		return fmt.Errorf("store: bulk commit: %w", err)
+	}
+	s.mu.Lock()
+	s.opsStored += nops
+	s.mu.Unlock()
+	s.index.committed(gen)
+	s.dropOldGenerations(gen)
+	return nil
+}
+
+// dropOldGenerations deletes, in the background, the index keys of the
+// generations before gen.
+func (s *Store) dropOldGenerations(gen uint32) {
+	select {
+	case s.dropKick <- gen:
+	default:
+	}
 }
 
 // Idempotency returns the record stored for an idempotency key, and false

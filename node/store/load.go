@@ -17,43 +17,93 @@ import (
 // errStopAuthor ends the replay of a revoked author's ops past its cut-off.
 var errStopAuthor = errors.New("stop author")
 
-// Load rebuilds the op set of federation fed from disk. It restores the
-// last snapshot, then re-adds with [crdt.OpSet.AddTrusted] (no signature
-// check: the ops were verified before they were committed) only the ops
-// stored after it: the federation's chain first, then each author the set
-// knows, in key order, each as one range scan from the author's seq in the
-// snapshot + 1. Ops older than the snapshot are not read. A revoked venue's
-// ops past its cut-off stay on disk but are not replayed. Then it re-adds
-// the evidence ops the snapshot does not hold, and refolds the set (reading
-// every chain again) if it ends Stale.
+// Load returns the op set of federation fed as it is on disk. It reads the
+// state's records (crdt.FromStored) and the evidence ops: no op of the
+// chains, so a restart costs the same whatever the history. The set's Log
+// is the store, its Index the store's DiskIndex, and it tracks its changes
+// for the next Commit. A state left stale (a crash before the refold a
+// revocation or a fork called for was written) is refolded from the ops.
 //
-// The set's Log is the store. Load resets the snapshot schedule: the ops
-// replayed count as committed since the last snapshot. Call it at startup
-// (or to drop in-memory state after a failed commit), never concurrently
-// with Commit.
+// A store with ops but no records (written by format 1, or a crash in the
+// middle of its rebuild) is rebuilt from its ops once, in batches.
+//
+// Call it at startup (or to drop in-memory state after a failed commit),
+// never concurrently with Commit.
 func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 	if err := s.acquire(); err != nil {
 		return nil, err
 	}
 	defer s.release()
 	start := time.Now()
-	cfg := crdt.Config{Federation: fed, Log: s}
-	rec, h, err := s.readSnapshot()
+	st, gen, ok, err := s.readRecords()
 	if err != nil {
 		return nil, err
 	}
-	var set *crdt.OpSet
-	if rec != nil {
-		if rec.Federation != fed {
-			return nil, fmt.Errorf("%w: snapshot of %s, loading %s", ErrWrongFederation, rec.Federation.Short(), fed.Short())
-		}
-		set = crdt.Restore(cfg, rec.Snap)
-		set.Stale = rec.Stale
-	} else {
-		set = crdt.NewOpSet(cfg)
+	s.index.gen, s.index.pend = gen, newOverlay(false)
+	cfg := crdt.Config{Federation: fed, Log: s, Index: s.index, TrackChanges: true}
+	if !ok || s.format1 {
+		return s.rebuild(cfg, start)
 	}
+	if st.Meta.Federation != fed {
+		return nil, fmt.Errorf("%w: state of %s, loading %s", ErrWrongFederation, st.Meta.Federation.Short(), fed.Short())
+	}
+	if st.Evidence, err = s.readEvidence(); err != nil {
+		return nil, err
+	}
+	set := crdt.FromStored(cfg, st)
+	var loaded uint64
+	refolded := set.Stale
+	if set.Stale {
+		r := &countingReader{s: s}
+		if err := set.Refold(r); err != nil {
+			return nil, fmt.Errorf("store: load: refold: %w", err)
+		}
+		loaded = r.n
+		if err := s.commit(Batch{State: set}); err != nil {
+			return nil, fmt.Errorf("store: load: write the refolded state: %w", err)
+		}
+	}
+	s.mu.Lock()
+	s.loadedOps = loaded
+	s.mu.Unlock()
+	s.log.Info("store loaded", "ops", set.Len(), "cards", len(set.State.Cards), "evidence", len(st.Evidence),
+		"refolded", refolded, "read", loaded, "took", time.Since(start))
+	return set, nil
+}
 
-	var replayed, loaded uint64
+// NewSet returns an empty op set of federation fed bound to the store (its
+// Log, its Index, tracking its changes for Commit), for a store that holds
+// nothing yet. A store that holds a state is read with Load.
+func (s *Store) NewSet(fed crdt.PublicKey) *crdt.OpSet {
+	s.index.Reset()
+	return crdt.NewOpSet(crdt.Config{Federation: fed, Log: s, Index: s.index, TrackChanges: true})
+}
+
+// rebuildBatch is how many ops a rebuild adds between two commits.
+const rebuildBatch = 4096
+
+// rebuild folds every stored op into a new state, committing it in
+// batches. Until the last batch the state on disk says it is stale, so a
+// crash in the middle is repaired by the next Load.
+func (s *Store) rebuild(cfg crdt.Config, start time.Time) (*crdt.OpSet, error) {
+	fed := cfg.Federation
+	if s.format1 {
+		s.log.Info("store written by an older format: rebuilding its state from its ops, once")
+		if err := s.db.DropPrefix([]byte{prefixSnapshot}); err != nil {
+			return nil, fmt.Errorf("store: drop the old snapshot: %w", err)
+		}
+	}
+	s.index.Reset()
+	set := crdt.NewOpSet(cfg)
+	var loaded, sinceCommit uint64
+	flush := func(final bool) error {
+		stale := set.Stale
+		set.Stale = stale || !final // on disk: stale until the last batch
+		err := s.commit(Batch{State: set})
+		set.Stale = stale
+		sinceCommit = 0
+		return err
+	}
 	replay := func(author crdt.PublicKey) error {
 		head, _ := set.Head(author)
 		err := s.readRange(author, head+1, math.MaxUint64, func(op crdt.Op) error {
@@ -67,7 +117,11 @@ func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 			case out != crdt.Added:
 				return fmt.Errorf("%w: stored op %s#%d is not the next of its chain", ErrCorrupt, author.Short(), op.Seq)
 			}
-			replayed++
+			if sinceCommit++; sinceCommit >= rebuildBatch {
+				if err := flush(false); err != nil {
+					return err
+				}
+			}
 			return nil
 		})
 		if errors.Is(err, errStopAuthor) {
@@ -95,26 +149,54 @@ func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 		return nil, err
 	}
 	loaded += nev
-	refolded := set.Stale
 	if set.Stale {
 		r := &countingReader{s: s}
 		if err := set.Refold(r); err != nil {
-			return nil, fmt.Errorf("store: load: refold: %w", err)
+			return nil, fmt.Errorf("store: rebuild: refold: %w", err)
 		}
 		loaded += r.n
 	}
-
-	s.mu.Lock()
-	s.sinceSnap = replayed
-	if rec != nil {
-		s.snapOps = h.SetOps
-		s.snapEvery = s.nextSnapEvery(h.StateSize)
+	if err := flush(true); err != nil {
+		return nil, fmt.Errorf("store: rebuild: %w", err)
 	}
+	if s.format1 {
+		if err := s.db.Update(func(txn *badger.Txn) error {
+			return txn.Set(keyVersion, binary.BigEndian.AppendUint32(nil, FormatVersion))
+		}); err != nil {
+			return nil, fmt.Errorf("store: rebuild: %w", err)
+		}
+		s.format1 = false
+	}
+	s.mu.Lock()
 	s.loadedOps = loaded
 	s.mu.Unlock()
-	s.log.Info("store loaded", "ops", set.Len(), "snapshot_ops", h.SetOps, "replayed", replayed,
-		"evidence", nev, "refolded", refolded, "read", loaded, "took", time.Since(start))
+	if loaded > 0 {
+		s.log.Info("store rebuilt from its ops", "ops", set.Len(), "evidence", nev, "read", loaded, "took", time.Since(start))
+	}
 	return set, nil
+}
+
+// readEvidence reads the ops kept as evidence.
+func (s *Store) readEvidence() ([]crdt.Op, error) {
+	var out []crdt.Op
+	err := s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixEvidence}})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			var op crdt.Op
+			if err := item.Value(func(v []byte) error {
+				var err error
+				op, err = crdt.DecodeOp(v)
+				return err
+			}); err != nil {
+				return fmt.Errorf("%w: evidence %x: %v", ErrCorrupt, item.Key(), err)
+			}
+			out = append(out, op)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // replayEvidence re-adds the evidence ops the set does not hold yet. Keys

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -17,11 +18,10 @@ import (
 	"github.com/cagnotte/cagnotte/crdt"
 )
 
-// FormatVersion is the on-disk format this package writes and reads.
-const FormatVersion = 1
-
-// DefaultSnapshotEvery is the default of [Config.SnapshotEvery].
-const DefaultSnapshotEvery = 10000
+// FormatVersion is the on-disk format this package writes. It reads format
+// 1 (a gob snapshot of the whole state) by rebuilding the state from the
+// ops once.
+const FormatVersion = 2
 
 // MaxIdempotencyKey bounds the length of an idempotency key, in bytes.
 const MaxIdempotencyKey = 256
@@ -57,19 +57,10 @@ type Config struct {
 	// Logger receives the store's logs and Badger's warnings and errors.
 	// Default slog.Default().
 	Logger *slog.Logger
-	// SnapshotEvery is the least number of ops committed between two view
-	// snapshots. Default 10000. A snapshot is due only once the ops since the
-	// last one also reach half the size of the state then (cards + events +
-	// ops), so that the cost of snapshots stays amortised O(1) per op.
-	SnapshotEvery uint64
 	// NoSync skips the fsync of each commit: Commit returns before the batch
 	// is durable and a crash of the machine may lose acknowledged batches.
 	// Default false (every Commit is fsync'd). Only benchmarks set it.
 	NoSync bool
-
-	// fixedSnapshots (tests only) snapshots every SnapshotEvery ops,
-	// whatever the size of the state.
-	fixedSnapshots bool
 }
 
 // Store is one node's Badger database. Its methods are safe for concurrent
@@ -85,19 +76,17 @@ type Store struct {
 
 	// mu orders commits: counters are assigned and transactions handed to
 	// Badger in one order, so the "n" key's latest version is the total.
-	mu          sync.Mutex
-	failed      error
-	opsStored   uint64 // ops committed under "o" (including the ones in flight)
-	sinceSnap   uint64 // ops committed since the last snapshot
-	snapEvery   uint64 // ops between snapshots, from the last snapshot's size
-	snapOps     uint64 // set.Len() at the last snapshot
-	snapChunks  uint32 // chunks of the snapshot on disk
-	loadedOps   uint64 // ops read by the last Load
-	snapWritten uint64 // snapshots written since Open
+	mu        sync.Mutex
+	failed    error
+	opsStored uint64 // ops committed under "o" (including the ones in flight)
+	loadedOps uint64 // ops read by the last Load
+	format1   bool   // the store was written by format 1: Load migrates it
 
-	gcKick chan struct{}
-	gcStop chan struct{}
-	gcDone chan struct{}
+	index *DiskIndex
+
+	dropKick chan uint32
+	gcStop   chan struct{}
+	gcDone   chan struct{}
 }
 
 var _ crdt.OpReader = (*Store)(nil)
@@ -112,9 +101,6 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.SnapshotEvery == 0 {
-		cfg.SnapshotEvery = DefaultSnapshotEvery
-	}
 	log := cfg.Logger.With("component", "store")
 	if err := removeEmptyLogs(cfg.Dir, log); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
@@ -124,14 +110,14 @@ func Open(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
 	s := &Store{
-		cfg:       cfg,
-		log:       log,
-		db:        db,
-		snapEvery: cfg.SnapshotEvery,
-		gcKick:    make(chan struct{}, 1),
-		gcStop:    make(chan struct{}),
-		gcDone:    make(chan struct{}),
+		cfg:      cfg,
+		log:      log,
+		db:       db,
+		dropKick: make(chan uint32, 1),
+		gcStop:   make(chan struct{}),
+		gcDone:   make(chan struct{}),
 	}
+	s.index = &DiskIndex{s: s, pend: newOverlay(false)}
 	if err := s.init(); err != nil {
 		if cerr := db.Close(); cerr != nil {
 			log.Warn("close after failed open", "err", cerr)
@@ -139,13 +125,13 @@ func Open(cfg Config) (*Store, error) {
 		return nil, err
 	}
 	go s.gcLoop()
-	log.Debug("store opened", "dir", cfg.Dir, "ops", s.opsStored, "snapshot_ops", s.snapOps)
+	log.Debug("store opened", "dir", cfg.Dir, "ops", s.opsStored)
 	return s, nil
 }
 
 // badgerOptions tunes Badger for a modest machine: small memtables and
 // caches, one version per key, no compression (ops are mostly hashes and
-// signatures), snapshots in the value log and ops in the LSM tree.
+// signatures), everything small in the LSM tree.
 // removeEmptyLogs deletes zero-byte memtable (.mem) and value log (.vlog)
 // files. Badger creates such a file, then writes its header; a crash in
 // between leaves an empty file that Badger v4.9 then refuses to open
@@ -220,19 +206,14 @@ func (s *Store) init() error {
 		switch ver := binary.BigEndian.Uint32(v); {
 		case ver > FormatVersion:
 			return fmt.Errorf("%w: %s has format %d, this build reads format %d: upgrade cagnotte", ErrNewerFormat, s.cfg.Dir, ver, FormatVersion)
+		case ver == 1:
+			s.format1 = true
 		case ver != FormatVersion:
 			return fmt.Errorf("%w: format %d", ErrUnknownFormat, ver)
 		}
-		if s.opsStored, err = getUint64(txn, keyCount); err != nil {
-			return err
-		}
-		h, ok, err := readSnapHeader(txn)
-		if err != nil || !ok {
-			return err
-		}
-		s.snapChunks, s.snapOps = h.Chunks, h.SetOps
-		s.snapEvery = s.nextSnapEvery(h.StateSize)
-		return nil
+		var err2 error
+		s.opsStored, err2 = getUint64(txn, keyCount)
+		return err2
 	})
 }
 
@@ -262,15 +243,6 @@ func getUint64(txn *badger.Txn, key []byte) (uint64, error) {
 	return n, err
 }
 
-// nextSnapEvery is the number of ops after which the next snapshot is due,
-// given the size estimate of the state at the last one.
-func (s *Store) nextSnapEvery(stateSize uint64) uint64 {
-	if s.cfg.fixedSnapshots {
-		return s.cfg.SnapshotEvery
-	}
-	return max(s.cfg.SnapshotEvery, stateSize/2)
-}
-
 // acquire registers a call in progress; it fails after Close.
 func (s *Store) acquire() error {
 	s.life.Lock()
@@ -285,9 +257,7 @@ func (s *Store) acquire() error {
 func (s *Store) release() { s.inflight.Done() }
 
 // Close waits for the calls in progress, stops the store's and Badger's
-// goroutines and closes the database. It does not write a snapshot: call
-// [Store.WriteSnapshot] first if [Store.SnapshotDue] says so. Closing twice
-// is a no-op.
+// goroutines and closes the database. Closing twice is a no-op.
 func (s *Store) Close() error {
 	s.life.Lock()
 	if s.closed {
@@ -305,26 +275,34 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// gcLoop reclaims value-log space (old snapshots) after each new snapshot.
+// gcLoop deletes the index generations a refold replaced, and reclaims
+// value-log space.
 func (s *Store) gcLoop() {
 	defer close(s.gcDone)
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
 	for {
 		select {
 		case <-s.gcStop:
 			return
-		case <-s.gcKick:
-		}
-		for {
-			select {
-			case <-s.gcStop:
-				return
-			default:
-			}
-			if err := s.db.RunValueLogGC(0.5); err != nil {
-				if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
-					s.log.Warn("value log gc", "err", err)
+		case gen := <-s.dropKick:
+			var prefixes [][]byte
+			for g := range gen {
+				for _, p := range []byte{prefixEntry, prefixCounter, prefixRef} {
+					prefixes = append(prefixes, indexPrefix(p, g))
 				}
-				break
+			}
+			if err := s.db.DropPrefix(prefixes...); err != nil {
+				s.log.Warn("drop old index generations", "err", err)
+			}
+		case <-t.C:
+			for {
+				if err := s.db.RunValueLogGC(0.5); err != nil {
+					if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+						s.log.Warn("value log gc", "err", err)
+					}
+					break
+				}
 			}
 		}
 	}
@@ -337,16 +315,9 @@ type Stats struct {
 	// DiskBytes is Badger's estimate of the LSM tree and value log on disk
 	// (badger.DB.Size, refreshed by Badger about once a minute).
 	DiskBytes int64
-	// SnapshotOps is the number of ops in the set at the last snapshot, 0
-	// if there is none.
-	SnapshotOps uint64
-	// OpsSinceSnapshot is the number of ops committed after it.
-	OpsSinceSnapshot uint64
-	// SnapshotsWritten counts the snapshots written since Open.
-	SnapshotsWritten uint64
-	// LoadedOps is the number of ops the last Load read from disk: the ops
-	// after the snapshot, the evidence not in it and, if the set was stale,
-	// the whole chains read again by Refold.
+	// LoadedOps is the number of ops the last Load read from disk: none
+	// when the state's records are there, every op when it rebuilt them
+	// (a format-1 store) or refolded a stale state.
 	LoadedOps uint64
 }
 
@@ -355,28 +326,20 @@ func (s *Store) Stats() Stats {
 	lsm, vlog := s.db.Size()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{
-		OpsStored:        s.opsStored,
-		DiskBytes:        lsm + vlog,
-		SnapshotOps:      s.snapOps,
-		OpsSinceSnapshot: s.sinceSnap,
-		SnapshotsWritten: s.snapWritten,
-		LoadedOps:        s.loadedOps,
-	}
+	return Stats{OpsStored: s.opsStored, DiskBytes: lsm + vlog, LoadedOps: s.loadedOps}
 }
 
 // Keys. See the package documentation for the layout.
 const (
 	prefixOp       = 'o'
 	prefixEvidence = 'x'
-	prefixSnapshot = 's'
+	prefixSnapshot = 's' // format 1 only
 	prefixIdem     = 'i'
 )
 
 var (
 	keyVersion  = []byte{'v'}
 	keyCount    = []byte{'n'}
-	keySnapshot = []byte{prefixSnapshot}
 )
 
 const opKeyLen = 1 + 32 + 8
@@ -394,10 +357,6 @@ func opKey(author crdt.PublicKey, seq uint64) []byte {
 
 func evidenceKey(id crdt.OpID) []byte {
 	return append([]byte{prefixEvidence}, id[:]...)
-}
-
-func snapChunkKey(i uint32) []byte {
-	return binary.BigEndian.AppendUint32([]byte{prefixSnapshot}, i)
 }
 
 func idemKey(key string) []byte {

@@ -1,0 +1,186 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/gob"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/cagnotte/cagnotte/crdt"
+)
+
+// The op set's state is kept as small records, each rewritten in the same
+// transaction as the ops that change it (crdt.OpSet.TakeChanges): one per
+// author, card, venue, event and conflict, and one for the rest (meta).
+// Loading reads them back and no op.
+const (
+	prefixAuthor   = 'a' // author(32) → gob crdt.AuthorState
+	prefixCard     = 'c' // card → gob crdt.Card
+	prefixVenue    = 'u' // venue(32) → gob crdt.Venue
+	prefixEvent    = 'e' // venue(32) id → gob crdt.Event
+	prefixConflict = 'f' // conflict key → gob crdt.Conflict
+)
+
+var (
+	keyMeta       = []byte{'m'}
+	keyGeneration = []byte{'g'}
+)
+
+func recordKey(p byte, k ...[]byte) []byte {
+	out := []byte{p}
+	for _, b := range k {
+		out = append(out, b...)
+	}
+	return out
+}
+
+func gobBytes(v any) ([]byte, error) {
+	var b bytes.Buffer
+	if err := gob.NewEncoder(&b).Encode(v); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}
+
+// writeChanges writes a set's changes into txn.
+func writeChanges(txn *badger.Txn, ch *crdt.Changes) error {
+	if ch.Reset {
+		for _, p := range []byte{prefixAuthor, prefixCard, prefixVenue, prefixEvent, prefixConflict} {
+			if err := deletePrefix(txn, []byte{p}); err != nil {
+				return err
+			}
+		}
+	}
+	set := func(key []byte, v any) error {
+		b, err := gobBytes(v)
+		if err != nil {
+			return fmt.Errorf("encode %q: %w", key[:1], err)
+		}
+		return txn.Set(key, b)
+	}
+	if err := set(keyMeta, ch.Meta); err != nil {
+		return err
+	}
+	for _, a := range ch.Authors {
+		if err := set(recordKey(prefixAuthor, a.Key[:]), a); err != nil {
+			return err
+		}
+	}
+	for _, c := range ch.Cards {
+		if err := set(recordKey(prefixCard, []byte(c.ID)), c); err != nil {
+			return err
+		}
+	}
+	for _, v := range ch.Venues {
+		if err := set(recordKey(prefixVenue, v.Key[:]), v); err != nil {
+			return err
+		}
+	}
+	for _, e := range ch.Events {
+		if err := set(recordKey(prefixEvent, e.Key.Venue[:], []byte(e.Key.ID)), e); err != nil {
+			return err
+		}
+	}
+	for _, c := range ch.Conflicts {
+		if err := set(recordKey(prefixConflict, []byte(c.Key())), c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deletePrefix deletes every key under p in txn (the few records of a
+// reset: authors, cards, venues, events, conflicts).
+func deletePrefix(txn *badger.Txn, p []byte) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: p})
+	var keys [][]byte
+	for it.Rewind(); it.Valid(); it.Next() {
+		keys = append(keys, it.Item().KeyCopy(nil))
+	}
+	it.Close()
+	for _, k := range keys {
+		if err := txn.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readRecords reads the state's records; ok is false when the store holds
+// none (a new store, or one written by format 1).
+func (s *Store) readRecords() (st crdt.Stored, gen uint32, ok bool, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyMeta)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ok = true
+		if err := item.Value(func(v []byte) error { return gob.NewDecoder(bytes.NewReader(v)).Decode(&st.Meta) }); err != nil {
+			return fmt.Errorf("%w: meta: %v", ErrCorrupt, err)
+		}
+		if item, err := txn.Get(keyGeneration); err == nil {
+			if err := item.Value(func(v []byte) error {
+				if len(v) != 4 {
+					return fmt.Errorf("%w: generation of %d bytes", ErrCorrupt, len(v))
+				}
+				gen = binary.BigEndian.Uint32(v)
+				return nil
+			}); err != nil {
+				return err
+			}
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		each := func(p byte, fn func(dec *gob.Decoder) error) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{p}, PrefetchValues: true, PrefetchSize: 256})
+			defer it.Close()
+			for it.Rewind(); it.Valid(); it.Next() {
+				item := it.Item()
+				if err := item.Value(func(v []byte) error { return fn(gob.NewDecoder(bytes.NewReader(v))) }); err != nil {
+					return fmt.Errorf("%w: record %q: %v", ErrCorrupt, item.Key(), err)
+				}
+			}
+			return nil
+		}
+		if err := each(prefixAuthor, func(d *gob.Decoder) error {
+			a := &crdt.AuthorState{}
+			st.Authors = append(st.Authors, a)
+			return d.Decode(a)
+		}); err != nil {
+			return err
+		}
+		if err := each(prefixCard, func(d *gob.Decoder) error {
+			c := &crdt.Card{}
+			st.Cards = append(st.Cards, c)
+			return d.Decode(c)
+		}); err != nil {
+			return err
+		}
+		if err := each(prefixVenue, func(d *gob.Decoder) error {
+			v := &crdt.Venue{}
+			st.Venues = append(st.Venues, v)
+			return d.Decode(v)
+		}); err != nil {
+			return err
+		}
+		if err := each(prefixEvent, func(d *gob.Decoder) error {
+			e := &crdt.Event{}
+			st.Events = append(st.Events, e)
+			return d.Decode(e)
+		}); err != nil {
+			return err
+		}
+		return each(prefixConflict, func(d *gob.Decoder) error {
+			c := &crdt.Conflict{}
+			st.Conflicts = append(st.Conflicts, c)
+			return d.Decode(c)
+		})
+	})
+	return st, gen, ok, err
+}

@@ -1,0 +1,560 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/cagnotte/cagnotte/node/web"
+	qrcode "github.com/skip2/go-qrcode"
+)
+
+// Agenda bounds.
+const (
+	// agendaMaxShown bounds the events one agenda page lists.
+	agendaMaxShown = 5000
+	// maxAgendaQuery bounds the text filter.
+	maxAgendaQuery = 100
+	// holderPageSize is the history entries the card holder page shows.
+	holderPageSize = 20
+	// holderSummarySize is how many recent entries "where it was spent" sums.
+	holderSummarySize = 500
+)
+
+// webEvent is an event with what its pages need.
+type webEvent struct {
+	EventView
+	URL       string
+	StartsISO string
+	EndsISO   string
+}
+
+func newWebEvent(e EventView) webEvent {
+	return webEvent{EventView: e, URL: "/events/" + url.PathEscape(e.ID) + "?venue=" + e.VenueID,
+		StartsISO: e.StartsAt.Format(time.RFC3339), EndsISO: e.EndsAt.Format(time.RFC3339)}
+}
+
+// pageURL is the absolute address of the request's page (for Open Graph
+// tags and QR codes).
+func pageURL(r *http.Request, path string) string {
+	scheme := "http"
+	if secureRequest(r) {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + path
+}
+
+// VenueList returns the federation's venues (not the federation key), by
+// name, as the sync status lists them.
+func (n *Node) VenueList() []AuthorStatus {
+	var m Membership
+	n.View(func(set *crdt.OpSet) { m = n.membership(set) })
+	out := make([]AuthorStatus, 0, len(m.Authors))
+	for _, a := range m.Authors {
+		if a.Role == "venue" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ---- card holder ----
+
+type venueSpent struct {
+	Name  string
+	Spent int64
+}
+
+type holderData struct {
+	web.Base
+	Card       CardPage
+	CardMasked string
+	Token      string
+	Venues     []venueSpent
+	Newer      bool
+	Lost       bool
+	Error      string
+	// TopUpURL is where the online top-up starts; empty while the node
+	// has no payment gateway (the Stripe issue fills it in).
+	TopUpURL string
+}
+
+// IsCredit reports whether a history entry of this kind adds money.
+func (holderData) IsCredit(kind string) bool { return kind == "topup" || kind == "correction" }
+
+// KindText names a history entry's kind in the page's language.
+func (d holderData) KindText(kind string) string { return d.T("kind." + kind) }
+
+func maskCard(c crdt.CardID) string {
+	s := string(c)
+	if len(s) <= 4 {
+		return s
+	}
+	return strings.Repeat("•", len(s)-4) + s[len(s)-4:]
+}
+
+func (ws *webServer) handleHolderPage(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	card, err := ws.n.VerifyHolderToken(tok)
+	if err != nil {
+		ws.errorPage(w, r, http.StatusNotFound, "error.badlink")
+		return
+	}
+	before := r.URL.Query().Get("before")
+	if len(before) > 200 {
+		before = ""
+	}
+	page, ok, err := ws.n.CardHistoryPage(r.Context(), card, holderPageSize, before)
+	if err != nil && before != "" {
+		page, ok, err = ws.n.CardHistoryPage(r.Context(), card, holderPageSize, "")
+		before = ""
+	}
+	if err != nil || !ok {
+		ws.errorPage(w, r, http.StatusNotFound, "error.badlink")
+		return
+	}
+	b := ws.n.pageBase(w, r, "holder.title")
+	b.CSRF = ws.formToken("lost", tok)
+	d := holderData{Base: b, Card: page, CardMasked: maskCard(card), Token: tok, Newer: before != "", Lost: r.URL.Query().Get("lost") == "1"}
+	if r.URL.Query().Get("error") == "1" {
+		d.Error = b.T("holder.lost.error")
+	}
+	if recent, ok, err := ws.n.CardHistoryPage(r.Context(), card, holderSummarySize, ""); err == nil && ok {
+		byVenue := map[string]int64{}
+		var order []string
+		for _, e := range recent.History {
+			if e.Kind != "payment" || !e.Counted {
+				continue
+			}
+			if _, seen := byVenue[e.Venue]; !seen {
+				order = append(order, e.Venue)
+			}
+			byVenue[e.Venue] += e.Amount
+		}
+		for _, v := range order {
+			d.Venues = append(d.Venues, venueSpent{Name: v, Spent: byVenue[v]})
+		}
+	}
+	w.Header().Set("Referrer-Policy", "no-referrer")
+	ws.render(w, r, http.StatusOK, "holder", d)
+}
+
+// handleLost blocks the card of a holder link: the card holder reports it
+// lost. The form carries a token derived from the link, and the request
+// must come from this node's page.
+func (ws *webServer) handleLost(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	card, err := ws.n.VerifyHolderToken(tok)
+	if err != nil {
+		ws.errorPage(w, r, http.StatusNotFound, "error.badlink")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	if err := r.ParseForm(); err != nil || !sameOrigin(r) || !tokensEqual(r.PostForm.Get("csrf"), ws.formToken("lost", tok)) {
+		ws.errorPage(w, r, http.StatusForbidden, "error.csrf")
+		return
+	}
+	back := "/c/" + url.PathEscape(tok)
+	if r.PostForm.Get("confirm") != "1" {
+		http.Redirect(w, r, back+"?error=1", http.StatusSeeOther)
+		return
+	}
+	a := callAPI(r.Context(), ws.n.handleBlock(true), "POST", "/", blockRequest{
+		Reason: "reported lost by the card holder", IdempotencyKey: "lost-" + string(card) + "-" + time.Now().UTC().Format("20060102T1504"),
+	}, map[string]string{"card": string(card)})
+	if !a.ok() {
+		ws.n.log.Warn("holder page: lost card not blocked", "err", a.Code)
+		http.Redirect(w, r, back+"?error=1", http.StatusSeeOther)
+		return
+	}
+	ws.n.log.Info("card reported lost by its holder", "card", card)
+	http.Redirect(w, r, back+"?lost=1", http.StatusSeeOther)
+}
+
+// handleHolderQR answers a QR code of the holder page's address, for
+// staff to show or print.
+func (ws *webServer) handleHolderQR(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	if _, err := ws.n.VerifyHolderToken(tok); err != nil {
+		ws.errorPage(w, r, http.StatusNotFound, "error.badlink")
+		return
+	}
+	png, err := qrcode.Encode(pageURL(r, "/c/"+url.PathEscape(tok)), qrcode.Medium, 256)
+	if err != nil {
+		http.Error(w, "no QR code", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "image/png")
+	w.Header().Set("Cache-Control", "private, max-age=3600")
+	w.Write(png)
+}
+
+// ---- agenda ----
+
+type venueOption struct {
+	ID, Name string
+	Selected bool
+}
+
+type agendaDay struct {
+	Day    time.Time
+	Events []webEvent
+}
+
+type agendaData struct {
+	web.Base
+	Q, From, To  string
+	Past         bool
+	VenueOptions []venueOption
+	Days         []agendaDay
+	Count, Shown int
+	Truncated    bool
+	PageURL      string
+}
+
+func (ws *webServer) handleAgenda(w http.ResponseWriter, r *http.Request) {
+	b := ws.base(w, r, "agenda.title")
+	q := r.URL.Query()
+	d := agendaData{Base: b, Q: q.Get("q"), From: q.Get("from"), To: q.Get("to"), Past: q.Get("past") == "1", PageURL: pageURL(r, "/agenda")}
+	if len(d.Q) > maxAgendaQuery {
+		d.Q = d.Q[:maxAgendaQuery]
+	}
+	venue := q.Get("venue")
+	for _, v := range ws.n.VenueList() {
+		d.VenueOptions = append(d.VenueOptions, venueOption{ID: v.Key, Name: v.Venue, Selected: v.Key == venue})
+	}
+	var from, to time.Time
+	if t, err := time.ParseInLocation("2006-01-02", d.From, b.Loc); err == nil {
+		from = t
+	} else {
+		d.From = ""
+	}
+	if t, err := time.ParseInLocation("2006-01-02", d.To, b.Loc); err == nil {
+		to = t.AddDate(0, 0, 1)
+	} else {
+		d.To = ""
+	}
+	evs, err := ws.n.Events(r.Context())
+	if err != nil {
+		ws.errorPage(w, r, http.StatusInternalServerError, "error.internal")
+		return
+	}
+	now := ws.n.cfg.Now()
+	needle := strings.ToLower(strings.TrimSpace(d.Q))
+	var dayKey string
+	for _, e := range evs {
+		switch {
+		case venue != "" && e.VenueID != venue,
+			!d.Past && from.IsZero() && e.EndsAt.Before(now),
+			!from.IsZero() && e.EndsAt.Before(from),
+			!to.IsZero() && !e.StartsAt.Before(to):
+			continue
+		}
+		if needle != "" && !strings.Contains(strings.ToLower(e.Title+"\n"+e.Description+"\n"+e.Location+"\n"+e.Venue), needle) {
+			continue
+		}
+		d.Count++
+		if d.Shown >= agendaMaxShown {
+			d.Truncated = true
+			continue
+		}
+		d.Shown++
+		local := e.StartsAt.In(b.Loc)
+		if k := local.Format("2006-01-02"); k != dayKey {
+			dayKey = k
+			d.Days = append(d.Days, agendaDay{Day: local})
+		}
+		last := &d.Days[len(d.Days)-1]
+		last.Events = append(last.Events, newWebEvent(e))
+	}
+	w.Header().Set("Cache-Control", "no-cache")
+	ws.render(w, r, http.StatusOK, "agenda", d)
+}
+
+type eventData struct {
+	web.Base
+	Event         webEvent
+	JSONLD        any
+	OGDescription string
+	PageURL       string
+	SameDay       bool
+	CanEdit       bool
+}
+
+func (ws *webServer) handleEventPage(w http.ResponseWriter, r *http.Request) {
+	id, venue := r.PathValue("id"), r.URL.Query().Get("venue")
+	evs, err := ws.n.Events(r.Context())
+	if err != nil {
+		ws.errorPage(w, r, http.StatusInternalServerError, "error.internal")
+		return
+	}
+	i := slices.IndexFunc(evs, func(e EventView) bool { return e.ID == id && (venue == "" || e.VenueID == venue) })
+	if i < 0 {
+		ws.errorPage(w, r, http.StatusNotFound, "error.noevent")
+		return
+	}
+	e := newWebEvent(evs[i])
+	b := ws.base(w, r, "")
+	b.Title = e.Title
+	self := pageURL(r, e.URL)
+	status := "https://schema.org/EventScheduled"
+	if e.Cancelled {
+		status = "https://schema.org/EventCancelled"
+	}
+	place := e.Venue
+	if e.Location != "" {
+		place = e.Location
+	}
+	ld := map[string]any{
+		"@context": "https://schema.org", "@type": "Event", "name": e.Title,
+		"startDate": e.StartsISO, "endDate": e.EndsISO, "eventStatus": status,
+		"eventAttendanceMode": "https://schema.org/OfflineEventAttendanceMode",
+		"location":            map[string]any{"@type": "Place", "name": place, "address": e.Venue},
+		"organizer":           map[string]any{"@type": "Organization", "name": e.Venue},
+		"url":                 self,
+	}
+	if e.Description != "" {
+		ld["description"] = e.Description
+	}
+	desc := b.DateTime(e.StartsAt) + " · " + e.Venue
+	if e.Description != "" {
+		desc += " · " + truncateRunes(e.Description, 160)
+	}
+	sy, sm, sd := e.StartsAt.In(b.Loc).Date()
+	ey, em, ed := e.EndsAt.In(b.Loc).Date()
+	d := eventData{Base: b, Event: e, JSONLD: ld, OGDescription: desc, PageURL: self,
+		SameDay: sy == ey && sm == em && sd == ed, CanEdit: b.Staff && e.VenueID == ws.n.Key().String()}
+	w.Header().Set("Cache-Control", "no-cache")
+	ws.render(w, r, http.StatusOK, "event", d)
+}
+
+func truncateRunes(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}
+
+// handleVenueICS serves one venue's events as an iCalendar feed: the
+// federated feed (handleICS) with only that venue's events.
+func (n *Node) handleVenueICS(w http.ResponseWriter, r *http.Request) {
+	venue, err := crdt.ParsePublicKey(r.PathValue("venue"))
+	if err != nil {
+		writeError(w, apiErr(http.StatusNotFound, "not_found", "no such venue"))
+		return
+	}
+	known := false
+	for _, v := range n.VenueList() {
+		known = known || v.Key == venue.String()
+	}
+	if !known {
+		writeError(w, apiErr(http.StatusNotFound, "not_found", "no such venue"))
+		return
+	}
+	var rec recorder
+	n.handleICS(&rec, r)
+	var out bytes.Buffer
+	suffix := "@" + venue.String()
+	var block []string
+	keep := true
+	sc := bufio.NewScanner(bytes.NewReader(unfoldICS(rec.body.Bytes())))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		switch {
+		case line == "BEGIN:VEVENT":
+			block, keep = []string{line}, false
+		case block != nil:
+			block = append(block, line)
+			if strings.HasPrefix(line, "UID:") && strings.HasSuffix(line, suffix) {
+				keep = true
+			}
+			if line == "END:VEVENT" {
+				if keep {
+					for _, l := range block {
+						out.WriteString(foldICS(l))
+					}
+				}
+				block = nil
+			}
+		default:
+			out.WriteString(foldICS(line))
+		}
+	}
+	w.Header().Set("Content-Type", "text/calendar; charset=utf-8")
+	w.Write(out.Bytes())
+}
+
+// unfoldICS joins RFC 5545 folded lines.
+func unfoldICS(b []byte) []byte {
+	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte("\r\n "), nil), []byte("\r\n\t"), nil)
+}
+
+// ---- dashboard ----
+
+type dashRow struct {
+	Name, PeerID, ShortID string
+	Self                  bool
+	StateKey, StateClass  string
+	Class                 string
+	LastSeen              time.Time
+	Ops, Lag              uint64
+	OpsKnown              bool
+	IsolatedSince         time.Time
+	Offline               uint64
+	OfflineKnown          bool
+	Revoked               bool
+	RevokedAfter          uint64
+}
+
+type dashConflict struct {
+	ConflictView
+	KindKey     string
+	CardBlocked bool
+}
+
+type dashboardData struct {
+	web.Base
+	Status    SyncStatus
+	Rows      []dashRow
+	Conflicts []dashConflict
+	Texts     map[string]string
+}
+
+// maxConflictCardLookups bounds the cards whose blocked state the
+// dashboard looks up.
+const maxConflictCardLookups = 100
+
+func (ws *webServer) handleDashboard(w http.ResponseWriter, r *http.Request) {
+	b := ws.base(w, r, "dash.title")
+	s := ws.n.Status()
+	d := dashboardData{Base: b, Status: s, Texts: web.ScriptTexts(b.Lang)}
+	d.Rows = dashboardRows(s)
+	if cs, err := ws.n.Conflicts(r.Context()); err == nil {
+		for i, c := range cs {
+			dc := dashConflict{ConflictView: c, KindKey: "dash.k." + c.Kind}
+			if c.Card != "" && i < maxConflictCardLookups {
+				if p, ok, err := ws.n.CardHistoryPage(r.Context(), c.Card, 1, ""); err == nil && ok {
+					dc.CardBlocked = p.Blocked
+				}
+			}
+			d.Conflicts = append(d.Conflicts, dc)
+		}
+	}
+	ws.render(w, r, http.StatusOK, "dashboard", d)
+}
+
+// dashboardRows builds one row per venue from the sync status.
+func dashboardRows(s SyncStatus) []dashRow {
+	peers := map[string]PeerStatus{}
+	for _, p := range s.Peers {
+		peers[p.ID] = p
+	}
+	var rows []dashRow
+	maxOps := s.Ops
+	for _, p := range s.Peers {
+		maxOps = max(maxOps, p.Ops)
+	}
+	for _, a := range s.Authors {
+		if a.Role != "venue" {
+			continue
+		}
+		row := dashRow{Name: a.Venue, PeerID: a.PeerID, ShortID: shortPeer(a.PeerID), Revoked: a.Revoked, RevokedAfter: a.RevokedAfter}
+		switch p, ok := peers[a.PeerID]; {
+		case a.PeerID == s.Node:
+			row.Self, row.Ops, row.OpsKnown = true, s.Ops, true
+			row.IsolatedSince, row.Offline, row.OfflineKnown = s.IsolatedSince, s.OfflineCents, true
+			row.StateKey, row.StateClass = "dash.st.insync", "good"
+			if s.Isolated {
+				row.StateKey, row.StateClass = "dash.st.isolated", "bad"
+			}
+		case ok:
+			row.LastSeen, row.Ops, row.OpsKnown = p.LastSeen, p.Ops, p.Ops > 0
+			row.StateKey, row.StateClass = "dash.st.connected", "good"
+			if !p.Connected {
+				row.StateKey, row.StateClass, row.Class = "dash.st.disconnected", "bad", "down"
+			} else if p.Isolated {
+				row.StateKey, row.StateClass = "dash.st.isolated", "bad"
+			}
+		default:
+			row.StateKey, row.StateClass, row.Class = "dash.st.never", "", "down"
+		}
+		if row.OpsKnown && maxOps > row.Ops {
+			row.Lag = maxOps - row.Ops
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func shortPeer(id string) string {
+	if len(id) > 14 {
+		return id[:6] + "…" + id[len(id)-6:]
+	}
+	return id
+}
+
+// liveStatus is the dashboard stream's "status" event.
+type liveStatus struct {
+	Ops   uint64     `json:"ops"`
+	Rate  float64    `json:"rate"`
+	Peers []livePeer `json:"peers"`
+}
+
+type livePeer struct {
+	ID        string `json:"id"`
+	Connected bool   `json:"connected"`
+}
+
+// handleDashboardLive streams the node's ops per second and its peers'
+// connection states every second (server-sent events).
+func (ws *webServer) handleDashboardLive(w http.ResponseWriter, r *http.Request) {
+	sse, err := ws.startSSE(w, r)
+	if err != nil {
+		return
+	}
+	opsNow := func() uint64 {
+		var o uint64
+		ws.n.View(func(set *crdt.OpSet) { o = set.Len() })
+		return o
+	}
+	prev, prevAt := opsNow(), time.Now()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	gone := r.Context().Done()
+	for {
+		select {
+		case <-sse.done:
+			return
+		case <-gone:
+			if sse.ended() {
+				return
+			}
+			gone = nil
+		case now := <-tick.C:
+			ops := opsNow()
+			st := liveStatus{Ops: ops, Peers: []livePeer{}}
+			if dt := now.Sub(prevAt).Seconds(); dt > 0 && ops >= prev {
+				st.Rate = float64(ops-prev) / dt
+			}
+			prev, prevAt = ops, now
+			if nw := ws.n.net; nw != nil {
+				for _, p := range nw.Peers() {
+					st.Peers = append(st.Peers, livePeer{ID: p.ID.String(), Connected: p.Connected})
+				}
+			}
+			if sse.send("status", st) != nil {
+				return
+			}
+		}
+	}
+}
+
+var _ = json.Marshal
