@@ -1,12 +1,16 @@
-// Package nfc is where Cagnotte's card readers live: the Reader interface,
-// the PC/SC reader (ebfe/scard) that reads a card's UID and its stamp, a
-// keyboard-wedge reader and a simulated reader. They arrive with the NFC
-// issue; nothing here is used yet.
+// Package nfc is Cagnotte's card reader layer: the Reader interface shared
+// by every reader kind, the PC/SC reader (github.com/ebfe/scard, cgo and
+// libpcsclite) for standard USB NFC readers (ACR122U, ACR1252U and other
+// CCID readers), a simulated reader for the demo, the simulations and
+// tests, the APDU layer they share, the layout of the card's memory (the
+// signed stamp in two slots, the card holder's link as an NDEF URI record:
+// see docs/nfc.md) and the UID normalisation keyboard-wedge readers need.
 //
-// What is already fixed for them: a card is identified by its NFC UID in
-// upper-case hex (crdt.CardID, 4 to 10 bytes), and a writable card carries
-// a signed stamp, crdt.CardStamp, of crdt.StampSize (120) bytes, which fits
-// the 144-byte user memory of an NTAG213. The point of sale passes the stamp
-// read from the card with a payment and writes back the stamp the node
-// answers with (see docs/api.md).
+// A card is identified by its NFC UID in upper-case hex (crdt.CardID, 4 to
+// 10 bytes); a writable card carries a signed stamp, crdt.CardStamp, of
+// crdt.StampSize (120) bytes. The point of sale passes the stamp read from
+// the card with a payment and writes back the stamp the node answers with
+// (see docs/api.md): WriteStamp writes it into the slot that does not hold
+// the current stamp, reads it back and verifies its signature, so a card
+// pulled mid-write keeps its previous stamp (NTAG215/216).
 package nfc
