@@ -234,15 +234,25 @@ func TestCrashBetweenOverdraftAndAutoBlock(t *testing.T) {
 	spend := []crdt.Op{top}
 	author := crdt.NewAuthor(b.node.Signer(), crdt.NewClock(func() int64 { return time.Now().UnixMilli() }), top.Seq, top.ID())
 	spend = append(spend, author.Make(&crdt.Payment{Card: card, Amount: 800, Counter: 1}), author.Make(&crdt.Payment{Card: card, Amount: 800, Counter: 2}))
-	// Write the ops to a's store directly, as the commit before the crash
-	// did, with no block after them.
+	// Commit the ops to a's store as the commit before the crash did (ops
+	// and state in one transaction), with no block after them.
 	dir := a.dir
+	fed := a.node.Federation()
 	a.stop()
 	st, err := store.Open(store.Config{Dir: dir + "/" + StoreDir, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Commit(store.Batch{Ops: spend}); err != nil {
+	set, err := st.Load(fed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range spend {
+		if out, err := set.Add(op); err != nil || out != crdt.Added {
+			t.Fatalf("add %d: %v %v", op.Seq, out, err)
+		}
+	}
+	if err := st.Commit(store.Batch{Ops: spend, State: set}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {

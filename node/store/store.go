@@ -286,14 +286,14 @@ func (s *Store) gcLoop() {
 		case <-s.gcStop:
 			return
 		case gen := <-s.dropKick:
-			var prefixes [][]byte
+			// Deleted key by key in the background: DropPrefix would
+			// block the node's writes while it runs.
 			for g := range gen {
 				for _, p := range []byte{prefixEntry, prefixCounter, prefixRef} {
-					prefixes = append(prefixes, indexPrefix(p, g))
+					if err := s.deletePrefixBackground(indexPrefix(p, g)); err != nil {
+						s.log.Warn("delete an old index generation", "err", err)
+					}
 				}
-			}
-			if err := s.db.DropPrefix(prefixes...); err != nil {
-				s.log.Warn("drop old index generations", "err", err)
 			}
 		case <-t.C:
 			for {
@@ -304,6 +304,40 @@ func (s *Store) gcLoop() {
 					break
 				}
 			}
+		}
+	}
+}
+
+// deletePrefixBackground deletes the keys under prefix in small batches,
+// stopping early when the store closes.
+func (s *Store) deletePrefixBackground(prefix []byte) error {
+	for {
+		var keys [][]byte
+		err := s.db.View(func(txn *badger.Txn) error {
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			defer it.Close()
+			for it.Rewind(); it.Valid() && len(keys) < 10000; it.Next() {
+				keys = append(keys, it.Item().KeyCopy(nil))
+			}
+			return nil
+		})
+		if err != nil || len(keys) == 0 {
+			return err
+		}
+		wb := s.db.NewWriteBatch()
+		for _, k := range keys {
+			if err := wb.Delete(k); err != nil {
+				wb.Cancel()
+				return err
+			}
+		}
+		if err := wb.Flush(); err != nil {
+			return err
+		}
+		select {
+		case <-s.gcStop:
+			return nil
+		default:
 		}
 	}
 }
@@ -338,8 +372,8 @@ const (
 )
 
 var (
-	keyVersion  = []byte{'v'}
-	keyCount    = []byte{'n'}
+	keyVersion = []byte{'v'}
+	keyCount   = []byte{'n'}
 )
 
 const opKeyLen = 1 + 32 + 8
