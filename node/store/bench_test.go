@@ -81,7 +81,7 @@ func BenchmarkAddAndCommit(b *testing.B) {
 			}
 			batch := make([]crdt.Op, 0, benchBatch)
 			commit := func() {
-				if err := st.Commit(Batch{Ops: batch, Snapshot: set}); err != nil {
+				if err := st.Commit(Batch{Ops: batch, State: set}); err != nil {
 					b.Fatal(err)
 				}
 				batch = batch[:0]

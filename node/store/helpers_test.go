@@ -118,11 +118,12 @@ func (w *world) deliver(ops ...crdt.Op) {
 	}
 }
 
-// addCommit adds ops to set, commits them (with the snapshot when due) and
-// refolds the set if it went stale, as a node does.
+// addCommit adds ops to set, commits them with the state they changed and
+// refolds the set if it went stale (committing the refolded state), as a
+// node does.
 func addCommit(t testing.TB, st *Store, set *crdt.OpSet, ops []crdt.Op, idem ...IdemRecord) {
 	t.Helper()
-	b := Batch{Idem: idem, Snapshot: set}
+	b := Batch{Idem: idem, State: set}
 	for _, op := range ops {
 		out, err := set.Add(op)
 		if err != nil {
@@ -142,12 +143,15 @@ func addCommit(t testing.TB, st *Store, set *crdt.OpSet, ops []crdt.Op, idem ...
 		if err := set.Refold(st); err != nil {
 			t.Fatal(err)
 		}
+		if err := st.Commit(Batch{State: set}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
 func openStore(t testing.TB, dir string, every uint64) *Store {
 	t.Helper()
-	st, err := Open(Config{Dir: dir, Logger: testLogger(t), SnapshotEvery: every})
+	st, err := Open(Config{Dir: dir, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,15 +45,15 @@ func TestRoundTrip(t *testing.T) {
 	}
 	sameSet(t, set, w.ref.Set)
 	stats := st.Stats()
-	if stats.OpsStored != total || stats.SnapshotsWritten == 0 || stats.SnapshotOps == 0 {
-		t.Fatalf("stats %+v, want %d ops and snapshots", stats, total)
+	if stats.OpsStored != total {
+		t.Fatalf("stats %+v, want %d ops", stats, total)
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	st = openStore(t, dir, 100)
-	if got := st.Stats(); got.OpsStored != total || got.SnapshotOps != stats.SnapshotOps {
+	if got := st.Stats(); got.OpsStored != total {
 		t.Fatalf("stats after reopen %+v, want %+v", got, stats)
 	}
 	loaded, err := st.Load(w.fedKey())
@@ -61,8 +61,8 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	sameSet(t, loaded, w.ref.Set)
-	if got := st.Stats(); got.LoadedOps != stats.OpsSinceSnapshot || got.OpsSinceSnapshot != stats.OpsSinceSnapshot {
-		t.Fatalf("loaded %d ops (%d since snapshot), want %d", got.LoadedOps, got.OpsSinceSnapshot, stats.OpsSinceSnapshot)
+	if got := st.Stats(); got.LoadedOps != 0 {
+		t.Fatalf("loaded %d ops: a restart reads no op", got.LoadedOps)
 	}
 	for i := range 40 {
 		r, ok, err := st.Idempotency(fmt.Sprintf("req-%d", i))
@@ -174,13 +174,13 @@ func TestReadRange(t *testing.T) {
 	}
 }
 
-// TestLoadReadsOnlyOpsAfterSnapshot checks that Load replays exactly the
-// ops committed after the last snapshot, and never reads older ones: they
-// are deleted from disk before the reload.
-func TestLoadReadsOnlyOpsAfterSnapshot(t *testing.T) {
+// TestLoadReadsNoOps checks that Load reads the state's records and no op:
+// every op is deleted from disk before the reload, and the state is the
+// same (the ops stay on disk for sync and audit, not for restarts).
+func TestLoadReadsNoOps(t *testing.T) {
 	dir := t.TempDir()
 	w := newWorld(t, 2)
-	st := openStore(t, dir, 50)
+	st := openStore(t, dir, 0)
 	set, err := st.Load(w.fedKey())
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +188,6 @@ func TestLoadReadsOnlyOpsAfterSnapshot(t *testing.T) {
 	gen := w.genesis()
 	w.deliver(gen...)
 	addCommit(t, st, set, gen)
-	var snapHeads map[crdt.PublicKey]uint64
 	for range 12 {
 		var ops []crdt.Op
 		for range 10 {
@@ -196,36 +195,25 @@ func TestLoadReadsOnlyOpsAfterSnapshot(t *testing.T) {
 			w.deliver(op)
 			ops = append(ops, op)
 		}
-		before := st.Stats().SnapshotsWritten
 		addCommit(t, st, set, ops)
-		if st.Stats().SnapshotsWritten != before {
-			snapHeads = map[crdt.PublicKey]uint64{}
-			for k, a := range set.Authors {
-				snapHeads[k] = a.Seq
-			}
-		}
 	}
-	stats := st.Stats()
-	if stats.SnapshotOps == 0 || stats.OpsSinceSnapshot == 0 || stats.SnapshotOps+stats.OpsSinceSnapshot != stats.OpsStored {
-		t.Fatalf("stats %+v: want a snapshot with ops after it", stats)
+	heads := map[crdt.PublicKey]uint64{}
+	for k, a := range set.Authors {
+		heads[k] = a.Seq
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-
-	// Delete every op the snapshot covers.
 	db, err := badger.Open(badgerOptions(Config{Dir: dir}, quietLogger()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	deleted := 0
 	err = db.Update(func(txn *badger.Txn) error {
-		for k, seq := range snapHeads {
+		for k, seq := range heads {
 			for i := uint64(1); i <= seq; i++ {
 				if err := txn.Delete(opKey(k, i)); err != nil {
 					return err
 				}
-				deleted++
 			}
 		}
 		return nil
@@ -236,61 +224,17 @@ func TestLoadReadsOnlyOpsAfterSnapshot(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if uint64(deleted) != stats.SnapshotOps {
-		t.Fatalf("deleted %d ops, snapshot has %d", deleted, stats.SnapshotOps)
-	}
-
-	st = openStore(t, dir, 50)
+	st = openStore(t, dir, 0)
 	defer st.Close()
 	loaded, err := st.Load(w.fedKey())
 	if err != nil {
 		t.Fatal(err)
 	}
 	sameSet(t, loaded, w.ref.Set)
-	if got := st.Stats().LoadedOps; got != stats.OpsSinceSnapshot {
-		t.Fatalf("Load read %d ops, want the %d after the snapshot", got, stats.OpsSinceSnapshot)
+	if got := st.Stats().LoadedOps; got != 0 {
+		t.Fatalf("Load read %d ops", got)
 	}
 }
-
-// TestSnapshotSchedule checks the amortised schedule: the interval grows
-// with the state.
-func TestSnapshotSchedule(t *testing.T) {
-	st := openStore(t, t.TempDir(), 20)
-	defer st.Close()
-	w := newWorld(t, 1)
-	set, err := st.Load(w.fedKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen := w.genesis()
-	w.deliver(gen...)
-	addCommit(t, st, set, gen)
-	var at []uint64
-	for range 300 {
-		op := w.venueOp(0)
-		w.deliver(op)
-		before := st.Stats().SnapshotsWritten
-		if due := st.SnapshotDue(); due != (st.Stats().OpsSinceSnapshot >= max(20, st.snapEvery)) {
-			t.Fatal("SnapshotDue disagrees with the schedule")
-		}
-		addCommit(t, st, set, []crdt.Op{op})
-		if st.Stats().SnapshotsWritten != before {
-			at = append(at, set.Len())
-		}
-	}
-	// 20 ops at first, then half of cards + events + ops.
-	if len(at) < 4 || at[0] != 20 {
-		t.Fatalf("snapshots at %v", at)
-	}
-	for i := 1; i < len(at); i++ {
-		gap := at[i] - at[i-1]
-		if gap < 20 || gap < at[i-1]/2 || gap > 20+at[i-1]/2+len64(set.State.Cards)+len64(set.State.Events) {
-			t.Fatalf("snapshots at %v: gap %d after %d", at, gap, at[i-1])
-		}
-	}
-}
-
-func len64[M ~map[K]V, K comparable, V any](m M) uint64 { return uint64(len(m)) }
 
 // TestIdempotency round-trips records, also across a reopen.
 func TestIdempotency(t *testing.T) {
@@ -338,14 +282,15 @@ func TestIdempotency(t *testing.T) {
 }
 
 // TestRevocationOnLoad: a revocation voids ops already folded, the set goes
-// stale; Load must give the refolded views, whether the snapshot on disk
-// was taken before the revocation or while the set was stale.
+// stale. Committed with the stale state and not refolded yet (a crash
+// before the refold was written), Load refolds; with the refolded state
+// committed, Load reads it as it is.
 func TestRevocationOnLoad(t *testing.T) {
-	for _, staleSnapshot := range []bool{false, true} {
-		t.Run(fmt.Sprintf("staleSnapshot=%v", staleSnapshot), func(t *testing.T) {
+	for _, refoldWritten := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refoldWritten=%v", refoldWritten), func(t *testing.T) {
 			dir := t.TempDir()
 			w := newWorld(t, 2)
-			st := openStore(t, dir, 1000)
+			st := openStore(t, dir, 0)
 			set, err := st.Load(w.fedKey())
 			if err != nil {
 				t.Fatal(err)
@@ -360,36 +305,29 @@ func TestRevocationOnLoad(t *testing.T) {
 			}
 			w.deliver(ops...)
 			addCommit(t, st, set, ops)
-			if err := st.WriteSnapshot(set); err != nil {
-				t.Fatal(err)
-			}
 			bad := w.venues[0].Signer.Public()
 			rev := w.fed.Make(&crdt.Revoke{Venue: bad, AfterSeq: 10, Reason: "stolen"})
 			w.deliver(rev)
 			if out, err := set.Add(rev); err != nil || out != crdt.Added || !set.Stale {
 				t.Fatalf("revoke: %v %v stale=%v", out, err, set.Stale)
 			}
-			if staleSnapshot {
-				if err := st.Commit(Batch{Ops: []crdt.Op{rev}}); err != nil {
-					t.Fatal(err)
-				}
-				if err := st.WriteSnapshot(set); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				if err := st.Commit(Batch{Ops: []crdt.Op{rev}}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := set.Refold(st); err != nil {
+			if err := st.Commit(Batch{Ops: []crdt.Op{rev}, State: set}); err != nil {
 				t.Fatal(err)
 			}
-			sameSet(t, set, w.ref.Set)
+			if refoldWritten {
+				if err := set.Refold(st); err != nil {
+					t.Fatal(err)
+				}
+				sameSet(t, set, w.ref.Set)
+				if err := st.Commit(Batch{State: set}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if err := st.Close(); err != nil {
 				t.Fatal(err)
 			}
 
-			st = openStore(t, dir, 1000)
+			st = openStore(t, dir, 0)
 			defer st.Close()
 			loaded, err := st.Load(w.fedKey())
 			if err != nil {
@@ -399,9 +337,12 @@ func TestRevocationOnLoad(t *testing.T) {
 			if v := loaded.State.Venues[bad]; v == nil || !v.Revoked || v.RevokedAfter != 10 {
 				t.Fatalf("venue after load: %+v", v)
 			}
-			// Refold read the chains again.
-			if got := st.Stats().LoadedOps; got < loaded.State.Counted {
-				t.Fatalf("loaded %d ops, refold should read the %d counted", got, loaded.State.Counted)
+			got := st.Stats().LoadedOps
+			switch {
+			case !refoldWritten && got < loaded.State.Counted:
+				t.Fatalf("loaded %d ops, the refold should read the %d counted", got, loaded.State.Counted)
+			case refoldWritten && got != 0:
+				t.Fatalf("loaded %d ops: the refolded state was on disk", got)
 			}
 		})
 	}
@@ -438,7 +379,7 @@ func TestEvidence(t *testing.T) {
 	if len(set.EvidenceOps) != 1 {
 		t.Fatalf("%d evidence ops", len(set.EvidenceOps))
 	}
-	if err := st.WriteSnapshot(set); err != nil {
+	if err := st.Commit(Batch{State: set}); err != nil {
 		t.Fatal(err)
 	}
 	// And another at seq 3, after the snapshot.
@@ -518,7 +459,7 @@ func TestWrongFederation(t *testing.T) {
 		t.Fatal(err)
 	}
 	addCommit(t, st, set, w.genesis())
-	if err := st.WriteSnapshot(set); err != nil {
+	if err := st.Commit(Batch{State: set}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.Load(crdt.PublicKey{1}); !errors.Is(err, ErrWrongFederation) {
@@ -627,7 +568,7 @@ func TestClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	addCommit(t, st, set, w.genesis())
-	if err := st.WriteSnapshot(set); err != nil {
+	if err := st.Commit(Batch{State: set}); err != nil {
 		t.Fatal(err)
 	}
 	if err := st.Close(); err != nil {
