@@ -25,7 +25,6 @@ var crashCycles = flag.Int("store.crashcycles", 10, "kill cycles of TestCrash")
 // crashEnv names the store directory of the crash helper process.
 const crashEnv = "CAGNOTTE_STORE_CRASH_DIR"
 
-
 // crashBatchSize is the size of batch k, 1 to 50 ops: a deterministic
 // sequence (splitmix64) the parent recomputes.
 func crashBatchSize(k int) int {
