@@ -71,6 +71,9 @@ type Config struct {
 	// the node without networking. Its Logger and Now default to the
 	// node's; its Isolated reports the node's isolation.
 	P2P *p2p.Config
+	// Stripe makes the node a Stripe payment gateway for online top-ups
+	// (see StripeConfig, docs/stripe.md); the zero value takes none.
+	Stripe StripeConfig
 }
 
 func (c *Config) setDefaults() error {
@@ -155,6 +158,8 @@ type Node struct {
 	hooksMu sync.Mutex
 	hooks   []func([]crdt.Op)
 
+	stripe *stripeGateway // online top-ups (node/stripe.go)
+
 	httpSrv  *http.Server
 	listener net.Listener
 	stop     context.CancelFunc
@@ -214,6 +219,10 @@ func New(cfg Config) (*Node, error) {
 	if err := n.autoBlockAll(); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("node: auto block at start: %w", err)
+	}
+	if err := n.openStripe(); err != nil {
+		st.Close()
+		return nil, err
 	}
 	return n, nil
 }
@@ -285,6 +294,7 @@ func (n *Node) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	n.startStripe(ctx)
 	n.log.Info("node started", "api", "http://"+ln.Addr().String(), "federation", n.set.State.Name)
 	return nil
 }
@@ -395,6 +405,9 @@ func (n *Node) Close() error {
 		n.stop()
 	}
 	n.wg.Wait()
+	if err := n.closeStripe(); err != nil {
+		errs = append(errs, fmt.Errorf("stripe journal: %w", err))
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := n.store.Close(); err != nil {
