@@ -139,8 +139,8 @@ type Config struct {
 	// rate, and the peer is refused for SyncPenalty. Default 16 KiB/s.
 	SyncMinRate int
 	// SyncGrace is the blocked time a sync session is allowed on top of
-	// SyncMinRate (peers committing frames, reading their store).
-	// Default 5 s.
+	// SyncMinRate (peers committing frames, reading their store, a busy
+	// machine). Default 10 s.
 	SyncGrace time.Duration
 	// SyncPeerBudget, in bytes per minute, bounds what this node sends one
 	// peer as sync responder on average: each session is charged what it
@@ -184,7 +184,7 @@ func DefaultConfig() Config {
 		IngestWorkers:     4,
 		MaxInboundSyncs:   4,
 		SyncMinRate:       16 << 10,
-		SyncGrace:         5 * time.Second,
+		SyncGrace:         10 * time.Second,
 		SyncPeerBudget:    64 << 20,
 		SyncPenalty:       time.Minute,
 		MaxForkIDs:        100000,

@@ -179,7 +179,7 @@
 //     until its budget has refilled.
 //   - Every frame read and write has a deadline: Config.StreamTimeout
 //     (30 s) at most, and earlier once the time the session spent blocked
-//     on its stream exceeds Config.SyncGrace (5 s) plus its bytes at
+//     on its stream exceeds Config.SyncGrace (10 s) plus its bytes at
 //     Config.SyncMinRate (16 KiB/s). A peer that reads our frames, or sends
 //     its own, slower than that, or not at all, is cut and put on penalty.
 //     A session lasts at most Config.SyncTimeout (2 min).

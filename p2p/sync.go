@@ -287,10 +287,59 @@ func (ss *session) hello() hello {
 	d, ops := ss.n.rep.Digest()
 	h := hello{version: syncVersion, digest: d, ops: ops, vv: ss.n.rep.VersionVector()}
 	if ev := ss.n.rep.Evidence(); len(ev) > 0 {
-		fv := ss.n.forkState(ss.n.rep.Chains(), ev)
-		h.fork, h.forkIDs = fv.digest, fv.ids
+		h.fork, h.forkIDs = ss.n.forkDigest(ss.n.rep.Chains(), ev)
 	}
 	return h
+}
+
+// forkDigest is forkState's digest and id count, computed again only when
+// a forked author's chain or the evidence changed since the last call
+// (the evidence only grows: its size tells whether it changed), so that
+// a hello does not read the forked branches each time.
+func (n *Network) forkDigest(chains map[crdt.PublicKey]Chain, ev []crdt.Op) ([32]byte, uint64) {
+	keys := make([]crdt.PublicKey, 0, 4)
+	for k, c := range chains {
+		if c.Fork != 0 {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, cmpKey)
+	h := sha256.New()
+	var buf [8]byte
+	binary.BigEndian.PutUint64(buf[:], uint64(len(ev)))
+	h.Write(buf[:])
+	for _, k := range keys {
+		c := chains[k]
+		h.Write(k[:])
+		binary.BigEndian.PutUint64(buf[:], c.Seq)
+		h.Write(buf[:])
+		h.Write(c.Head[:])
+		binary.BigEndian.PutUint64(buf[:], c.Fork)
+		h.Write(buf[:])
+	}
+	var key [32]byte
+	h.Sum(key[:0])
+	sx := n.sx()
+	sx.mu.Lock()
+	if sx.forks.valid && sx.forks.key == key {
+		d, ids := sx.forks.digest, sx.forks.ids
+		sx.mu.Unlock()
+		return d, ids
+	}
+	sx.mu.Unlock()
+	fs := n.forkState(chains, ev)
+	sx.mu.Lock()
+	sx.forks = forkCache{valid: true, key: key, digest: fs.digest, ids: fs.ids}
+	sx.mu.Unlock()
+	return fs.digest, fs.ids
+}
+
+// forkCache remembers the last fork digest computed.
+type forkCache struct {
+	valid  bool
+	key    [32]byte
+	digest [32]byte
+	ids    uint64
 }
 
 func (ss *session) readHello() (hello, error) {
@@ -630,6 +679,7 @@ type syncState struct {
 	mu      sync.Mutex
 	inbound int
 	peers   map[peer.ID]*syncPeer
+	forks   forkCache
 
 	rangesRefused, evidenceRefused, penalties, limited, slowCuts atomic.Uint64
 	forkChecks, evidenceIn, evidenceOut                          atomic.Uint64
@@ -879,11 +929,10 @@ func digestMembers(fork uint64, ms []member) crdt.OpID {
 	return d
 }
 
-// sum digests the chain heads of the authors not known to fork, with the
-// fork digest.
-func (fs *forkState) sum() sum {
-	keys := make([]crdt.PublicKey, 0, len(fs.chains))
-	for k, c := range fs.chains {
+// headsDigest digests the chain heads of the authors not known to fork.
+func headsDigest(chains map[crdt.PublicKey]Chain) [32]byte {
+	keys := make([]crdt.PublicKey, 0, len(chains))
+	for k, c := range chains {
 		if c.Fork == 0 {
 			keys = append(keys, k)
 		}
@@ -893,15 +942,15 @@ func (fs *forkState) sum() sum {
 	h.Write([]byte("cagnotte/heads/v1"))
 	var buf [8]byte
 	for _, k := range keys {
-		c := fs.chains[k]
+		c := chains[k]
 		h.Write(k[:])
 		binary.BigEndian.PutUint64(buf[:], c.Seq)
 		h.Write(buf[:])
 		h.Write(c.Head[:])
 	}
-	s := sum{fork: fs.digest, forkIDs: fs.ids}
-	h.Sum(s.heads[:0])
-	return s
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
 }
 
 // peerChain is what the peer listed of one author.
@@ -974,8 +1023,11 @@ func probeSeqs(seq, fork uint64) []uint64 {
 // differ, lists and evidence. The initiator writes first at each step.
 func (ss *session) forkCheck(ctx context.Context, initiator bool) error {
 	n := ss.n
-	fs := n.forkState(n.rep.Chains(), n.rep.Evidence())
-	mine := fs.sum()
+	chains, ev := n.rep.Chains(), n.rep.Evidence()
+	mine := sum{heads: headsDigest(chains)}
+	if len(ev) > 0 {
+		mine.fork, mine.forkIDs = n.forkDigest(chains, ev)
+	}
 	var theirs sum
 	exchange := func(write func() error, read func() error) error {
 		if initiator {
@@ -1007,6 +1059,7 @@ func (ss *session) forkCheck(ctx context.Context, initiator bool) error {
 		return nil
 	}
 	n.sx().forkChecks.Add(1)
+	fs := n.forkState(chains, ev)
 	peerChains := map[crdt.PublicKey]*peerChain{}
 	budget := n.cfg.MaxForkIDs + 64*n.cfg.MaxVVEntries
 	// Heads.

@@ -344,4 +344,3 @@ func TestSyncRepeatedEmptyVersionVectorBounded(t *testing.T) {
 		return vvOf(repV, h.Public()) == 100 && vvOf(repH, v.Public()) == 2000
 	})
 }
-

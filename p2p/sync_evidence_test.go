@@ -145,6 +145,7 @@ func TestEquivocationCarriedByAntiEntropy(t *testing.T) {
 func sameConflict(a, b crdt.Conflict) bool {
 	return a.Kind == b.Kind && a.Author == b.Author && a.Seq == b.Seq && slices.Equal(a.Ops, b.Ops)
 }
+
 // evidenceIDs returns the sorted ids of a replica's evidence ops.
 func evidenceIDs(m *MemReplica) []crdt.OpID {
 	var ids []crdt.OpID
