@@ -123,6 +123,7 @@ func (q *quorumLoad) pay(ctx context.Context, c *http.Client, v *testVenue, card
 // Run: go test ./node -run=^$ -bench=QuorumUnderLoad -benchtime=1x
 func BenchmarkQuorumUnderLoad(b *testing.B) {
 	settings := crdt.DefaultSettings()
+	settings.BalanceMax = 0 // no ceiling: the load's cards hold enough for the whole run
 	nodes := startVenues(b, *quorumVenues, settings)
 	pollUntil(b, 30*time.Second, "every venue in sync and connected to all", func() bool {
 		for _, v := range nodes {
@@ -198,5 +199,183 @@ func BenchmarkQuorumUnderLoad(b *testing.B) {
 	b.ReportMetric(float64(q.other.Load()), "errors")
 	if q.other.Load() > 0 {
 		b.Logf("first error: %v", q.firstOther.Load())
+	}
+}
+
+// attackRound taps card at every venue at the same instant for amount and
+// returns the answers' statuses and error codes.
+func attackRound(t *testing.T, venues []*testVenue, card string, amount int, key string) (ok int, codes []string) {
+	t.Helper()
+	type answer struct {
+		status int
+		body   map[string]any
+	}
+	answers := make([]answer, len(venues))
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, v := range venues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			st, body := v.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": amount, "idempotency_key": fmt.Sprintf("%s-%d", key, i)})
+			answers[i] = answer{st, body}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for _, a := range answers {
+		if a.status == 200 {
+			ok++
+			codes = append(codes, "ok")
+			continue
+		}
+		code, _ := a.body["error"].(string)
+		codes = append(codes, code)
+	}
+	return ok, codes
+}
+
+// balanceEverywhere waits until every venue holds the same ops and returns
+// the card's merged balance.
+func balanceEverywhere(t *testing.T, venues []*testVenue, card string) int64 {
+	t.Helper()
+	pollUntil(t, 15*time.Second, "every venue to converge", func() bool {
+		for _, v := range venues[1:] {
+			if v.digest() != venues[0].digest() {
+				return false
+			}
+		}
+		return true
+	})
+	_, cv := venues[0].do("GET", "/api/v1/cards/"+card, venues[0].token, nil)
+	b, ok := cv["balance_cents"].(float64)
+	if !ok {
+		t.Fatalf("card %s: %v", card, cv)
+	}
+	return int64(b)
+}
+
+// TestSimultaneousCloneTapsAtInSyncVenues is issue 9's scenario 8: a card
+// (and its clones) tapped at the same instant at k = 3 venues in sync, each
+// for the card's whole balance, then for the floor limit at the venues
+// that refused. Without a reservation (a floor limit above the balance,
+// as every payment was before) every venue accepts and the card ends at
+// −2× its balance. With the floor limit below the balance, at most one
+// venue takes the large payment (the others answer card_busy), and the
+// merged balance stays ≥ −(k−1) × floor limit.
+func TestSimultaneousCloneTapsAtInSyncVenues(t *testing.T) {
+	const balance, floor = 10000, 2500
+	tests := []struct {
+		name  string
+		floor uint64 // the federation's OfflinePaymentMax
+		check func(t *testing.T, ok int, codes []string, merged int64)
+	}{
+		{"no reservation: floor above the balance", 2 * balance, func(t *testing.T, ok int, codes []string, merged int64) {
+			// The attack as it was: nothing stops simultaneous taps.
+			if ok < 2 {
+				t.Skipf("the taps did not overlap this time (%v); the attack needs them to", codes)
+			}
+			t.Logf("without a reservation: %d of 3 venues took the whole balance %v, merged balance %d", ok, codes, merged)
+		}},
+		{"reservations: floor 25.00", floor, func(t *testing.T, ok int, codes []string, merged int64) {
+			if ok > 1 {
+				t.Fatalf("%d venues took the whole balance at once: %v", ok, codes)
+			}
+			for _, c := range codes {
+				if c != "ok" && c != "card_busy" && c != "insufficient_funds" {
+					t.Fatalf("unexpected refusal %q (answers %v)", c, codes)
+				}
+			}
+			t.Logf("with reservations: answers %v, merged balance %d", codes, merged)
+			if merged < -(3-1)*floor {
+				t.Fatalf("merged balance %d below −(k−1)×floor = %d", merged, -(3-1)*floor)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			settings := crdt.DefaultSettings()
+			settings.HeartbeatInterval, settings.IsolationAfter = 200, 3000
+			settings.OfflinePaymentMax = tc.floor
+			settings.OfflineCardMax = max(settings.OfflineCardMax, 2*tc.floor)
+			venues := startVenues(t, 3, settings)
+			pollUntil(t, 20*time.Second, "three venues in sync and connected", func() bool {
+				for _, v := range venues {
+					if v.node.Isolation().Isolated || len(v.node.Network().Connected()) < 2 {
+						return false
+					}
+				}
+				return true
+			})
+			for round := range 3 {
+				card := fmt.Sprintf("04C10E0000%02X", round)
+				if st, r := venues[0].post("/api/v1/topups", map[string]any{"card": card, "amount_cents": balance, "method": "cash", "idempotency_key": "top-" + card}); st != 200 {
+					t.Fatal(st, r)
+				}
+				balanceEverywhere(t, venues, card)
+				ok, codes := attackRound(t, venues, card, balance, "whole-"+card)
+				// The clones fall back to the floor limit where refused.
+				var rest []*testVenue
+				for i, c := range codes {
+					if c != "ok" {
+						rest = append(rest, venues[i])
+					}
+				}
+				if len(rest) > 0 {
+					attackRound(t, rest, card, int(min(tc.floor, balance)), "floor-"+card)
+				}
+				merged := balanceEverywhere(t, venues, card)
+				tc.check(t, ok, codes, merged)
+			}
+		})
+	}
+}
+
+// TestCardBusyIsReleasedByThePayment: an honest card charged above the
+// floor at one venue and a moment later at another is refused card_busy at
+// most until the first payment reaches the coordinators (milliseconds), not
+// for the reservation's whole TTL.
+func TestCardBusyIsReleasedByThePayment(t *testing.T) {
+	settings := crdt.DefaultSettings()
+	settings.HeartbeatInterval, settings.IsolationAfter = 200, 3000
+	venues := startVenues(t, 3, settings)
+	pollUntil(t, 20*time.Second, "three venues in sync and connected", func() bool {
+		for _, v := range venues {
+			if v.node.Isolation().Isolated || len(v.node.Network().Connected()) < 2 {
+				return false
+			}
+		}
+		return true
+	})
+	card := "04C10E00AA01"
+	if st, r := venues[0].post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 14000, "method": "cash", "idempotency_key": "top"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	balanceEverywhere(t, venues, card)
+	if st, r := venues[0].post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 6000, "idempotency_key": "p1"}); st != 200 || r["offline"] == true {
+		t.Fatalf("first payment: %d %v", st, r)
+	}
+	start := time.Now()
+	busy := 0
+	var last map[string]any
+	pollUntil(t, 3*time.Second, "the second venue to take the card", func() bool {
+		st, r := venues[1].post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 6000, "idempotency_key": "p2"})
+		last = r
+		if st == 409 && r["error"] == "card_busy" {
+			busy++
+			return false
+		}
+		if st != 200 || r["offline"] == true {
+			t.Fatalf("second payment: %d %v", st, r)
+		}
+		return true
+	})
+	if d := time.Since(start); d >= time.Duration(crdt.DefaultReservationTTL)*time.Millisecond {
+		t.Fatalf("the card stayed busy %s (%d refusals): released by TTL, not by the payment", d, busy)
+	}
+	t.Logf("second venue took the card after %s (%d card_busy answers)", time.Since(start).Round(time.Millisecond), busy)
+	if last["balance_cents"] != 2000.0 {
+		t.Fatalf("the second venue decided on a stale balance: %v", last)
 	}
 }
