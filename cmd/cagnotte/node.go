@@ -14,6 +14,7 @@ import (
 func newNodeCmd(g *globals) *cobra.Command {
 	var dataDir, bundle, httpAddr string
 	net := p2p.DefaultConfig()
+	var sf stripeFlags
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run this venue's node",
@@ -41,7 +42,11 @@ See docs/operations.md, "Networking".`,
 					return err
 				}
 			}
-			n, err := node.New(node.Config{DataDir: dataDir, HTTPAddr: httpAddr, Logger: g.logger(), P2P: &net})
+			sc, err := sf.config()
+			if err != nil {
+				return err
+			}
+			n, err := node.New(node.Config{DataDir: dataDir, HTTPAddr: httpAddr, Logger: g.logger(), P2P: &net, Stripe: sc})
 			if err != nil {
 				return err
 			}
@@ -55,6 +60,7 @@ See docs/operations.md, "Networking".`,
 	cmd.Flags().StringArrayVar(&net.Bootstrap, "bootstrap", nil, "bootstrap peer, a multiaddr ending in /p2p/<peer id> (repeatable)")
 	cmd.Flags().BoolVar(&net.MDNS, "mdns", true, "find the federation's nodes on the local network by mDNS")
 	cmd.Flags().StringArrayVar(&net.Relays, "relay", nil, "static circuit relay for when this node is behind a NAT, a multiaddr ending in /p2p/<peer id> (repeatable)")
+	sf.register(cmd)
 
 	initCmd := &cobra.Command{
 		Use:   "init",
@@ -114,4 +120,50 @@ func checkDataDir(dir string, bundleGiven bool) error {
 		}
 	}
 	return nil
+}
+
+// stripeFlags are the node's Stripe gateway flags (docs/stripe.md). The
+// secrets come from the environment (STRIPE_SECRET_KEY,
+// STRIPE_WEBHOOK_SECRET) or from files only their owner may read, never
+// from a flag's value (which ps would show).
+type stripeFlags struct {
+	keyFile, webhookFile, publicURL, gatewayURL, apiURL string
+	min, max                                            int64
+	methods                                             []string
+	autoRefunds                                         bool
+}
+
+func (f *stripeFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.keyFile, "stripe-key-file", "", "file (mode 0600) holding the Stripe secret key; or set STRIPE_SECRET_KEY. Makes this node a payment gateway")
+	fl.StringVar(&f.webhookFile, "stripe-webhook-secret-file", "", "file (mode 0600) holding the webhook signing secret (whsec_…); or set STRIPE_WEBHOOK_SECRET")
+	fl.StringVar(&f.publicURL, "stripe-public-url", "", "this gateway's public https URL, where Checkout sends card holders back")
+	fl.StringVar(&f.gatewayURL, "stripe-gateway-url", "", "on a node without a key: a gateway's public URL that card holder pages point to")
+	fl.StringVar(&f.apiURL, "stripe-api-url", "", "Stripe API base URL (default Stripe's; stripe-mock for trials)")
+	fl.Int64Var(&f.min, "stripe-min-cents", 500, "smallest online top-up, in cents")
+	fl.Int64Var(&f.max, "stripe-max-cents", 10000, "largest online top-up, in cents (the federation's balance ceiling applies too)")
+	fl.StringSliceVar(&f.methods, "stripe-methods", nil, "Checkout payment method types, e.g. card,bancontact,ideal,sepa_debit (default: the account's dynamic payment methods)")
+	fl.BoolVar(&f.autoRefunds, "stripe-auto-refunds", false, "refund card holders' requests without a staff approval")
+}
+
+// config builds the node's Stripe config from the flags and environment.
+func (f *stripeFlags) config() (node.StripeConfig, error) {
+	sc := node.StripeConfig{PublicURL: f.publicURL, GatewayURL: f.gatewayURL, BackendURL: f.apiURL,
+		MinTopUp: f.min, MaxTopUp: f.max, PaymentMethods: f.methods, AutoApproveRefunds: f.autoRefunds}
+	var err error
+	if sc.SecretKey, err = secret(f.keyFile, "STRIPE_SECRET_KEY"); err != nil {
+		return sc, err
+	}
+	if sc.WebhookSecret, err = secret(f.webhookFile, "STRIPE_WEBHOOK_SECRET"); err != nil {
+		return sc, err
+	}
+	return sc, nil
+}
+
+// secret reads a secret from its file if given, else from the environment.
+func secret(file, env string) (string, error) {
+	if file != "" {
+		return node.ReadSecretFile(file)
+	}
+	return os.Getenv(env), nil
 }
