@@ -75,8 +75,17 @@ func (n *Node) Chains() map[crdt.PublicKey]p2p.Chain {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	out := make(map[crdt.PublicKey]p2p.Chain, len(n.set.Authors))
-	for k := range n.set.Authors {
-		if seq, head := n.set.Head(k); seq > 0 {
+	for k, a := range n.set.Authors {
+		seq, head := n.set.Head(k)
+		// A revoked venue's chain is cut at its revocation, as in the
+		// version vector.
+		if a.Revoked && seq > a.RevokedAfter {
+			seq, head = a.RevokedAfter, a.RevokedHead
+			if head.IsZero() && seq > 0 {
+				_ = n.store.ReadRange(k, seq, seq, func(op crdt.Op) error { head = op.ID(); return nil })
+			}
+		}
+		if seq > 0 {
 			out[k] = p2p.Chain{Seq: seq, Head: head}
 		}
 	}

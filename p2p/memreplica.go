@@ -259,15 +259,25 @@ func (m *MemReplica) notify(ops []crdt.Op) {
 func (m *MemReplica) Chains() map[crdt.PublicKey]Chain {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	return chainsOf(m.r.Set)
+	return chainsOf(m.r.Set, m.r.Log)
 }
 
 // chainsOf lists the chains of set: heads, and forks from its
-// equivocation conflicts.
-func chainsOf(set *crdt.OpSet) map[crdt.PublicKey]Chain {
+// equivocation conflicts. A revoked venue's chain is cut at its
+// revocation (as in the version vector), its head there read from log
+// unless the revocation pinned it: replicas that received more of it
+// before the revocation then list the same head.
+func chainsOf(set *crdt.OpSet, log crdt.OpReader) map[crdt.PublicKey]Chain {
 	out := make(map[crdt.PublicKey]Chain, len(set.Authors))
-	for k := range set.Authors {
-		if seq, head := set.Head(k); seq > 0 {
+	for k, a := range set.Authors {
+		seq, head := set.Head(k)
+		if a.Revoked && seq > a.RevokedAfter {
+			seq, head = a.RevokedAfter, a.RevokedHead
+			if head.IsZero() && seq > 0 {
+				_ = log.ReadRange(k, seq, seq, func(op crdt.Op) error { head = op.ID(); return nil })
+			}
+		}
+		if seq > 0 {
 			out[k] = Chain{Seq: seq, Head: head}
 		}
 	}

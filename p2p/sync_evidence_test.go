@@ -70,8 +70,8 @@ func TestEquivocationCarriedByAntiEntropy(t *testing.T) {
 		{"one branch longer", 4, 6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sa, sb, x := seedSigner(t, 40), seedSigner(t, 41), seedSigner(t, 42)
-			fed := testFederation(t, sa, sb, x)
+			sa, sb, x, sc := seedSigner(t, 40), seedSigner(t, 41), seedSigner(t, 42), seedSigner(t, 43)
+			fed := testFederation(t, sa, sb, x, sc)
 			common, brA, brB := forkedVenue(t, x, 5, tc.lenA, tc.lenB)
 			repA := memRep(t, fed, sa, common, brA)
 			repB := memRep(t, fed, sb, common, brB)
@@ -130,6 +130,19 @@ func TestEquivocationCarriedByAntiEntropy(t *testing.T) {
 			sa1, sb1 := na.SyncStats(), nb.SyncStats()
 			t.Logf("A: %+v", sa1)
 			t.Logf("B: %+v", sb1)
+			// A third replica that holds only the common ops and meets A
+			// alone learns both branches from it: A's chain by the
+			// version vectors, B's branch by the fork comparison.
+			repC := memRep(t, fed, sc, common)
+			nc := loopNet(t, repC, sc, nil)
+			link(t, nc, na)
+			if err := nc.SyncWith(ctx, na.ID()); err != nil {
+				t.Fatal(err)
+			}
+			vc := viewOf(repC)
+			if !slices.Equal(vc.evidence, va.evidence) || vc.digest != va.digest || len(vc.conflicts) != 1 || !sameConflict(vc.conflicts[0], wantC) {
+				t.Errorf("C after syncing with A: %d evidence ops (A %d), conflicts %+v, same digest %v", len(vc.evidence), len(va.evidence), vc.conflicts, vc.digest == va.digest)
+			}
 			// In sync now: the next session ends at the hellos.
 			before, checks := na.Stats().SyncInSync, na.SyncStats().ForkChecks
 			if err := na.SyncWith(ctx, nb.ID()); err != nil {
