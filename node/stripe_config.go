@@ -51,6 +51,13 @@ type StripeConfig struct {
 	// RetryInterval is how often refunds Stripe could not make are
 	// retried. Default 1 minute.
 	RetryInterval time.Duration
+	// StaggerWindow spreads the gateways' credits of one payment: Stripe
+	// sends each event to every endpoint at once, so each gateway first
+	// waits a delay drawn from the PaymentIntent id and its own key
+	// (below this window) for another gateway's credit to arrive. Usually
+	// one op is made; two would still count once (and show as a
+	// duplicate_ref conflict). Default 1 s; negative: no wait.
+	StaggerWindow time.Duration
 
 	// afterDurable, in tests, runs after a webhook's op is durable and
 	// before the answer (the crash test kills the process there).
@@ -75,6 +82,9 @@ func (c *StripeConfig) setDefaults() error {
 	}
 	if c.Tolerance <= 0 {
 		c.Tolerance = 5 * time.Minute
+	}
+	if c.StaggerWindow == 0 {
+		c.StaggerWindow = time.Second
 	}
 	c.PublicURL = strings.TrimRight(c.PublicURL, "/")
 	c.GatewayURL = strings.TrimRight(c.GatewayURL, "/")

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -161,6 +163,7 @@ func (n *Node) stripePaid(ctx context.Context, ev pstripe.Event) (WebhookAnswer,
 	case ev.Amount <= 0 || ev.Amount > crdt.MaxAmount:
 		out = creditOutcome{outcome: "failed", reason: "bad_amount", message: fmt.Sprintf("amount %d out of range", ev.Amount)}
 	default:
+		n.staggerCredit(ctx, ev.PaymentIntent)
 		v, err := n.stripeSubmit(ctx, func(tx *writeTx) (any, error) {
 			return tx.stripeCredit(card, uint64(ev.Amount), ev.PaymentIntent)
 		})
@@ -434,5 +437,40 @@ func (n *Node) handleStripeFailureAction(action string) http.HandlerFunc {
 		}
 		n.log.Info("stripe webhook failure resolved", "payment_intent", pi, "status", f.Status)
 		writeJSON(w, http.StatusOK, f)
+	}
+}
+
+// staggerCredit waits this gateway's delay for pi (see
+// StripeConfig.StaggerWindow), or less if the ledger counts pi already.
+func (n *Node) staggerCredit(ctx context.Context, pi string) {
+	window := n.stripe.cfg.StaggerWindow
+	if window <= 0 {
+		return
+	}
+	key := n.cfg.Key.Public()
+	h := sha256.Sum256(append([]byte(pi+"\x00"), key[:]...))
+	delay := time.Duration(binary.BigEndian.Uint64(h[:8]) % uint64(window))
+	credited := func() (ok bool) {
+		n.View(func(set *crdt.OpSet) { _, ok = ledgerRef(set, "topup/"+pi) })
+		return ok
+	}
+	if credited() {
+		return
+	}
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			return
+		case <-tick.C:
+			if credited() {
+				return
+			}
+		}
 	}
 }
