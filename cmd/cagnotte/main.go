@@ -16,6 +16,7 @@ import (
 )
 
 func main() {
+	setRuntimeLimits()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
