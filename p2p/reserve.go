@@ -39,6 +39,10 @@ const ReserveProtocol = "/cagnotte/reserve/1"
 // maxReserveMsg bounds a reservation request or answer.
 const maxReserveMsg = 128
 
+// reserveStreamTimeout bounds a coordinator's exchange with one requester
+// (a request is a few bytes; a requester waits at most its budget anyway).
+const reserveStreamTimeout = 5 * time.Second
+
 // reserveHold is how long a node keeps a reservation it obtained without
 // committing a payment of that card before releasing it explicitly (the
 // payment was refused, or the request was a retry answered from the
@@ -166,7 +170,7 @@ func (n *Network) releaseLocal(card crdt.CardID, venue crdt.PublicKey) {
 func (n *Network) handleReserve(s network.Stream) {
 	defer s.Close()
 	p := s.Conn().RemotePeer()
-	_ = s.SetDeadline(time.Now().Add(n.cfg.StreamTimeout))
+	_ = s.SetDeadline(time.Now().Add(min(n.cfg.StreamTimeout, reserveStreamTimeout)))
 	if !n.gater.member(p) {
 		_ = s.Reset()
 		return
