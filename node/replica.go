@@ -150,7 +150,7 @@ func (n *Node) IngestEvidence(ctx context.Context, ops []crdt.Op) error {
 // evidenceSkippable reports whether AddEvidence refused an op that is not
 // invalid, only useless here (see p2p.Replica.IngestEvidence).
 func evidenceSkippable(err error) bool {
-	for _, e := range []error{crdt.ErrDuplicate, crdt.ErrGap, crdt.ErrStale, crdt.ErrUnknownAuthor, crdt.ErrRevoked, crdt.ErrEquivocation} {
+	for _, e := range []error{crdt.ErrDuplicate, crdt.ErrGap, crdt.ErrStale, crdt.ErrUnknownAuthor, crdt.ErrRevoked, crdt.ErrEquivocation, crdt.ErrFuture} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -153,8 +153,8 @@
 // A member must not be able to stall anti-entropy for others:
 //
 //   - A run the receiver refuses because of its author's state
-//     (equivocation, revocation, unknown author, gap) skips that author for
-//     the rest of the session. A run that is invalid (a bad signature
+//     (equivocation, revocation, unknown author, gap, an op stamped too far
+//     in the future) skips that author for the rest of the session. A run that is invalid (a bad signature
 //     mid-chain shows as a broken link, since an op id covers its
 //     signature; an invalid op) skips that author too, and only it: the
 //     session goes on with the other authors, and the peer that sent it is

@@ -344,7 +344,7 @@ func (m *MemReplica) IngestEvidence(_ context.Context, ops []crdt.Op) error {
 // invalid, only useless here: already held, ahead of its author's chain,
 // unknown or revoked author, or nothing held to compare it with.
 func evidenceSkippable(err error) bool {
-	for _, e := range []error{crdt.ErrDuplicate, crdt.ErrGap, crdt.ErrStale, crdt.ErrUnknownAuthor, crdt.ErrRevoked, crdt.ErrEquivocation} {
+	for _, e := range []error{crdt.ErrDuplicate, crdt.ErrGap, crdt.ErrStale, crdt.ErrUnknownAuthor, crdt.ErrRevoked, crdt.ErrEquivocation, crdt.ErrFuture} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -50,8 +50,8 @@ type Replica interface {
 	// with crdt.OpSet.AddEvidence, each op's signature verified, and
 	// commits what it added (chain ops and evidence) durably. Ops that are
 	// valid but prove nothing here (already held, ahead of the author's
-	// chain, unknown or revoked author, nothing to compare them with) are
-	// skipped. It returns the first refusal of an invalid op (an error
+	// chain, stamped too far in the future, unknown or revoked author,
+	// nothing to compare them with) are skipped. It returns the first refusal of an invalid op (an error
 	// wrapping a *crdt.OpError: bad signature, invalid body, kind not
 	// allowed, …) after committing the others, or an error of the replica
 	// itself.

@@ -609,7 +609,8 @@ func (ss *session) send(ctx context.Context, mine, theirs crdt.VersionVector) er
 // receive reads ops frames until the end frame, committing each run before
 // reading the next. A run the replica refuses skips the rest of that
 // author's ops in this session, and only those: because of the author's
-// state (equivocation, revocation, unknown author, gap), or because the
+// state (equivocation, revocation, unknown author, gap, an op stamped
+// too far in the future, held until due), or because the
 // run is invalid (a bad signature, a broken link, an invalid op), which
 // also puts the peer that sent it on penalty. A frame that does not
 // decode, or a failure of the replica itself, ends the session.
@@ -643,7 +644,8 @@ func (ss *session) receive(ctx context.Context) error {
 		case err == nil:
 			ss.in += len(ops)
 		case errors.Is(err, crdt.ErrEquivocation), errors.Is(err, crdt.ErrRevoked),
-			errors.Is(err, crdt.ErrUnknownAuthor), errors.Is(err, crdt.ErrGap):
+			errors.Is(err, crdt.ErrUnknownAuthor), errors.Is(err, crdt.ErrGap),
+			errors.Is(err, crdt.ErrFuture):
 			skip[author] = true
 			n.log.Warn("sync: skipping an author's ops", "peer", ss.p, "author", author.Short(), "err", err)
 		case errors.As(err, &oe):
