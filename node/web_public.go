@@ -141,7 +141,6 @@ func (ws *webServer) handleHolderPage(w http.ResponseWriter, r *http.Request) {
 			d.Venues = append(d.Venues, venueSpent{Name: v, Spent: byVenue[v]})
 		}
 	}
-	w.Header().Set("Referrer-Policy", "no-referrer")
 	ws.render(w, r, http.StatusOK, "holder", d)
 }
 

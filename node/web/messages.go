@@ -79,6 +79,7 @@ var messages = map[string]message{
 	"js.newbalance":               {"Nouveau solde :", "New balance:"},
 	"js.balance":                  {"Solde :", "Balance:"},
 	"js.blocked":                  {"carte bloquée", "card blocked"},
+	"js.charging":                 {"paiement en cours, une seule fois", "being charged, once"},
 	"js.undone":                   {"Vente annulée", "Sale undone"},
 	"js.undofailed":               {"Annulation impossible", "Could not undo"},
 	"js.custom":                   {"Montant libre", "Other amount"},

@@ -16,8 +16,8 @@ const maxUIDInput = 64
 // stand for, most likely first. Readers that type the UID as hex may use
 // either case, separators (":", "-", spaces) and either byte order;
 // readers that type it as a decimal number may read the bytes in either
-// order. Digits only are read as decimal first (what such readers type),
-// then as hex. The caller picks the first candidate it knows.
+// order. Eight digits or more are read as decimal first (what such
+// readers type), then as hex. The caller picks the first candidate it knows.
 func UIDCandidates(input string) []crdt.CardID {
 	s := strings.TrimSpace(input)
 	if len(s) > maxUIDInput {
@@ -35,7 +35,7 @@ func UIDCandidates(input string) []crdt.CardID {
 		}
 	}
 	digitsOnly := s != "" && strings.Trim(s, "0123456789") == ""
-	if digitsOnly && len(s) <= 25 {
+	if digitsOnly && len(s) >= 8 && len(s) <= 25 {
 		v, ok := new(big.Int).SetString(s, 10)
 		if ok {
 			b := v.Bytes()

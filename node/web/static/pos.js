@@ -111,7 +111,10 @@
     var card = fromTap ? input : await resolve(input);
     if (!card) { showInfo(t('js.badcard')); return; }
     if (total() > 0 && !pending && !approvedShown) { pay(card, stamp); return; }
-    if (pending) return; // a second tap while charging: the sale is charged once
+    if (pending) { // a second tap while charging: the sale is charged once
+      if (pending.card === card) showInfo(card + ': ' + t('js.charging'));
+      return;
+    }
     cardInfo(card);
   }
   var approvedShown = false;
