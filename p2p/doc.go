@@ -158,7 +158,8 @@
 //     mid-chain shows as a broken link, since an op id covers its
 //     signature; an invalid op) skips that author too, and only it: the
 //     session goes on with the other authors, and the peer that sent it is
-//     put on penalty. So is a peer whose evidence holds an invalid op, or
+//     put on penalty (not for a bad signature on the run's newest op,
+//     which may be its author's doing: the next op may commit to it). So is a peer whose evidence holds an invalid op, or
 //     whose frame does not decode (which ends the session).
 //   - A peer on penalty is refused sync (busy, before its hello is read)
 //     and not asked for it for Config.SyncPenalty (1 min).

@@ -610,10 +610,13 @@ func (ss *session) send(ctx context.Context, mine, theirs crdt.VersionVector) er
 // reading the next. A run the replica refuses skips the rest of that
 // author's ops in this session, and only those: because of the author's
 // state (equivocation, revocation, unknown author, gap, an op stamped
-// too far in the future, held until due), or because the
-// run is invalid (a bad signature, a broken link, an invalid op), which
-// also puts the peer that sent it on penalty. A frame that does not
-// decode, or a failure of the replica itself, ends the session.
+// too far in the future, held until due), or because the run is invalid.
+// A broken link (which is how a bad signature mid-run shows, an op id
+// covering its signature) or an invalid op also puts the peer that sent
+// it on penalty: no replica holds such a chain. A bad signature on the
+// run's newest op does not: its author may have signed the next op over
+// it. A frame that does not decode, or a failure of the replica itself,
+// ends the session.
 func (ss *session) receive(ctx context.Context) error {
 	n := ss.n
 	skip := map[crdt.PublicKey]bool{}
@@ -651,6 +654,15 @@ func (ss *session) receive(ctx context.Context) error {
 		case errors.As(err, &oe):
 			skip[author] = true
 			n.sx().rangesRefused.Add(1)
+			if errors.Is(err, crdt.ErrBadSignature) && oe.Seq == ops[len(ops)-1].Seq {
+				// Only the newest op's signature is checked: a bad one
+				// there may be its author's doing (the next op, which
+				// the sender holds, may commit to it), not the sender's.
+				n.log.Warn("sync: skipping an author's ops", "peer", ss.p, "author", author.Short(), "err", err)
+				continue
+			}
+			// A broken link, or an op no replica could have accepted:
+			// the sender served what it cannot hold.
 			ss.penalize("invalid range", err)
 		default:
 			return fmt.Errorf("ingest %s#%d-%d: %w", author.Short(), ops[0].Seq, ops[len(ops)-1].Seq, err)

@@ -92,30 +92,46 @@ func (r *tamperReplica) ReadRange(author crdt.PublicKey, from, to uint64, fn fun
 // TestSyncBadSignatureMidRangeRefusedForThatAuthorOnly: a peer serves a
 // range of author X whose op 150 (of 300) carries a bad signature, and
 // then author Y's 300 ops. The receiver refuses X's range, goes on with
-// Y's in the same session, and puts the peer on penalty.
+// Y's in the same session, and puts the peer on penalty. A bad signature
+// on the newest op of a frame (256, with frames of 256 ops) is refused
+// too, without penalty: its author may have signed the next op over it.
 func TestSyncBadSignatureMidRangeRefusedForThatAuthorOnly(t *testing.T) {
-	s, v := seedSigner(t, 10), seedSigner(t, 11)
-	x, y := seedSigner(t, 12), seedSigner(t, 13)
-	if cmpKey(x.Public(), y.Public()) > 0 {
-		x, y = y, x // X's range is sent first
-	}
-	fed := testFederation(t, s, v, x, y)
-	xs, ys := topUps(t, x, 300), topUps(t, y, 300)
-	sender := &tamperReplica{MemReplica: memRep(t, fed, s, xs, ys), author: x.Public(), seq: 150}
-	recv := memRep(t, fed, v)
-	ns := loopNet(t, sender, s, nil)
-	nv := loopNet(t, recv, v, nil)
-	link(t, nv, ns)
-	// The sessions the connection starts (both ways) carry Y's ops.
-	waitUntil(t, 10*time.Second, "Y's ops despite X's bad range", func() bool {
-		return vvOf(recv, y.Public()) == 300
-	})
-	if got := vvOf(recv, x.Public()); got >= 150 {
-		t.Fatalf("X's chain reached %d past its bad op", got)
-	}
-	st := nv.SyncStats()
-	if st.RangesRefused == 0 || st.Penalties == 0 || !nv.SyncPenalized(ns.ID()) {
-		t.Fatalf("the sender was not penalised: %+v", st)
+	for _, tc := range []struct {
+		name    string
+		seq     uint64
+		penalty bool
+	}{
+		{"mid-range", 150, true},
+		{"newest op of a frame", 256, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, v := seedSigner(t, 10), seedSigner(t, 11)
+			x, y := seedSigner(t, 12), seedSigner(t, 13)
+			if cmpKey(x.Public(), y.Public()) > 0 {
+				x, y = y, x // X's range is sent first
+			}
+			fed := testFederation(t, s, v, x, y)
+			xs, ys := topUps(t, x, 300), topUps(t, y, 300)
+			sender := &tamperReplica{MemReplica: memRep(t, fed, s, xs, ys), author: x.Public(), seq: tc.seq}
+			recv := memRep(t, fed, v)
+			ns := loopNet(t, sender, s, nil)
+			nv := loopNet(t, recv, v, nil)
+			link(t, nv, ns)
+			// The sessions the connection starts (both ways) carry Y's ops.
+			waitUntil(t, 10*time.Second, "Y's ops despite X's bad range", func() bool {
+				return vvOf(recv, y.Public()) == 300
+			})
+			if got := vvOf(recv, x.Public()); got >= tc.seq {
+				t.Fatalf("X's chain reached %d past its bad op", got)
+			}
+			st := nv.SyncStats()
+			if st.RangesRefused == 0 {
+				t.Fatalf("no range refused: %+v", st)
+			}
+			if got := nv.SyncPenalized(ns.ID()); got != tc.penalty || (st.Penalties > 0) != tc.penalty {
+				t.Fatalf("sender on penalty: %v, want %v (%+v)", got, tc.penalty, st)
+			}
+		})
 	}
 }
 
