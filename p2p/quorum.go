@@ -258,7 +258,7 @@ func (n *Network) CheckQuorum(ctx context.Context, q QuorumQuery) QuorumResult {
 }
 
 // joinRound returns the round of pings in flight, starting one if none
-// (fresh is then true). A round pings every connected member at once, each
+// (started is then true). A round pings every connected member at once, each
 // for at most timeout, on the network's context: a caller that stops
 // waiting does not cut it short for the others.
 func (n *Network) joinRound(timeout time.Duration) (r *quorumRound, started bool) {

@@ -92,13 +92,19 @@ func TestQuorumAtScale(t *testing.T) {
 		ok, _, _ := settings.Quorum(ms, time.Now().UnixMilli())
 		return ok
 	}
+	logged := false
 	waitUntil(t, 60*time.Second, "every node in sync (heartbeats of a quorum)", func() bool {
+		synced := 0
 		for _, nd := range nodes {
-			if !inSync(nd.net) {
-				return false
+			if inSync(nd.net) {
+				synced++
 			}
 		}
-		return true
+		if !logged && time.Since(start) > 50*time.Second {
+			logged = true
+			t.Logf("after 50 s, %d of %d nodes in sync", synced, n)
+		}
+		return synced == n
 	})
 	t.Logf("%d venues in sync after %s", n, time.Since(start).Round(time.Millisecond))
 	for i, nd := range nodes {
