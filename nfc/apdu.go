@@ -105,6 +105,9 @@ func exchange(ctx context.Context, t Transmitter, name string, cmd []byte) ([]by
 	if err != nil {
 		return nil, fmt.Errorf("nfc: %s: %w", name, err)
 	}
+	if len(r) == 0 { // the reader got nothing from the card (vpcd: the card left)
+		return nil, fmt.Errorf("nfc: %s: no answer: %w", name, ErrCardRemoved)
+	}
 	if len(r) < 2 {
 		return nil, fmt.Errorf("nfc: %s: answer of %d bytes", name, len(r))
 	}

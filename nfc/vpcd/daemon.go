@@ -149,8 +149,7 @@ func (d *Daemon) Restart(ctx context.Context) error {
 	if !d.Started {
 		return errors.New("vpcd: pcscd was not started here: not restarting it")
 	}
-	d.cmd.Process.Signal(os.Interrupt)
-	d.wg.Wait()
+	d.stopPCSCD()
 	d.out.Reset()
 	d.cmd = exec.Command("pcscd", "--foreground", "--config", d.dir)
 	d.cmd.Stdout, d.cmd.Stderr = d.out, d.out
@@ -171,6 +170,23 @@ func (d *Daemon) Restart(ctx context.Context) error {
 	return nil
 }
 
+// stopPCSCD interrupts pcscd and kills it if it has not exited within
+// 3 s (pcscd 1.9 may hang in its exit while a driver thread waits).
+func (d *Daemon) stopPCSCD() {
+	done := make(chan struct{})
+	go func() {
+		d.wg.Wait()
+		close(done)
+	}()
+	d.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+	}
+}
+
 // Log returns what the pcscd started here printed.
 func (d *Daemon) Log() string {
 	if d.out == nil {
@@ -183,8 +199,7 @@ func (d *Daemon) Log() string {
 // its configuration and releases the lock.
 func (d *Daemon) Stop() {
 	if d.cmd != nil && d.cmd.Process != nil {
-		d.cmd.Process.Signal(os.Interrupt)
-		d.wg.Wait()
+		d.stopPCSCD()
 		d.cmd = nil
 	}
 	if d.dir != "" {

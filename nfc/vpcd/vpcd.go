@@ -87,6 +87,7 @@ func (c *Card) serve() {
 	var hdr [2]byte
 	buf := make([]byte, maxMessage)
 	for {
+		quickAck(c.conn)
 		if _, err := io.ReadFull(c.conn, hdr[:]); err != nil {
 			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 				c.err = err
@@ -95,6 +96,7 @@ func (c *Card) serve() {
 		}
 		n := int(binary.BigEndian.Uint16(hdr[:]))
 		msg := buf[:n]
+		quickAck(c.conn)
 		if _, err := io.ReadFull(c.conn, msg); err != nil {
 			c.err = err
 			return
