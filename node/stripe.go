@@ -52,6 +52,8 @@ type stripeGateway struct {
 	mu       sync.Mutex
 	sessions map[string]sessionInfo // made here, for polls
 	perCard  map[crdt.CardID][]time.Time
+	// looked records when a poll last asked Stripe about a session.
+	looked map[string]time.Time
 }
 
 type sessionInfo struct {
@@ -78,7 +80,7 @@ func (n *Node) openStripe() error {
 		return err
 	}
 	g := &stripeGateway{cfg: cfg, calls: make(chan struct{}, stripeCallsAtOnce), wake: make(chan struct{}, 1),
-		sessions: map[string]sessionInfo{}, perCard: map[crdt.CardID][]time.Time{}}
+		sessions: map[string]sessionInfo{}, perCard: map[crdt.CardID][]time.Time{}, looked: map[string]time.Time{}}
 	n.stripe = g
 	if !cfg.Gateway() {
 		return nil
@@ -273,9 +275,11 @@ func (n *Node) handleStripeCheckout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(http.StatusTooManyRequests, "too_many_requests", fmt.Sprintf("at most %d online top-ups started per card and hour", sessionsPerCardHr)))
 		return
 	}
-	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%s", card, req.AmountCents, req.IdempotencyKey)))
-	topup := hex.EncodeToString(h[:8])
+	// The token (not only the card) is hashed: it is in the return URLs,
+	// and Stripe replays a key only with the same parameters.
 	tok := r.PathValue("token")
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s\x00%d\x00%s", tok, req.AmountCents, req.IdempotencyKey)))
+	topup := hex.EncodeToString(h[:8])
 	select {
 	case g.calls <- struct{}{}:
 		defer func() { <-g.calls }()
@@ -324,6 +328,30 @@ func (g *stripeGateway) allowSession(card crdt.CardID, now time.Time) bool {
 			}
 		}
 	}
+	return true
+}
+
+// pollLookUpEvery bounds how often polls of one session ask Stripe.
+const pollLookUpEvery = 3 * time.Second
+
+// mayLookUp reports whether a poll of session id may ask Stripe now.
+func (g *stripeGateway) mayLookUp(id string, now time.Time) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t, ok := g.looked[id]; ok && now.Sub(t) < pollLookUpEvery {
+		return false
+	}
+	if len(g.looked) >= maxSessions {
+		for k, t := range g.looked {
+			if now.Sub(t) >= pollLookUpEvery {
+				delete(g.looked, k)
+			}
+		}
+		if len(g.looked) >= maxSessions {
+			return false
+		}
+	}
+	g.looked[id] = now
 	return true
 }
 
@@ -388,7 +416,7 @@ func (n *Node) handleStripePoll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(http.StatusNotFound, "not_found", "no such top-up for this card"))
 		return
 	}
-	if s.PI == "" && g.client != nil {
+	if s.PI == "" && g.client != nil && g.mayLookUp(id, n.cfg.Now()) {
 		// The webhook reached another gateway, or not yet: ask Stripe.
 		select {
 		case g.calls <- struct{}{}:

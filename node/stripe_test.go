@@ -181,6 +181,10 @@ func TestStripeCheckoutSession(t *testing.T) {
 				if !strings.HasPrefix(r["session_id"].(string), "cs_") || r["url"] == "" || !strings.HasSuffix(r["poll"].(string), r["session_id"].(string)) {
 					t.Fatalf("checkout: %v", r)
 				}
+				// Not paid yet: the poll (which asks Stripe) says pending.
+				if st, p := v.do("GET", r["poll"].(string), "", nil); st != 200 || p["status"] != "pending" || p["balance_cents"] != 6000.0 {
+					t.Fatalf("poll: %d %v", st, p)
+				}
 			}
 		})
 	}
