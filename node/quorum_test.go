@@ -379,3 +379,35 @@ func TestCardBusyIsReleasedByThePayment(t *testing.T) {
 		t.Fatalf("the second venue decided on a stale balance: %v", last)
 	}
 }
+
+// TestRefundTakesTheQuorumCheck is issue 9's scenario 6 at the call site:
+// a refund in the detection window (heartbeats still fresh, the link cut)
+// cannot prove the quorum now and is refused like an isolated venue's.
+func TestRefundTakesTheQuorumCheck(t *testing.T) {
+	settings := crdt.DefaultSettings()
+	settings.HeartbeatInterval, settings.IsolationAfter = 100, 30000
+	venues := startVenues(t, 2, settings)
+	a, b := venues[0], venues[1]
+	pollUntil(t, 20*time.Second, "both venues in sync and connected", func() bool {
+		return !a.node.Isolation().Isolated && !b.node.Isolation().Isolated && len(a.node.Network().Connected()) == 1
+	})
+	card := "04C10E00BB01"
+	if st, r := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 10000, "method": "cash", "idempotency_key": "t"}); st != 200 {
+		t.Fatal(st, r)
+	}
+	refund := func(key string, cents int) (int, map[string]any) {
+		return a.post("/api/v1/refunds", map[string]any{"card": card, "amount_cents": cents, "idempotency_key": key, "reason": "leaving"})
+	}
+	if st, r := refund("r1", 3000); st != 200 {
+		t.Fatalf("refund in sync, above the floor (reserved): %d %v", st, r)
+	}
+	a.node.Network().Block(b.node.Network().ID())
+	b.node.Network().Block(a.node.Network().ID())
+	pollUntil(t, 10*time.Second, "the link to drop", func() bool { return len(a.node.Network().Connected()) == 0 })
+	if a.node.Isolation().Isolated {
+		t.Fatal("heartbeats should still look fresh")
+	}
+	if st, r := refund("r2", 1000); st != 503 || r["error"] != "offline" {
+		t.Fatalf("refund in the detection window: %d %v", st, r)
+	}
+}
