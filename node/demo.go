@@ -136,3 +136,26 @@ func SaveDemoPorts(dir string, p DemoPorts) error {
 	}
 	return WriteFileAtomic(filepath.Join(dir, DemoPortsFile), append(b, '\n'), 0o644)
 }
+
+// WebPages are the addresses of a node's web pages.
+type WebPages struct {
+	// POS is the point of sale (staff sign in with a staff token).
+	POS string `json:"pos"`
+	// Agenda is the federated agenda.
+	Agenda string `json:"agenda"`
+	// Dashboard is the maintainers' sync dashboard.
+	Dashboard string `json:"dashboard"`
+	// Card is a card holder's page, when a holder token is known.
+	Card string `json:"card,omitempty"`
+}
+
+// PagesAt returns the web pages of the node whose HTTP address is base
+// (e.g. http://127.0.0.1:8080); holderToken, if not empty, gives the card
+// holder's page of that token (any node of the federation opens it).
+func PagesAt(base, holderToken string) WebPages {
+	p := WebPages{POS: base + "/pos", Agenda: base + "/agenda", Dashboard: base + "/dashboard"}
+	if holderToken != "" {
+		p.Card = base + "/c/" + holderToken
+	}
+	return p
+}

@@ -194,7 +194,7 @@ func signIn(t testing.TB, ctx context.Context, v *testVenue, lang string) {
 
 func cardBalance(t testing.TB, v *testVenue, card string) (int64, int) {
 	t.Helper()
-	st, r := v.do("GET", "/api/v1/cards/"+card, v.token, nil)
+	st, r := v.do("GET", "/api/v1/cards/"+card+"?limit=500", v.token, nil)
 	if st != 200 {
 		t.Fatalf("card %s: %d %v", card, st, r)
 	}

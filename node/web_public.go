@@ -88,6 +88,15 @@ type holderData struct {
 // IsCredit reports whether a history entry of this kind adds money.
 func (holderData) IsCredit(kind string) bool { return kind == "topup" || kind == "correction" }
 
+// LabelText is a history entry's label; a top-up's label is its method,
+// named in the page's language.
+func (d holderData) LabelText(kind, label string) string {
+	if kind == "topup" && web.Translated("method."+label) {
+		return d.T("method." + label)
+	}
+	return label
+}
+
 // KindText names a history entry's kind in the page's language.
 func (d holderData) KindText(kind string) string { return d.T("kind." + kind) }
 
@@ -398,20 +407,56 @@ func unfoldICS(b []byte) []byte {
 
 // ---- dashboard ----
 
-type dashRow struct {
-	Name, PeerID, ShortID string
-	Self                  bool
-	StateKey, StateClass  string
-	Class                 string
-	LastSeen              time.Time
-	Ops, Lag              uint64
-	OpsKnown              bool
-	IsolatedSince         time.Time
-	Offline               uint64
-	OfflineKnown          bool
-	Revoked               bool
-	RevokedAfter          uint64
+// DashboardVenue is one venue's row of the dashboard and of `cagnotte
+// status`, as this node sees it.
+type DashboardVenue struct {
+	Venue  string `json:"venue"`
+	PeerID string `json:"peer_id"`
+	// Self marks this node's own venue.
+	Self bool `json:"self,omitempty"`
+	// State is in_sync or isolated (this node), connected, disconnected,
+	// isolated (a peer's last heartbeat says so) or never_heard.
+	State    string    `json:"state"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	// Ops is the venue's op count (from its heartbeat for a peer) and Lag
+	// how many ops it is behind the most advanced node known; both are
+	// absent when unknown.
+	Ops *uint64 `json:"ops,omitempty"`
+	Lag *uint64 `json:"lag,omitempty"`
+	// IsolatedSince and OfflineCents are known for this node only.
+	IsolatedSince time.Time `json:"isolated_since,omitzero"`
+	OfflineCents  *uint64   `json:"offline_cents,omitempty"`
+	Revoked       bool      `json:"revoked,omitempty"`
+	RevokedAfter  uint64    `json:"revoked_after_seq,omitempty"`
 }
+
+// StateKey is the state's string key in the pages.
+func (d DashboardVenue) StateKey() string {
+	return map[string]string{"in_sync": "dash.st.insync", "isolated": "dash.st.isolated", "connected": "dash.st.connected",
+		"disconnected": "dash.st.disconnected", "never_heard": "dash.st.never"}[d.State]
+}
+
+// StateClass is the state's look: good, bad or neutral.
+func (d DashboardVenue) StateClass() string {
+	switch d.State {
+	case "in_sync", "connected":
+		return "good"
+	case "isolated", "disconnected":
+		return "bad"
+	}
+	return ""
+}
+
+// Class marks the row of a venue not reachable now.
+func (d DashboardVenue) Class() string {
+	if d.State == "disconnected" || d.State == "never_heard" {
+		return "down"
+	}
+	return ""
+}
+
+// ShortID is the peer id, shortened.
+func (d DashboardVenue) ShortID() string { return shortPeer(d.PeerID) }
 
 type dashConflict struct {
 	ConflictView
@@ -422,7 +467,7 @@ type dashConflict struct {
 type dashboardData struct {
 	web.Base
 	Status    SyncStatus
-	Rows      []dashRow
+	Rows      []DashboardVenue
 	Conflicts []dashConflict
 	Texts     map[string]string
 }
@@ -435,7 +480,7 @@ func (ws *webServer) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	b := ws.base(w, r, "dash.title")
 	s := ws.n.Status()
 	d := dashboardData{Base: b, Status: s, Texts: web.ScriptTexts(b.Lang)}
-	d.Rows = dashboardRows(s)
+	d.Rows = DashboardVenues(s)
 	if cs, err := ws.n.Conflicts(r.Context()); err == nil {
 		for i, c := range cs {
 			dc := dashConflict{ConflictView: c, KindKey: "dash.k." + c.Kind}
@@ -450,43 +495,51 @@ func (ws *webServer) handleDashboard(w http.ResponseWriter, r *http.Request) {
 	ws.render(w, r, http.StatusOK, "dashboard", d)
 }
 
-// dashboardRows builds one row per venue from the sync status.
-func dashboardRows(s SyncStatus) []dashRow {
+// DashboardVenues builds the dashboard's rows, one per venue, from a
+// sync status (GET /api/v1/sync/status).
+func DashboardVenues(s SyncStatus) []DashboardVenue {
 	peers := map[string]PeerStatus{}
-	for _, p := range s.Peers {
-		peers[p.ID] = p
-	}
-	var rows []dashRow
 	maxOps := s.Ops
 	for _, p := range s.Peers {
+		peers[p.ID] = p
 		maxOps = max(maxOps, p.Ops)
 	}
+	rows := []DashboardVenue{}
 	for _, a := range s.Authors {
 		if a.Role != "venue" {
 			continue
 		}
-		row := dashRow{Name: a.Venue, PeerID: a.PeerID, ShortID: shortPeer(a.PeerID), Revoked: a.Revoked, RevokedAfter: a.RevokedAfter}
+		row := DashboardVenue{Venue: a.Venue, PeerID: a.PeerID, Revoked: a.Revoked, RevokedAfter: a.RevokedAfter}
+		var ops uint64
 		switch p, ok := peers[a.PeerID]; {
 		case a.PeerID == s.Node:
-			row.Self, row.Ops, row.OpsKnown = true, s.Ops, true
-			row.IsolatedSince, row.Offline, row.OfflineKnown = s.IsolatedSince, s.OfflineCents, true
-			row.StateKey, row.StateClass = "dash.st.insync", "good"
+			off := s.OfflineCents
+			row.Self, ops, row.Ops = true, s.Ops, &ops
+			row.IsolatedSince, row.OfflineCents = s.IsolatedSince, &off
+			row.State = "in_sync"
 			if s.Isolated {
-				row.StateKey, row.StateClass = "dash.st.isolated", "bad"
+				row.State = "isolated"
 			}
 		case ok:
-			row.LastSeen, row.Ops, row.OpsKnown = p.LastSeen, p.Ops, p.Ops > 0
-			row.StateKey, row.StateClass = "dash.st.connected", "good"
-			if !p.Connected {
-				row.StateKey, row.StateClass, row.Class = "dash.st.disconnected", "bad", "down"
-			} else if p.Isolated {
-				row.StateKey, row.StateClass = "dash.st.isolated", "bad"
+			row.LastSeen = p.LastSeen
+			if p.Ops > 0 {
+				ops = p.Ops
+				row.Ops = &ops
+			}
+			switch {
+			case !p.Connected:
+				row.State = "disconnected"
+			case p.Isolated:
+				row.State = "isolated"
+			default:
+				row.State = "connected"
 			}
 		default:
-			row.StateKey, row.StateClass, row.Class = "dash.st.never", "", "down"
+			row.State = "never_heard"
 		}
-		if row.OpsKnown && maxOps > row.Ops {
-			row.Lag = maxOps - row.Ops
+		if row.Ops != nil {
+			lag := maxOps - ops
+			row.Lag = &lag
 		}
 		rows = append(rows, row)
 	}

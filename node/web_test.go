@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	ics "github.com/arran4/golang-ical"
 	"github.com/cagnotte/cagnotte/crdt"
 	"github.com/cagnotte/cagnotte/node/web"
-	ics "github.com/arran4/golang-ical"
 )
 
 // webClient is a browser-like HTTP client: cookies, and the Origin a
@@ -107,6 +107,9 @@ func TestEveryStringTranslated(t *testing.T) {
 	}
 	for _, k := range []string{"topup", "payment", "refund", "correction"} {
 		used["kind."+k] = true
+	}
+	for _, k := range []string{crdt.MethodCash, crdt.MethodCardTerminal, crdt.MethodOnline} {
+		used["method."+k] = true
 	}
 	for _, k := range []string{"insufficient_funds", "card_blocked", "offline_cap_exceeded", "daily_cap_exceeded", "stale_stamp", "unknown_card",
 		"card_busy", "catching_up", "offline", "timeout", "unavailable", "venue_revoked", "balance_ceiling"} {

@@ -28,6 +28,9 @@ type demoVenueJSON struct {
 	PeerID string   `json:"peer_id"`
 	Data   string   `json:"data"`
 	P2P    []string `json:"p2p,omitempty"`
+	// Pages are the venue's web pages (point of sale, agenda, dashboard,
+	// and the demo card's holder page).
+	Pages node.WebPages `json:"pages"`
 }
 
 func newDemoCmd(g *globals) *cobra.Command {
@@ -36,9 +39,10 @@ func newDemoCmd(g *globals) *cobra.Command {
 	var asJSON, seed bool
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Run a local demo federation of venues on loopback",
+		Short: "Run a local demo federation of venues on loopback, and print each venue's pages",
 		Long: `Start a small federation of venues on this machine with the embedded default
-settings, print each venue's web address, API address and staff token, and
+settings, print each venue's web pages (point of sale, agenda, dashboard,
+the demo card's holder page), API address and staff token, and
 run until interrupted (Ctrl-C). Without --data the demo lives in a temporary
 directory removed at exit; with --data it is kept and reused, on the same
 API ports as its previous run (recorded in DIR/demo-ports.json; --base-port
@@ -127,6 +131,17 @@ chooses others).`,
 					return fmt.Errorf("seed demo data: %w", err)
 				}
 			}
+			// The demo card's holder page: the first venue issues the
+			// token, every venue opens it. Without the card (a kept demo
+			// made with --seed=false), no card page.
+			holder, err := holderToken(ctx, out.Venues[0], demoCard)
+			if err != nil {
+				log.Debug("no demo card", "err", err)
+				holder = ""
+			}
+			for i := range out.Venues {
+				out.Venues[i].Pages = node.PagesAt(out.Venues[i].API, holder)
+			}
 			if asJSON {
 				enc := json.NewEncoder(g.stdout)
 				if err := enc.Encode(out); err != nil {
@@ -136,20 +151,17 @@ chooses others).`,
 				fmt.Fprintf(g.stdout, "Cagnotte demo: %d venues, data in %s\n\n", len(out.Venues), dataDir)
 				for _, v := range out.Venues {
 					fmt.Fprintf(g.stdout, "%s\n  web:   %s\n  api:   %s\n  token: %s\n  peer:  %s\n", v.Name, v.Web, v.API, v.Token, v.PeerID)
+					fmt.Fprintf(g.stdout, "  point of sale: %s (sign in with the token)\n  agenda:        %s\n  dashboard:     %s\n", v.Pages.POS, v.Pages.Agenda, v.Pages.Dashboard)
+					if v.Pages.Card != "" {
+						fmt.Fprintf(g.stdout, "  card %s:  %s\n", demoCard, v.Pages.Card)
+					}
 					for _, a := range v.P2P {
 						fmt.Fprintf(g.stdout, "  p2p:   %s\n", a)
 					}
 					fmt.Fprintln(g.stdout)
 				}
-				if seed {
-					v := out.Venues[0]
-					// The card is unknown when the kept demo was made with
-					// --seed=false: then there is nothing to try on it.
-					if holder, err := holderToken(ctx, v, demoCard); err == nil {
-						fmt.Fprint(g.stdout, tryCommands(v, holder))
-					} else {
-						log.Debug("no demo card", "err", err)
-					}
+				if seed && holder != "" {
+					fmt.Fprint(g.stdout, tryCommands(out.Venues[0], holder))
 				}
 				fmt.Fprintln(g.stdout, "Press Ctrl-C to stop.")
 			}
@@ -159,9 +171,9 @@ chooses others).`,
 	}
 	cmd.Flags().IntVar(&venues, "venues", 3, "number of venues")
 	cmd.Flags().StringVar(&dataDir, "data", "", "directory to keep the demo in (default: a temporary directory)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"venues": [{"name", "api", "token", "peer_id"}]} as one JSON object`)
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"venues": [{"name", "api", "web", "token", "peer_id", "data", "pages": {"pos", "agenda", "dashboard", "card"}}]} as one JSON object`)
 	cmd.Flags().IntVar(&basePort, "base-port", 0, "API port of the first venue, the next ones follow (default: free ports)")
-	cmd.Flags().BoolVar(&seed, "seed", true, "on a new demo, publish an event per venue and top up a demo card")
+	cmd.Flags().BoolVar(&seed, "seed", true, "on a new demo, give each venue products and an event, and top up a demo card")
 	return cmd
 }
 
@@ -189,6 +201,15 @@ func seedDemo(ctx context.Context, vs []demoVenueJSON) error {
 		return nil
 	}
 	day := time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+	for _, v := range vs {
+		if err := post(v, "/api/v1/products", map[string]any{
+			"items": []map[string]any{{"name": "Bière", "price_cents": 350}, {"name": "Café", "price_cents": 150},
+				{"name": "Limonade", "price_cents": 250}, {"name": "Part de tarte", "price_cents": 400}},
+			"idempotency_key": "demo-products",
+		}); err != nil {
+			return err
+		}
+	}
 	for i, v := range vs {
 		start := day.Add(time.Duration(19+i%4) * time.Hour).Add(time.Duration(i/4) * 24 * time.Hour)
 		if err := post(v, "/api/v1/events", map[string]any{
