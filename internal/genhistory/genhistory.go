@@ -334,9 +334,6 @@ func Generate(ctx context.Context, cfg Config) (*Manifest, error) {
 	if err := g.check(set); err != nil {
 		return nil, err
 	}
-	if err := st.WriteSnapshot(set); err != nil {
-		return nil, fmt.Errorf("genhistory: final snapshot: %w", err)
-	}
 	m := g.manifest(set)
 	if err := st.Close(); err != nil {
 		return nil, fmt.Errorf("genhistory: %w", err)
@@ -422,7 +419,7 @@ func (w *writer) flush() error {
 	if len(w.batch) == 0 {
 		return nil
 	}
-	if err := w.st.Commit(store.Batch{Ops: w.batch, Snapshot: w.set}); err != nil {
+	if err := w.st.Commit(store.Batch{Ops: w.batch, State: w.set}); err != nil {
 		return fmt.Errorf("genhistory: commit at %d ops: %w", w.n, err)
 	}
 	w.batch = w.batch[:0]
