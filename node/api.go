@@ -39,6 +39,7 @@ func (n *Node) Handler() http.Handler {
 	mux.HandleFunc("GET /{$}", n.handleIndex)
 	n.registerWebRoutes(mux)
 	n.registerStripeRoutes(mux)
+	n.registerTapRoutes(mux)
 	// Anything else: 405 with Allow when the path exists for another
 	// method, else 404, in the API's error shape.
 	mux.HandleFunc("/", methodNotAllowed(mux, "/"))

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/cagnotte/cagnotte/nfc"
 	"github.com/cagnotte/cagnotte/node/store"
 	"github.com/cagnotte/cagnotte/p2p"
 )
@@ -67,6 +68,15 @@ type Config struct {
 	// wait for the confirmation (or answer 503 catching_up). Default: the
 	// federation's IsolationAfter.
 	SignGateTimeout time.Duration
+	// Readers are the NFC readers attached to this node (nfc.PCSC,
+	// nfc.SimReader): the node watches each from Start, publishes its taps
+	// (Taps) and writes stamps back (WriteStamp); it closes them when it
+	// stops. Default: none.
+	Readers []nfc.Reader
+	// SimCards is where the simulated readers' cards come from when a tap
+	// is simulated through the API (POST /api/v1/taps/simulate). Default:
+	// new NTAG215 cards kept in memory.
+	SimCards *nfc.SimCards
 	// P2P configures the node's network (see p2p.DefaultConfig); nil runs
 	// the node without networking. Its Logger and Now default to the
 	// node's; its Isolated reports the node's isolation.
@@ -146,6 +156,7 @@ type Node struct {
 	future []crdt.Op
 	gate   signGate
 	taps   TapHub
+	nfcs   nfcState // the cards on the node's NFC readers
 
 	writes  chan *writeReq
 	stopped chan struct{} // closed when the writer has exited
@@ -289,6 +300,7 @@ func (n *Node) Start(ctx context.Context) error {
 			n.log.Error("http server stopped", "err", err)
 		}
 	}()
+	n.startReaders(ctx)
 	if n.cfg.P2P != nil {
 		if err := n.startNetwork(ctx); err != nil {
 			return err
