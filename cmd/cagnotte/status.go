@@ -28,7 +28,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			base := strings.TrimRight(api, "/")
 			c := &http.Client{Timeout: 10 * time.Second}
 			var raw json.RawMessage
-			if err := getJSON(cmd.Context(), c, base+"/api/v1/sync/status", &raw); err != nil {
+			if err := fetchJSON(cmd.Context(), c, base+"/api/v1/sync/status", &raw); err != nil {
 				return err
 			}
 			var s node.SyncStatus
@@ -36,7 +36,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 				return err
 			}
 			var conflicts []node.ConflictView
-			if err := getJSON(cmd.Context(), c, base+"/api/v1/conflicts", &conflicts); err != nil {
+			if err := fetchJSON(cmd.Context(), c, base+"/api/v1/conflicts", &conflicts); err != nil {
 				return err
 			}
 			venues := node.DashboardVenues(s)
@@ -65,8 +65,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
-// getJSON reads a node's JSON answer into v.
-func getJSON(ctx context.Context, c *http.Client, url string, v any) error {
+// fetchJSON reads a node's JSON answer into v.
+func fetchJSON(ctx context.Context, c *http.Client, url string, v any) error {
 	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
 	if err != nil {
 		return err
