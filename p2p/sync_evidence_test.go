@@ -177,3 +177,42 @@ func opIDs(ops []crdt.Op) []crdt.OpID {
 	slices.SortFunc(ids, func(a, b crdt.OpID) int { return cmpKey(crdt.PublicKey(a), crdt.PublicKey(b)) })
 	return ids
 }
+
+// junkEvidence serves its evidence ops with a flipped signature byte.
+type junkEvidence struct{ *MemReplica }
+
+func (r junkEvidence) Evidence() []crdt.Op {
+	ev := r.MemReplica.Evidence()
+	for i := range ev {
+		ev[i].Sig[0] ^= 0xff
+	}
+	return ev
+}
+
+// TestSyncJunkEvidencePenalised: a peer that sends evidence ops with bad
+// signatures in the fork comparison has them refused (each evidence op
+// is verified) and is put on penalty.
+func TestSyncJunkEvidencePenalised(t *testing.T) {
+	sa, sb, x := seedSigner(t, 50), seedSigner(t, 51), seedSigner(t, 52)
+	fed := testFederation(t, sa, sb, x)
+	common, brA, brB := forkedVenue(t, x, 5, 3, 3)
+	repA := memRep(t, fed, sa, common, brA, brB) // both branches: B's as evidence
+	repB := memRep(t, fed, sb, common, brA)
+	if len(repA.Evidence()) != 3 {
+		t.Fatalf("A holds %d evidence ops", len(repA.Evidence()))
+	}
+	na := loopNet(t, junkEvidence{repA}, sa, nil)
+	nb := loopNet(t, repB, sb, nil)
+	link(t, nb, na)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := nb.SyncWith(ctx, na.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if ev := repB.Evidence(); len(ev) != 0 {
+		t.Fatalf("B kept %d forged evidence ops", len(ev))
+	}
+	if st := nb.SyncStats(); st.EvidenceRefused == 0 || !nb.SyncPenalized(na.ID()) {
+		t.Fatalf("the peer that sent forged evidence was not penalised: %+v", st)
+	}
+}
