@@ -36,6 +36,8 @@ type Index interface {
 	// VenuePayments calls fn for each counted payment made by venue with an
 	// HLC at or after since (Unix ms).
 	VenuePayments(venue PublicKey, since int64, fn func(card CardID, amount uint64))
+	// EachRef calls fn for every external reference (checkpoints).
+	EachRef(fn func(ref string, e RefEntry))
 	// Reset forgets everything (before a refold).
 	Reset()
 }
@@ -168,6 +170,13 @@ func (m *MemIndex) VenuePayments(venue PublicKey, since int64, fn func(card Card
 				fn(card, uint64(-e.Amount))
 			}
 		}
+	}
+}
+
+// EachRef implements Index.
+func (m *MemIndex) EachRef(fn func(ref string, e RefEntry)) {
+	for k, e := range m.Refs {
+		fn(k, e)
 	}
 }
 

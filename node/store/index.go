@@ -396,6 +396,40 @@ func (d *DiskIndex) VenuePayments(venue crdt.PublicKey, since int64, fn func(car
 	})
 }
 
+// EachRef implements crdt.Index.
+func (d *DiskIndex) EachRef(fn func(ref string, e crdt.RefEntry)) {
+	for k, e := range d.pend.refs {
+		fn(k, e)
+	}
+	if d.pend.reset {
+		return
+	}
+	prefix := indexPrefix(prefixRef, d.gen)
+	err := d.s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			ref := string(it.Item().Key()[len(prefix):])
+			if _, ok := d.pend.refs[ref]; ok {
+				continue
+			}
+			var e crdt.RefEntry
+			if err := it.Item().Value(func(v []byte) error {
+				var err error
+				e, err = decodeRef(v)
+				return err
+			}); err != nil {
+				return err
+			}
+			fn(ref, e)
+		}
+		return nil
+	})
+	if err != nil {
+		d.s.fail(fmt.Errorf("index read: %w", err))
+	}
+}
+
 // Reset implements crdt.Index.
 func (d *DiskIndex) Reset() { d.pend = newOverlay(true) }
 
