@@ -217,7 +217,7 @@ func (r *SimultaneousReport) check(h *Harness, cards []crdt.CardID, byCounter ma
 		r.MaxCardLossCents = max(r.MaxCardLossCents, loss)
 		r.Overdrawn++
 		blocked := true
-		for i := range h.Len() {
+		for _, i := range h.Active() {
 			blocked = blocked && h.Venue(i).Replica.Set.State.Card(id).Blocked
 		}
 		if blocked {
@@ -235,13 +235,13 @@ func (r *SimultaneousReport) check(h *Harness, cards []crdt.CardID, byCounter ma
 		}
 		r.DoubleSpends++
 		found := 0
-		for i := range h.Len() {
+		for _, i := range h.Active() {
 			c := h.Venue(i).Replica.Set.State.Conflicts[(&crdt.Conflict{Kind: crdt.ConflictDoubleSpend, Card: k.card, Counter: k.counter}).Key()]
 			if c != nil && sameIDs(c.Ops, ids) {
 				found++
 			}
 		}
-		if found == h.Len() {
+		if found == len(h.Active()) {
 			r.DoubleSpendsDetected++
 		}
 	}

@@ -60,8 +60,10 @@ type Venue struct {
 	// copied to a second till, same key), or -1.
 	Twin int
 	// Retired venues take no traffic and sign nothing (a second till
-	// switched off); their replica still syncs.
+	// switched off); the heal after its retirement still reads its
+	// replica (drained), then it takes no further part.
 	Retired bool
+	drained bool
 }
 
 // Key returns the venue's public key.
@@ -253,8 +255,11 @@ func (h *Harness) Heal() error {
 	clear(h.group)
 	h.refreshHeard()
 	for _, dst := range h.venues {
+		if dst.Retired {
+			continue
+		}
 		for _, src := range h.venues {
-			if src != dst {
+			if src != dst && !src.drained {
 				if err := pull(dst.Replica, src.Replica); err != nil {
 					return fmt.Errorf("simulations: heal %d <- %d: %w", dst.Index, src.Index, err)
 				}
@@ -264,6 +269,7 @@ func (h *Harness) Heal() error {
 	// Reservations of payments now seen everywhere are released.
 	for _, ven := range h.venues {
 		ven.Reserve.Expire(h.now)
+		ven.drained = ven.Retired
 	}
 	ds := h.Digests()
 	for i := range ds {
@@ -920,11 +926,22 @@ const tillSkew = 7
 // Retire switches a till off: it takes no traffic and signs nothing more.
 func (h *Harness) Retire(v int) { h.venues[v].Retired = true }
 
-// Digests returns every replica's digest.
-func (h *Harness) Digests() [][32]byte {
-	out := make([][32]byte, len(h.venues))
+// Active returns the indices of the venues not retired, in order.
+func (h *Harness) Active() []int {
+	out := make([]int, 0, len(h.venues))
 	for i, v := range h.venues {
-		out[i] = v.Replica.Set.Digest()
+		if !v.Retired {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// Digests returns the digest of every active replica (see Active).
+func (h *Harness) Digests() [][32]byte {
+	var out [][32]byte
+	for _, i := range h.Active() {
+		out = append(out, h.venues[i].Replica.Set.Digest())
 	}
 	return out
 }

@@ -18,7 +18,7 @@ func newTestHarness(t *testing.T, lag bool) *Harness {
 
 func isolated(h *Harness) []int {
 	var out []int
-	for i := range h.Len() {
+	for _, i := range h.Active() {
 		if h.Venue(i).Isolated {
 			out = append(out, i)
 		}
@@ -184,7 +184,7 @@ func TestHarnessDoubleSigningTills(t *testing.T) {
 	if _, err := h.Pay(3, card, 100, nil, "c"); err != nil {
 		t.Fatal(err)
 	}
-	for i := range h.Len() {
+	for _, i := range h.Active() {
 		if bal := h.Venue(i).Replica.Set.State.Card(card).Balance; bal != 5400 {
 			t.Fatalf("replica %d: balance %d after the next payment", i, bal)
 		}

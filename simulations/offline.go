@@ -1090,7 +1090,7 @@ func (s *scenario) check() {
 	r.Ops = h.Venue(0).Replica.Set.Len()
 
 	// Money conservation, on every replica.
-	for i := range h.Len() {
+	for _, i := range h.Active() {
 		st := h.Venue(i).Replica.Set.State
 		var sum int64
 		for _, c := range st.Cards {
@@ -1109,7 +1109,7 @@ func (s *scenario) check() {
 	}
 	// No payment, refund or top-up erased: each op the run made counts in
 	// its card's history on every replica, whichever till signed it.
-	for i := range h.Len() {
+	for _, i := range h.Active() {
 		counted := map[crdt.OpID]bool{}
 		for _, c := range h.Venue(i).Replica.Set.State.Cards {
 			for _, e := range h.Venue(i).Replica.Set.State.CardHistory(c.ID, nil, false, 0) {
@@ -1163,7 +1163,7 @@ func (s *scenario) check() {
 			fail("honest card %s was blocked (%s), its balance is %d", c.id, lc.BlockReason, lc.Balance)
 		}
 		if lc.Balance < 0 {
-			for i := range h.Len() {
+			for _, i := range h.Active() {
 				if lc := h.Venue(i).Replica.Set.State.Card(c.id); !lc.Blocked {
 					fail("overdrawn card %s is not blocked on replica %d", c.id, i)
 				}
@@ -1283,7 +1283,7 @@ func (s *scenario) check() {
 	forkFound := map[crdt.PublicKey]int{}
 	dsFound := map[counterKey]int{}   // replicas where the pair is detected as caused
 	staleFound := map[crdt.OpID]int{} // replicas where the stale payment is evidence
-	for i := range h.Len() {
+	for _, i := range h.Active() {
 		st := h.Venue(i).Replica.Set.State
 		seen := map[string]int{}
 		for _, c := range st.SortedConflicts() {
@@ -1333,17 +1333,17 @@ func (s *scenario) check() {
 		}
 	}
 	for _, n := range dsFound {
-		if n == h.Len() {
+		if n == len(h.Active()) {
 			r.DoubleSpendsDetected++
 		}
 	}
 	for _, n := range staleFound {
-		if n == h.Len() {
+		if n == len(h.Active()) {
 			r.StaleStampsDetected++
 		}
 	}
 	for _, n := range forkFound {
-		if n == h.Len() {
+		if n == len(h.Active()) {
 			r.ForksDetected++
 		}
 	}
