@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cagnotte/cagnotte/nfc"
 	"github.com/cagnotte/cagnotte/node"
 	"github.com/cagnotte/cagnotte/p2p"
 	"github.com/spf13/cobra"
@@ -36,7 +37,7 @@ type demoVenueJSON struct {
 func newDemoCmd(g *globals) *cobra.Command {
 	var venues, basePort int
 	var dataDir string
-	var asJSON, seed bool
+	var asJSON, seed, tapStdin bool
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run a local demo federation of venues on loopback, and print each venue's pages",
@@ -82,6 +83,14 @@ chooses others).`,
 				return err
 			}
 			var ports node.DemoPorts
+			var names []string
+			for _, v := range vs {
+				names = append(names, v.Name)
+			}
+			simReaders, simCards, err := demoReaders(dataDir, names)
+			if err != nil {
+				return err
+			}
 			for i, v := range vs {
 				port, kept := 0, false
 				switch {
@@ -99,7 +108,8 @@ chooses others).`,
 				if len(nodes) > 0 {
 					net.Bootstrap = nodes[0].Network().P2PAddrs()
 				}
-				n, err := node.New(node.Config{DataDir: v.Dir, HTTPAddr: addr, Logger: log.With("name", v.Name), P2P: &net})
+				n, err := node.New(node.Config{DataDir: v.Dir, HTTPAddr: addr, Logger: log.With("name", v.Name), P2P: &net,
+					Readers: []nfc.Reader{simReaders[i]}, SimCards: simCards})
 				if err != nil {
 					return fmt.Errorf("venue %s: %w", v.Name, err)
 				}
@@ -163,13 +173,18 @@ chooses others).`,
 				if seed && holder != "" {
 					fmt.Fprint(g.stdout, tryCommands(out.Venues[0], holder))
 				}
+				fmt.Fprint(g.stdout, demoTapHelp)
 				fmt.Fprintln(g.stdout, "Press Ctrl-C to stop.")
+				if tapStdin {
+					go terminalTaps(ctx, os.Stdin, g.stdout, simReaders, simCards)
+				}
 			}
 			<-ctx.Done()
 			return nil
 		},
 	}
 	cmd.Flags().IntVar(&venues, "venues", 3, "number of venues")
+	cmd.Flags().BoolVar(&tapStdin, "tap-stdin", stdinIsTerminal(), `read "tap N CARD" and "remove N" lines from standard input to tap cards on the venues' simulated readers (default: when it is a terminal)`)
 	cmd.Flags().StringVar(&dataDir, "data", "", "directory to keep the demo in (default: a temporary directory)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, `print {"venues": [{"name", "api", "web", "token", "peer_id", "data", "pages": {"pos", "agenda", "dashboard", "card"}}]} as one JSON object`)
 	cmd.Flags().IntVar(&basePort, "base-port", 0, "API port of the first venue, the next ones follow (default: free ports)")

@@ -15,6 +15,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 	var dataDir, bundle, httpAddr string
 	net := p2p.DefaultConfig()
 	var sf stripeFlags
+	var rf readerFlags
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run this venue's node",
@@ -46,8 +47,15 @@ See docs/operations.md, "Networking".`,
 			if err != nil {
 				return err
 			}
-			n, err := node.New(node.Config{DataDir: dataDir, HTTPAddr: httpAddr, Logger: g.logger(), P2P: &net, Stripe: sc})
+			readers, simCards, err := rf.readers(g.logger())
 			if err != nil {
+				return err
+			}
+			n, err := node.New(node.Config{DataDir: dataDir, HTTPAddr: httpAddr, Logger: g.logger(), P2P: &net, Stripe: sc, Readers: readers, SimCards: simCards})
+			if err != nil {
+				for _, r := range readers {
+					r.Close()
+				}
 				return err
 			}
 			return n.Run(cmd.Context())
@@ -61,6 +69,7 @@ See docs/operations.md, "Networking".`,
 	cmd.Flags().BoolVar(&net.MDNS, "mdns", true, "find the federation's nodes on the local network by mDNS")
 	cmd.Flags().StringArrayVar(&net.Relays, "relay", nil, "static circuit relay for when this node is behind a NAT, a multiaddr ending in /p2p/<peer id> (repeatable)")
 	sf.register(cmd)
+	rf.register(cmd)
 
 	initCmd := &cobra.Command{
 		Use:   "init",
