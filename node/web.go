@@ -497,15 +497,20 @@ func (n *Node) CardHistoryPage(ctx context.Context, card crdt.CardID, limit int,
 }
 
 // Events returns the federated agenda, all venues, by start time (what
-// GET /api/v1/events answers).
+// GET /api/v1/events answers, built by the same view).
 func (n *Node) Events(ctx context.Context) ([]EventView, error) {
-	a := callAPI(ctx, n.handleEvents, "GET", "/", nil, nil)
-	if !a.ok() {
-		return nil, errors.New(a.Code + ": " + a.Message)
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	var out []EventView
-	err := json.Unmarshal(a.Raw, &out)
-	return out, err
+	n.View(func(set *crdt.OpSet) {
+		agenda := set.State.Agenda()
+		out = make([]EventView, 0, len(agenda))
+		for _, e := range agenda {
+			out = append(out, eventView(set, e))
+		}
+	})
+	return out, nil
 }
 
 // Conflicts returns the conflicts the node knows (what GET

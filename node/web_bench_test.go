@@ -40,8 +40,9 @@ func loadPage(b *testing.B, ctx context.Context, url, sel string) int {
 	return n
 }
 
-// BenchmarkAgenda5000Events serves and renders the agenda page holding
-// 5,000 upcoming events, from the request to the laid-out page.
+// BenchmarkAgenda5000Events serves and renders the agenda of 5,000
+// upcoming events, from the request to the laid-out page: its first page
+// (500 events, the default) and all 5,000 in one page (?limit=5000).
 func BenchmarkAgenda5000Events(b *testing.B) {
 	v := newTestVenue(b)
 	const events = 5000
@@ -71,9 +72,21 @@ func BenchmarkAgenda5000Events(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := newTab(b, 30*time.Minute)
-	url := v.api + "/agenda?lang=fr"
-	if n := loadPage(b, ctx, url, "ul.events li"); n != events {
-		b.Fatalf("the agenda shows %d events", n)
+	for _, bc := range []struct {
+		name  string
+		query string
+		shown int
+	}{
+		{"first-page", "", agendaPageSize},
+		{"all-in-one-page", "&limit=5000", events},
+	} {
+		b.Run(bc.name, func(b *testing.B) { benchAgendaPage(b, ctx, v.api+"/agenda?lang=fr"+bc.query, bc.shown) })
+	}
+}
+
+func benchAgendaPage(b *testing.B, ctx context.Context, url string, shown int) {
+	if n := loadPage(b, ctx, url, "ul.events li"); n != shown {
+		b.Fatalf("the agenda shows %d events, want %d", n, shown)
 	}
 	var lat []time.Duration
 	b.ResetTimer()

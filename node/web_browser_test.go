@@ -419,6 +419,12 @@ func TestPagesInFrenchAndEnglish(t *testing.T) {
 	if st, r := v.post("/api/v1/events", map[string]any{"id": "concert", "title": "Concert", "starts_at": start, "ends_at": start.Add(2 * time.Hour), "description": "Jazz", "idempotency_key": "e"}); st != 200 {
 		t.Fatalf("event: %d %v", st, r)
 	}
+	for i, title := range []string{"Atelier vélo", "Bal folk", "Ciné-club : Jour de fête"} {
+		at := start.Add(time.Duration(24*(i+1)+i) * time.Hour)
+		if st, r := v.post("/api/v1/events", map[string]any{"title": title, "starts_at": at, "ends_at": at.Add(2 * time.Hour), "location": "Salle " + fmt.Sprint(i+1), "idempotency_key": fmt.Sprint("e", i)}); st != 200 {
+			t.Fatalf("event: %d %v", st, r)
+		}
+	}
 	_, tok := v.post("/api/v1/cards/"+card+"/holder-token", nil)
 	ctx := newTab(t, 80*time.Second)
 	signIn(t, ctx, v, "en")
@@ -461,6 +467,13 @@ func TestPagesInFrenchAndEnglish(t *testing.T) {
 			screenshot(t, ctx, p.name+"-"+string(lang))
 		}
 	}
+	// The card holder's page is made for a phone.
+	must(t, chromedp.Do(ctx, chromedp.EmulateViewport(390, 844), chromedp.Navigate(v.api+tok["url"].(string)+"?lang=fr")))
+	if w, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); err != nil || w > 390 {
+		t.Errorf("the holder page is %d px wide on a 390 px phone (%v)", w, err)
+	}
+	screenshot(t, ctx, "holder-phone-fr")
+	must(t, chromedp.Do(ctx, chromedp.EmulateViewport(1280, 900)))
 	// The language stays chosen (cookie) and follows the browser's
 	// language when none was chosen.
 	must(t, chromedp.Do(ctx, chromedp.Navigate(v.api+"/agenda?lang=fr"), chromedp.Navigate(v.api+"/agenda")))

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,7 +18,9 @@ import (
 
 // Agenda bounds.
 const (
-	// agendaMaxShown bounds the events one agenda page lists.
+	// agendaPageSize is how many events an agenda page lists by default;
+	// ?limit= asks for up to agendaMaxShown.
+	agendaPageSize = 500
 	agendaMaxShown = 5000
 	// maxAgendaQuery bounds the text filter.
 	maxAgendaQuery = 100
@@ -222,8 +225,11 @@ type agendaData struct {
 	VenueOptions []venueOption
 	Days         []agendaDay
 	Count, Shown int
-	Truncated    bool
-	PageURL      string
+	// First is the rank of the page's first event (from 1); PrevURL and
+	// NextURL lead to the pages around it.
+	First, Last      int
+	PrevURL, NextURL string
+	PageURL          string
 }
 
 func (ws *webServer) handleAgenda(w http.ResponseWriter, r *http.Request) {
@@ -255,6 +261,15 @@ func (ws *webServer) handleAgenda(w http.ResponseWriter, r *http.Request) {
 	}
 	now := ws.n.cfg.Now()
 	needle := strings.ToLower(strings.TrimSpace(d.Q))
+	limit := agendaPageSize
+	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l >= 1 {
+		limit = min(l, agendaMaxShown)
+	}
+	page := 1
+	if p, err := strconv.Atoi(q.Get("page")); err == nil && p >= 1 && p <= 1_000_000 {
+		page = p
+	}
+	skip := (page - 1) * limit
 	var dayKey string
 	for _, e := range evs {
 		switch {
@@ -268,8 +283,7 @@ func (ws *webServer) handleAgenda(w http.ResponseWriter, r *http.Request) {
 			continue
 		}
 		d.Count++
-		if d.Shown >= agendaMaxShown {
-			d.Truncated = true
+		if d.Count <= skip || d.Shown >= limit {
 			continue
 		}
 		d.Shown++
@@ -280,6 +294,21 @@ func (ws *webServer) handleAgenda(w http.ResponseWriter, r *http.Request) {
 		}
 		last := &d.Days[len(d.Days)-1]
 		last.Events = append(last.Events, newWebEvent(e))
+	}
+	if d.Shown > 0 {
+		d.First, d.Last = skip+1, skip+d.Shown
+	}
+	link := func(p int) string {
+		lq := r.URL.Query()
+		lq.Del("lang")
+		lq.Set("page", strconv.Itoa(p))
+		return "/agenda?" + lq.Encode()
+	}
+	if page > 1 {
+		d.PrevURL = link(page - 1)
+	}
+	if skip+d.Shown < d.Count {
+		d.NextURL = link(page + 1)
 	}
 	w.Header().Set("Cache-Control", "no-cache")
 	ws.render(w, r, http.StatusOK, "agenda", d)

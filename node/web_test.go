@@ -376,3 +376,40 @@ func TestHolderPageLinkAndLostCard(t *testing.T) {
 		t.Fatalf("card after lost report: %+v %v %v", p, ok, err)
 	}
 }
+
+func TestAgendaPagesAndFilters(t *testing.T) {
+	v := newTestVenue(t)
+	start := time.Now().Add(24 * time.Hour).Truncate(time.Hour).UTC()
+	for i, title := range []string{"Un", "Deux", "Trois"} {
+		at := start.Add(time.Duration(i) * 48 * time.Hour)
+		if st, r := v.post("/api/v1/events", map[string]any{"title": title, "starts_at": at, "ends_at": at.Add(time.Hour), "idempotency_key": title}); st != 200 {
+			t.Fatalf("event: %d %v", st, r)
+		}
+	}
+	past := start.Add(-72 * time.Hour)
+	v.post("/api/v1/events", map[string]any{"title": "Passé", "starts_at": past, "ends_at": past.Add(time.Hour), "idempotency_key": "past"})
+	c := newWebClient(t, v)
+	for _, tc := range []struct {
+		query       string
+		want, avoid []string
+	}{
+		{"limit=2", []string{"Un", "Deux", `rel="next"`, "Showing 1 to 2"}, []string{"Trois", "Passé", `rel="prev"`}},
+		{"limit=2&page=2", []string{"Trois", `rel="prev"`}, []string{">Un<", "Deux", `rel="next"`}},
+		{"past=1", []string{"Passé", "Un", "Trois"}, nil},
+		{"q=deu", []string{"Deux", "1 events"}, []string{">Un<", "Trois"}},
+		{"from=" + start.Add(48*time.Hour).Local().Format("2006-01-02") + "&to=" + start.Add(48*time.Hour).Local().Format("2006-01-02"), []string{"Deux"}, []string{">Un<", "Trois"}},
+		{"venue=" + strings.Repeat("0", 64), []string{"0 events"}, []string{"Deux"}},
+	} {
+		_, page := c.do("GET", "/agenda?lang=en&"+tc.query, nil, "")
+		for _, w := range tc.want {
+			if !strings.Contains(page, w) {
+				t.Errorf("%s: %q missing", tc.query, w)
+			}
+		}
+		for _, a := range tc.avoid {
+			if strings.Contains(page, a) {
+				t.Errorf("%s: %q shown", tc.query, a)
+			}
+		}
+	}
+}
