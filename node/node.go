@@ -62,6 +62,11 @@ type Config struct {
 	// QuorumTimeout bounds the round trip a payment waits for to confirm
 	// that the node reaches a quorum of venues now. Default 300 ms.
 	QuorumTimeout time.Duration
+	// AloneInSync lets a networked node that knows no other venue count
+	// itself in sync: only for a federation of a single venue. Default
+	// false: such a node is isolated (offline caps apply) until another
+	// venue's admission reaches it.
+	AloneInSync bool
 	// SignGateTimeout bounds how long, after start, the node waits to
 	// confirm with a peer that its own chain is not ahead of its disk (a
 	// data dir restored from an older copy) before it signs anyway. Writes

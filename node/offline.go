@@ -83,7 +83,12 @@ func (n *Node) evaluateIsolation() (bool, string) {
 	}
 	inSync, quorumAt, need := settings.Quorum(heard, now.UnixMilli())
 	isolated, reason := !inSync, ""
-	if isolated {
+	if len(others) == 0 && n.cfg.P2P != nil && !n.cfg.AloneInSync {
+		// A networked venue that knows no other venue has not heard of the
+		// others yet (its bundle stops at its own admission): it is not in
+		// sync with anyone until a newcomer's admission reaches it.
+		isolated, reason = true, "no other venue known yet: waiting for the others to connect (a federation of one venue sets AloneInSync)"
+	} else if isolated {
 		window := time.Duration(settings.IsolationAfter) * time.Millisecond
 		fresh := 0
 		for _, h := range heard {

@@ -109,7 +109,7 @@ chooses others).`,
 					net.Bootstrap = nodes[0].Network().P2PAddrs()
 				}
 				n, err := node.New(node.Config{DataDir: v.Dir, HTTPAddr: addr, Logger: log.With("name", v.Name), P2P: &net,
-					Readers: []nfc.Reader{simReaders[i]}, SimCards: simCards})
+					Readers: []nfc.Reader{simReaders[i]}, SimCards: simCards, AloneInSync: len(vs) == 1})
 				if err != nil {
 					return fmt.Errorf("venue %s: %w", v.Name, err)
 				}

@@ -13,6 +13,7 @@ import (
 
 func newNodeCmd(g *globals) *cobra.Command {
 	var dataDir, bundle, httpAddr string
+	var aloneInSync bool
 	net := p2p.DefaultConfig()
 	var sf stripeFlags
 	var rf readerFlags
@@ -51,7 +52,7 @@ See docs/operations.md, "Networking".`,
 			if err != nil {
 				return err
 			}
-			n, err := node.New(node.Config{DataDir: dataDir, HTTPAddr: httpAddr, Logger: g.logger(), P2P: &net, Stripe: sc, Readers: readers, SimCards: simCards})
+			n, err := node.New(node.Config{DataDir: dataDir, HTTPAddr: httpAddr, Logger: g.logger(), P2P: &net, Stripe: sc, Readers: readers, SimCards: simCards, AloneInSync: aloneInSync})
 			if err != nil {
 				for _, r := range readers {
 					r.Close()
@@ -67,6 +68,7 @@ See docs/operations.md, "Networking".`,
 	cmd.Flags().StringArrayVar(&net.ListenAddrs, "listen", net.ListenAddrs, "p2p listen multiaddr (repeatable), e.g. /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1")
 	cmd.Flags().StringArrayVar(&net.Bootstrap, "bootstrap", nil, "bootstrap peer, a multiaddr ending in /p2p/<peer id> (repeatable)")
 	cmd.Flags().BoolVar(&net.MDNS, "mdns", true, "find the federation's nodes on the local network by mDNS")
+	cmd.Flags().BoolVar(&aloneInSync, "alone-in-sync", false, "count this node in sync when it knows no other venue (only for a federation of a single venue; otherwise such a node is isolated until the others connect)")
 	cmd.Flags().StringArrayVar(&net.Relays, "relay", nil, "static circuit relay for when this node is behind a NAT, a multiaddr ending in /p2p/<peer id> (repeatable)")
 	sf.register(cmd)
 	rf.register(cmd)
