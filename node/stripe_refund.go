@@ -69,6 +69,8 @@ type StripeRefundItem struct {
 	OpID   *crdt.OpID `json:"op_id,omitempty"`
 	Refund string     `json:"refund,omitempty"`
 	Error  string     `json:"error,omitempty"`
+	// Attempts counts the calls to Stripe's Refunds API.
+	Attempts int `json:"attempts"`
 }
 
 type holderRefundRequest struct {
@@ -328,7 +330,7 @@ func (n *Node) processRefund(ctx context.Context, rr StripeRefundRequest) (Strip
 				return rr, err
 			}
 		}
-		res, err := g.client.Refund(ctx, pstripe.RefundRequest{PaymentIntent: it.PaymentIntent, Amount: it.AmountCents, Ref: it.Ref, Card: string(rr.Card)})
+		res, err := n.stripeRefundOnce(ctx, it, rr.Card)
 		switch {
 		case err == nil:
 			it.Status, it.Refund, it.Error = "refunded", res.ID, ""
@@ -433,4 +435,22 @@ func (tx *writeTx) stripeDebit(card crdt.CardID, amount int64, ref, reason strin
 	}
 	tx.n.metrics.refunds.Inc()
 	return op.ID(), nil
+}
+
+// stripeRefundOnce asks Stripe for an item's refund. A retry first looks
+// for the refund a previous attempt may have made (Stripe's idempotency
+// keys last 24 hours; a request retried later would refund again).
+func (n *Node) stripeRefundOnce(ctx context.Context, it *StripeRefundItem, card crdt.CardID) (pstripe.RefundResult, error) {
+	g := n.stripe
+	if it.Attempts > 0 {
+		res, found, err := g.client.FindRefund(ctx, it.PaymentIntent, it.Ref)
+		if err != nil {
+			return res, err
+		}
+		if found {
+			return res, nil
+		}
+	}
+	it.Attempts++
+	return g.client.Refund(ctx, pstripe.RefundRequest{PaymentIntent: it.PaymentIntent, Amount: it.AmountCents, Ref: it.Ref, Card: string(card)})
 }

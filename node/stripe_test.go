@@ -555,12 +555,53 @@ type flakyStripe struct {
 	fail   atomic.Int32 // refund calls left to fail
 	status atomic.Int32 // with this status
 	calls  atomic.Int32
+	// lose: the first refund is made at stripe-mock but its answer is
+	// lost (503), and later refund calls are lost before reaching it; the
+	// refund made is listed (GET /v1/refunds) with its metadata, as
+	// Stripe would.
+	lose atomic.Bool
+	mu   sync.Mutex
+	made map[string]any
 }
 
 func (f *flakyStripe) start(t *testing.T, api string) string {
 	u, _ := url.Parse(api)
 	proxy := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "GET" && r.URL.Path == "/v1/refunds" {
+			f.mu.Lock()
+			made := f.made
+			f.mu.Unlock()
+			if made != nil && r.URL.Query().Get("payment_intent") == made["payment_intent"] {
+				w.Header().Set("Content-Type", "application/json")
+				json.NewEncoder(w).Encode(map[string]any{"object": "list", "url": "/v1/refunds", "has_more": false, "data": []any{made}})
+				return
+			}
+		}
+		if r.Method == "POST" && r.URL.Path == "/v1/refunds" && f.lose.Load() {
+			f.calls.Add(1)
+			body, _ := io.ReadAll(r.Body)
+			form, _ := url.ParseQuery(string(body))
+			f.mu.Lock()
+			first := f.made == nil
+			f.mu.Unlock()
+			if first {
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				rec := httptest.NewRecorder()
+				proxy.ServeHTTP(rec, r)
+				var made map[string]any
+				json.Unmarshal(rec.Body.Bytes(), &made)
+				made["metadata"] = map[string]any{"cagnotte_ref": form.Get("metadata[cagnotte_ref]")}
+				made["payment_intent"] = form.Get("payment_intent")
+				f.mu.Lock()
+				f.made = made
+				f.mu.Unlock()
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error":{"type":"api_error","message":"answer lost"}}`)
+			return
+		}
 		if r.Method == "POST" && r.URL.Path == "/v1/refunds" {
 			f.calls.Add(1)
 			if f.fail.Add(-1) >= 0 {
@@ -623,6 +664,54 @@ func TestStripeRefundPartialFailureRetried(t *testing.T) {
 	}
 	if _, r := v.do("GET", "/api/v1/conflicts", "", nil); strings.Contains(r["raw"].(string), "duplicate_ref") {
 		t.Fatalf("retries made duplicate debits: %v", r)
+	}
+}
+
+// TestStripeRefundAnswerLostNotRefundedTwice: Stripe made the refund but
+// its answer was lost; the retry finds it (by its metadata) instead of
+// asking again, which after Stripe's 24 h of idempotency would refund
+// twice.
+func TestStripeRefundAnswerLostNotRefundedTwice(t *testing.T) {
+	api := stripetest.Start(t)
+	var flaky flakyStripe
+	flaky.lose.Store(true)
+	v := newStripeVenue(t, stripeCfg(flaky.start(t, api)), nil)
+	card := "04AABBCCDD1012"
+	tok := v.knownCard(card, 100)
+	pi := fixturePI(t, api)
+	if st, r := v.webhook(stripetest.CheckoutCompleted("evt_l1", "cs_l1", pi, card, 2000, "EUR", true), ""); st != 200 {
+		t.Fatal(st, r)
+	}
+	_, r := v.do("POST", "/api/v1/holder/"+tok+"/refunds", "", map[string]any{})
+	st, r := v.post("/api/v1/stripe/refunds/"+r["id"].(string)+"/approve", map[string]any{})
+	if st != 200 || r["status"] != "refunding" {
+		t.Fatalf("approve with the answer lost: %d %v", st, r)
+	}
+	calls := flaky.calls.Load()
+	flaky.mu.Lock()
+	made := flaky.made["id"]
+	flaky.mu.Unlock()
+	if made == nil {
+		t.Fatal("the refund was not made at stripe-mock")
+	}
+	flaky.lose.Store(false)
+	var got map[string]any
+	waitUntil(t, 30*time.Second, "the retry", func() bool {
+		_, r := v.do("GET", "/api/v1/stripe/refunds", v.token, nil)
+		var list []map[string]any
+		json.Unmarshal([]byte(r["raw"].(string)), &list)
+		if len(list) == 1 && list[0]["status"] == "refunded" {
+			got = list[0]
+			return true
+		}
+		return false
+	})
+	it := got["items"].([]any)[0].(map[string]any)
+	if it["refund"] != made || flaky.calls.Load() != calls {
+		t.Fatalf("refund %v (made %v); refund calls %d then %d", it["refund"], made, calls, flaky.calls.Load())
+	}
+	if b, _, _ := v.cardState(card); b != 100 {
+		t.Fatalf("balance %d", b)
 	}
 }
 

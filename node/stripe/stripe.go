@@ -288,6 +288,28 @@ func (c *Client) Refund(ctx context.Context, req RefundRequest) (RefundResult, e
 	return RefundResult{ID: r.ID, Amount: r.Amount, Status: string(r.Status)}, nil
 }
 
+// maxRefundsListed bounds the refunds of one PaymentIntent looked at.
+const maxRefundsListed = 100
+
+// FindRefund looks among pi's refunds for the one Cagnotte made under ref
+// (its metadata): a retry after Stripe's idempotency keys expired (24 h)
+// must not refund twice.
+func (c *Client) FindRefund(ctx context.Context, pi, ref string) (RefundResult, bool, error) {
+	p := &sg.RefundListParams{PaymentIntent: sg.String(pi)}
+	p.Context = ctx
+	it := c.api.Refunds.List(p)
+	for n := 0; it.Next() && n < maxRefundsListed; n++ {
+		r := it.Refund()
+		if r.Metadata[MetaRef] == ref && r.Status != sg.RefundStatusFailed && r.Status != sg.RefundStatusCanceled {
+			return RefundResult{ID: r.ID, Amount: r.Amount, Status: string(r.Status)}, true, nil
+		}
+	}
+	if err := it.Err(); err != nil {
+		return RefundResult{}, false, classify("list refunds", err)
+	}
+	return RefundResult{}, false, nil
+}
+
 // classify wraps a stripe-go error as ErrUnavailable (worth retrying) or
 // ErrRefused, keeping Stripe's message (which never holds the key).
 func classify(what string, err error) error {

@@ -190,6 +190,10 @@ func TestClientAgainstStripeMock(t *testing.T) {
 	if !strings.HasPrefix(r.ID, "re_") || r.Amount != 700 {
 		t.Fatalf("refund %+v", r)
 	}
+	// stripe-mock's listed refunds carry no Cagnotte metadata.
+	if _, found, err := c.FindRefund(ctx, "pi_123", "cagnotte-refund-a-0"); err != nil || found {
+		t.Fatalf("find refund: %v %v", found, err)
+	}
 	pays, err := c.CardPayments(ctx, "04AABBCCDD0001")
 	if err != nil {
 		t.Fatal(err)
