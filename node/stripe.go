@@ -15,6 +15,7 @@ import (
 
 	"github.com/cagnotte/cagnotte/crdt"
 	pstripe "github.com/cagnotte/cagnotte/node/stripe"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Online top-ups and refunds through Stripe (issue 14, docs/stripe.md). A
@@ -48,6 +49,9 @@ type stripeGateway struct {
 	// refundMu serialises refund processing.
 	refundMu sync.Mutex
 	wake     chan struct{}
+
+	// webhooks counts webhook answers by outcome (or refusal).
+	webhooks *prometheus.CounterVec
 
 	mu       sync.Mutex
 	sessions map[string]sessionInfo // made here, for polls
@@ -84,6 +88,24 @@ func (n *Node) openStripe() error {
 	n.stripe = g
 	if !cfg.Gateway() {
 		return nil
+	}
+	g.webhooks = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cagnotte_stripe_webhooks_total",
+		Help: "Stripe webhook deliveries by outcome (credited, duplicate, recorded, …, bad_signature, stale_signature, error)."}, []string{"outcome"})
+	openFailures := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cagnotte_stripe_failures_open",
+		Help: "Paid Stripe payments this gateway could not credit, waiting for staff."}, func() float64 {
+		var open float64
+		for _, f := range journalList[StripeFailure](g.journal, jFailure) {
+			if f.Status == "open" {
+				open++
+			}
+		}
+		return open
+	})
+	if err := n.metrics.reg.Register(g.webhooks); err != nil {
+		return fmt.Errorf("node: stripe metrics: %w", err)
+	}
+	if err := n.metrics.reg.Register(openFailures); err != nil {
+		return fmt.Errorf("node: stripe metrics: %w", err)
 	}
 	c, err := pstripe.New(pstripe.Config{SecretKey: cfg.SecretKey, WebhookSecret: cfg.WebhookSecret, Tolerance: cfg.Tolerance,
 		BackendURL: cfg.BackendURL, Currency: n.set.State.Currency, PaymentMethods: cfg.PaymentMethods, Logger: n.log})

@@ -449,6 +449,10 @@ func TestStripeWebhookCardNotCreditableRecordedAndRefundable(t *testing.T) {
 	if st, r := v.post("/api/v1/stripe/failures/pi_usd/credit", map[string]any{}); st != 409 {
 		t.Fatalf("credit in another currency: %d %v", st, r)
 	}
+	_, m := v.do("GET", "/metrics", "", nil)
+	if !strings.Contains(m["raw"].(string), "cagnotte_stripe_failures_open 3") {
+		t.Fatalf("metrics: open failures not 3:\n%s", m["raw"])
+	}
 }
 
 func TestStripeAsyncPaymentPendingThenCredited(t *testing.T) {

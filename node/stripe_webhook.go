@@ -74,20 +74,24 @@ func (n *Node) handleStripeWebhook(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, pstripe.ErrStale):
 		n.log.Warn("stripe webhook refused: stale timestamp", "remote", r.RemoteAddr)
+		g.webhooks.WithLabelValues("stale_signature").Inc()
 		writeError(w, apiErr(http.StatusBadRequest, "stale_signature", "the signed timestamp is outside the tolerance"))
 		return
 	case errors.Is(err, pstripe.ErrBadSignature):
 		n.log.Warn("stripe webhook refused: bad signature", "remote", r.RemoteAddr)
+		g.webhooks.WithLabelValues("bad_signature").Inc()
 		writeError(w, apiErr(http.StatusBadRequest, "bad_signature", "the Stripe-Signature header does not sign this body"))
 		return
 	case err != nil:
 		n.log.Error("stripe webhook not readable", "event", ev.ID, "type", ev.Type, "err", err)
+		g.webhooks.WithLabelValues("unreadable").Inc()
 		writeError(w, badRequest("%v", err))
 		return
 	}
 	ans, err := n.applyStripeEvent(r.Context(), ev)
 	if err != nil {
 		n.log.Warn("stripe webhook not recorded: Stripe will retry", "event", ev.ID, "type", ev.Type, "err", err)
+		g.webhooks.WithLabelValues("error").Inc()
 		var ae *APIError
 		if errors.As(err, &ae) && ae.Status < 500 {
 			// A refusal of the node (say, revoked): Stripe must retry,
@@ -101,6 +105,7 @@ func (n *Node) handleStripeWebhook(w http.ResponseWriter, r *http.Request) {
 		g.cfg.afterDurable()
 	}
 	n.log.Info("stripe webhook", "event", ev.ID, "type", ev.Type, "outcome", ans.Outcome, "payment_intent", ev.PaymentIntent)
+	g.webhooks.WithLabelValues(ans.Outcome).Inc()
 	writeJSON(w, http.StatusOK, ans)
 }
 
