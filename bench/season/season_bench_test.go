@@ -24,8 +24,10 @@ package season
 //  4. admits a new venue (`cagnotte federation admit` on the generated
 //     federation directory), starts it with only its bundle, bootstrapped
 //     to the loaded node, and times its first successful payment (polled
-//     until 200) and its full catch-up (op count equal to the loaded
-//     node's), with its RSS;
+//     every 200 ms until 200, on 200 cards reserved for it in turn: a card
+//     it blocked while catching up refuses) and its full catch-up (the
+//     loaded node's ops, the admission and its own), with its RSS and the
+//     number of cards it blocked; at most -season.join (5 min);
 //  5. stops the node (SIGTERM) and restarts it -season.restarts times
 //     (10), timing each cold start and measuring the data directory (du)
 //     after each stop: disk bytes per op across restarts.
@@ -195,8 +197,12 @@ func (r *result) String() string {
 	fmt.Fprintf(&b, "  stop after payments: %.2f s\n", r.StopTime.Seconds())
 	fmt.Fprintf(&b, "  hot card read:     %d reads of 50 entries: p50 %s, p99 %s, max %s, %d errors; whole history %d entries in %d pages, %.2f s\n",
 		len(r.Reads), ms(r.Reads.q(0.5)), ms(r.Reads.q(0.99)), ms(r.Reads.q(1)), r.ReadErrors, r.WalkEntries, r.WalkPages, r.WalkTime.Seconds())
-	fmt.Fprintf(&b, "  new venue:         first payment %s, caught up %s, first \"synced\" log %.2f s; RSS %s when caught up, peak %s\n",
-		okTime(r.JoinSell, r.JoinSellOK), okTime(r.JoinSynced, r.JoinSyncedOK), r.JoinFirstLog.Seconds(), mib(r.JoinRSS), mib(r.JoinPeak))
+	synced := "none"
+	if r.JoinFirstLog > 0 {
+		synced = fmt.Sprintf("%.2f s", r.JoinFirstLog.Seconds())
+	}
+	fmt.Fprintf(&b, "  new venue:         first payment %s, caught up %s, first \"synced\" log %s; RSS %s when caught up, peak %s\n",
+		okTime(r.JoinSell, r.JoinSellOK), okTime(r.JoinSynced, r.JoinSyncedOK), synced, mib(r.JoinRSS), mib(r.JoinPeak))
 	fmt.Fprintf(&b, "                     payment attempts by HTTP status %v; cards it blocked while catching up: %d\n", r.JoinCodes, r.JoinBlocked)
 	bpo := make([]string, len(r.DiskBytes))
 	for i := range r.DiskBytes {
