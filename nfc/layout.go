@@ -62,6 +62,7 @@ func LayoutOf(t CardType) Layout {
 // Slot is one stamp slot as read from a card.
 type Slot struct {
 	Page  int    // first page
+	Data  []byte // the slot's 124 bytes as read
 	Gen   byte   // generation: incremented at every write
 	Raw   []byte // the stamp bytes, nil when the header is not a slot's
 	Stamp *crdt.CardStamp
@@ -120,7 +121,7 @@ func ReadCard(ctx context.Context, c Card) (*CardData, error) {
 }
 
 func parseSlot(page int, b []byte, uid crdt.CardID) Slot {
-	s := Slot{Page: page, Gen: b[3]}
+	s := Slot{Page: page, Data: append([]byte(nil), b...), Gen: b[3]}
 	if b[0] != slotMagic0 || b[1] != slotMagic1 || b[2] != slotVer {
 		s.Err = ErrNoStamp
 		return s
@@ -136,6 +137,19 @@ func parseSlot(page int, b []byte, uid crdt.CardID) Slot {
 		s.Stamp = &st
 	}
 	return s
+}
+
+// ReadSlots reads and checks the stamp slots of a card (none for a card
+// without room for a stamp). Pass them to WriteStampOver to save reading
+// them again.
+func ReadSlots(ctx context.Context, c Card) ([]Slot, error) {
+	return readSlots(ctx, c, LayoutOf(c.Type()))
+}
+
+// CurrentStamp returns the stamp the slots show, or ErrNoStamp.
+func CurrentStamp(slots []Slot) ([]byte, error) {
+	d := CardData{Slots: slots, Current: currentSlot(slots)}
+	return d.Stamp()
 }
 
 // readSlots reads and checks every stamp slot of a card.
@@ -192,20 +206,31 @@ func ReadStamp(ctx context.Context, c Card) ([]byte, error) {
 // means the card may still show its previous stamp (two slots) or none
 // (one slot): never a half-written one, which does not verify.
 func WriteStamp(ctx context.Context, c Card, stamp []byte) error {
+	_, err := WriteStampOver(ctx, c, nil, stamp)
+	return err
+}
+
+// WriteStampOver is WriteStamp for a card whose slots were read in this
+// session (ReadSlots, or the slots a previous WriteStampOver returned;
+// nil reads them): it writes only the pages that change, and returns the
+// slots as they are now. Only pass slots read while the card stayed on
+// the reader (an exclusive PC/SC connection: nobody else wrote it).
+func WriteStampOver(ctx context.Context, c Card, slots []Slot, stamp []byte) ([]Slot, error) {
 	st, err := crdt.DecodeStamp(stamp)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if st.Card != c.UID() {
-		return fmt.Errorf("%w: the stamp is for card %s, not %s", crdt.ErrBadStamp, st.Card, c.UID())
+		return nil, fmt.Errorf("%w: the stamp is for card %s, not %s", crdt.ErrBadStamp, st.Card, c.UID())
 	}
 	l := LayoutOf(c.Type())
 	if len(l.Slots) == 0 {
-		return ErrNotWritable
+		return nil, ErrNotWritable
 	}
-	slots, err := readSlots(ctx, c, l)
-	if err != nil {
-		return err
+	if len(slots) != len(l.Slots) {
+		if slots, err = readSlots(ctx, c, l); err != nil {
+			return nil, err
+		}
 	}
 	target, gen := 0, slots[0].Gen+1
 	if cur := currentSlot(slots); cur >= 0 {
@@ -214,21 +239,29 @@ func WriteStamp(ctx context.Context, c Card, stamp []byte) error {
 		gen = max(slots[0].Gen, slots[1].Gen) + 1
 	}
 	page := l.Slots[target]
-	if err := c.Write(ctx, page+1, stamp); err != nil {
-		return fmt.Errorf("nfc: write stamp: %w", err)
+	old := slots[target].Data
+	for i := 0; i < crdt.StampSize; i += 4 {
+		if old != nil && bytes.Equal(old[slotHeader+i:slotHeader+i+4], stamp[i:i+4]) {
+			continue // the page already holds these bytes
+		}
+		if err := c.Write(ctx, page+1+i/4, stamp[i:i+4]); err != nil {
+			return nil, fmt.Errorf("nfc: write stamp: %w", err)
+		}
 	}
 	if err := c.Write(ctx, page, []byte{slotMagic0, slotMagic1, slotVer, gen}); err != nil {
-		return fmt.Errorf("nfc: write stamp header: %w", err)
+		return nil, fmt.Errorf("nfc: write stamp header: %w", err)
 	}
 	back, err := c.Read(ctx, page, slotPages)
 	if err != nil {
-		return fmt.Errorf("nfc: read the stamp back: %w", err)
+		return nil, fmt.Errorf("nfc: read the stamp back: %w", err)
 	}
 	s := parseSlot(page, back, c.UID())
 	if s.Stamp == nil || !bytes.Equal(s.Raw, stamp) || s.Gen != gen {
-		return fmt.Errorf("%w: stamp slot at page %d", ErrVerify, page)
+		return nil, fmt.Errorf("%w: stamp slot at page %d", ErrVerify, page)
 	}
-	return nil
+	out := append([]Slot(nil), slots...)
+	out[target] = s
+	return out, nil
 }
 
 // Format prepares a card: the NDEF message with the card holder's link

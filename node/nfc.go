@@ -59,9 +59,10 @@ type seqTap struct {
 
 // presentCard is a card on a reader; mu serialises what is done with it.
 type presentCard struct {
-	mu   sync.Mutex
-	card nfc.Card
-	tap  Tap
+	mu    sync.Mutex
+	card  nfc.Card
+	tap   Tap
+	slots []nfc.Slot // the card's stamp slots as last read or written; nil: unknown
 }
 
 func (s *nfcState) broadcast() {
@@ -134,16 +135,20 @@ func (n *Node) readerLoop(ctx context.Context, r nfc.Reader) {
 func (n *Node) cardPresented(ctx context.Context, r nfc.Reader, c nfc.Card) {
 	defer c.Close()
 	tap := Tap{Card: c.UID(), CardType: c.Type().Name, Reader: r.Name(), At: n.cfg.Now()}
-	stamp, err := nfc.ReadStamp(ctx, c)
+	slots, err := nfc.ReadSlots(ctx, c)
+	if err == nil {
+		var stamp []byte
+		if stamp, err = nfc.CurrentStamp(slots); err == nil {
+			tap.Stamp = stamp
+		}
+	}
 	switch {
-	case err == nil:
-		tap.Stamp = stamp
-	case errors.Is(err, nfc.ErrNoStamp), errors.Is(err, nfc.ErrNotWritable):
+	case err == nil, errors.Is(err, nfc.ErrNoStamp):
 	default:
 		// The UID is known: the tap stands, without the card's memory.
 		n.log.Warn("nfc: the card's stamp could not be read", "reader", r.Name(), "card", tap.Card, "err", err)
 	}
-	pc := &presentCard{card: c, tap: tap}
+	pc := &presentCard{card: c, tap: tap, slots: slots}
 	n.nfcs.mu.Lock()
 	n.nfcs.present[r.Name()] = pc
 	n.nfcs.seq++
@@ -217,7 +222,8 @@ func (n *Node) WriteStamp(ctx context.Context, card crdt.CardID, stamp []byte) (
 		ch := n.nfcs.watch()
 		if pc := n.findPresent(card); pc != nil {
 			pc.mu.Lock()
-			err := nfc.WriteStamp(ctx, pc.card, stamp)
+			slots, err := nfc.WriteStampOver(ctx, pc.card, pc.slots, stamp)
+			pc.slots = slots // nil after a failure: read them again next time
 			pc.mu.Unlock()
 			if err == nil {
 				n.nfcs.mu.Lock()
