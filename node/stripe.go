@@ -269,6 +269,10 @@ func (n *Node) handleStripeCheckout(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(http.StatusServiceUnavailable, "stripe_unavailable", msg))
 		return
 	}
+	if err := n.revokedErr(); err != nil {
+		writeError(w, err) // its webhook could not credit the payment
+		return
+	}
 	if req.AmountCents < g.cfg.MinTopUp || req.AmountCents > g.cfg.MaxTopUp {
 		writeError(w, badRequest("amount_cents must be between %d and %d", g.cfg.MinTopUp, g.cfg.MaxTopUp))
 		return

@@ -330,7 +330,7 @@ func (n *Node) processRefund(ctx context.Context, rr StripeRefundRequest) (Strip
 				return rr, err
 			}
 		}
-		res, err := n.stripeRefundOnce(ctx, it, rr.Card)
+		res, err := n.stripeRefundOnce(ctx, it, rr.Card, save)
 		switch {
 		case err == nil:
 			it.Status, it.Refund, it.Error = "refunded", res.ID, ""
@@ -440,7 +440,9 @@ func (tx *writeTx) stripeDebit(card crdt.CardID, amount int64, ref, reason strin
 // stripeRefundOnce asks Stripe for an item's refund. A retry first looks
 // for the refund a previous attempt may have made (Stripe's idempotency
 // keys last 24 hours; a request retried later would refund again).
-func (n *Node) stripeRefundOnce(ctx context.Context, it *StripeRefundItem, card crdt.CardID) (pstripe.RefundResult, error) {
+// The attempt is journaled (save) before the call, so that a crash during
+// it makes the next try look first.
+func (n *Node) stripeRefundOnce(ctx context.Context, it *StripeRefundItem, card crdt.CardID, save func() error) (pstripe.RefundResult, error) {
 	g := n.stripe
 	if it.Attempts > 0 {
 		res, found, err := g.client.FindRefund(ctx, it.PaymentIntent, it.Ref)
@@ -452,5 +454,8 @@ func (n *Node) stripeRefundOnce(ctx context.Context, it *StripeRefundItem, card 
 		}
 	}
 	it.Attempts++
+	if err := save(); err != nil {
+		return pstripe.RefundResult{}, fmt.Errorf("%w: journal: %v", pstripe.ErrUnavailable, err)
+	}
 	return g.client.Refund(ctx, pstripe.RefundRequest{PaymentIntent: it.PaymentIntent, Amount: it.AmountCents, Ref: it.Ref, Card: string(card)})
 }
