@@ -75,7 +75,7 @@ func TestQuorumAtScale(t *testing.T) {
 	n := *scaleVenues
 	start := time.Now()
 	nodes := tcpCluster(t, n, func(c *Config) {
-		c.TargetPeers = max(4, n/10) // a quorum of n/2 is then more than a node dials
+		c.TargetPeers = max(4, n/10)          // a quorum of n/2 is then more than a node dials
 		c.HeartbeatInterval = 2 * time.Second // the federation's default
 		c.SyncInterval = 2 * time.Second
 	})
