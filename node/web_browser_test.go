@@ -486,3 +486,35 @@ func TestPagesInFrenchAndEnglish(t *testing.T) {
 		t.Errorf("browser language en-GB: %q", got)
 	}
 }
+
+// TestPOSIsolatedBannerAndOfflineCap: when the venue loses the network,
+// the point of sale says so and what the caps allow, and a payment beyond
+// them is refused with what the card may still pay.
+func TestPOSIsolatedBannerAndOfflineCap(t *testing.T) {
+	settings := crdt.DefaultSettings()
+	settings.HeartbeatInterval = 200
+	settings.IsolationAfter = 1500
+	nodes := startNetworked(t, 2, settings)
+	a, b := nodes[0], nodes[1]
+	setProducts(t, a, ProductView{Name: "Magnum", PriceCents: 3000}, ProductView{Name: "Verre", PriceCents: 500})
+	card := "04150150150150"
+	topUp(t, a, card, 10000)
+	ctx := newTab(t, 60*time.Second)
+	signIn(t, ctx, a, "en")
+	b.stop()
+	must(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#iso-banner"))))
+	waitText(t, ctx, "#iso-banner", "at most €25.00 per payment, €50.00 and 20 payments per card")
+	screenshot(t, ctx, "pos-isolated")
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#product-0"))))
+	waitText(t, ctx, "#total", "€30.00")
+	a.node.Taps().Publish(Tap{Card: crdt.CardID(card)})
+	must(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#result.refused"))))
+	waitText(t, ctx, "#result-reason", "Still allowed on this card: €25.00")
+	waitText(t, ctx, "#result-balance", "Balance: €100.00")
+	// A smaller sale goes through, offline.
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#next")), chromedp.Click(chromedp.CSS("#clear")), chromedp.Click(chromedp.CSS("#product-1"))))
+	waitText(t, ctx, "#total", "€5.00")
+	a.node.Taps().Publish(Tap{Card: crdt.CardID(card)})
+	must(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#result.approved"))))
+	waitText(t, ctx, "#result-balance", "€95.00")
+}
