@@ -36,6 +36,12 @@ func pollUntil(tb testing.TB, timeout time.Duration, what string, cond func() bo
 // every venue started before it.
 func startVenues(tb testing.TB, venues int, settings crdt.Settings) []*testVenue {
 	tb.Helper()
+	return startVenuesWith(tb, venues, settings, nil)
+}
+
+// startVenuesWith is startVenues with each node's Config adjusted by tweak.
+func startVenuesWith(tb testing.TB, venues int, settings crdt.Settings, tweak func(*Config)) []*testVenue {
+	tb.Helper()
 	vs, err := PrepareFederation(tb.TempDir(), venues, settings)
 	if err != nil {
 		tb.Fatal(err)
@@ -49,7 +55,11 @@ func startVenues(tb testing.TB, venues int, settings crdt.Settings) []*testVenue
 		for _, prev := range nodes {
 			cfg.Bootstrap = append(cfg.Bootstrap, prev.node.Network().P2PAddrs()...)
 		}
-		n, err := New(Config{DataDir: v.Dir, HTTPAddr: "127.0.0.1:0", Logger: quietLogger(), P2P: &cfg})
+		c := Config{DataDir: v.Dir, HTTPAddr: "127.0.0.1:0", Logger: quietLogger(), P2P: &cfg}
+		if tweak != nil {
+			tweak(&c)
+		}
+		n, err := New(c)
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -202,6 +212,10 @@ func BenchmarkQuorumUnderLoad(b *testing.B) {
 	}
 }
 
+// patientQuorum gives the quorum check and reservations 2 s: the tests
+// are about who may pay, not how fast, and the test machine is shared.
+func patientQuorum(c *Config) { c.QuorumTimeout = 2 * time.Second }
+
 // attackRound taps card at every venue at the same instant for amount and
 // returns the answers' statuses and error codes.
 func attackRound(t *testing.T, venues []*testVenue, card string, amount int, key string) (ok int, codes []string) {
@@ -299,7 +313,7 @@ func TestSimultaneousCloneTapsAtInSyncVenues(t *testing.T) {
 			settings.HeartbeatInterval, settings.IsolationAfter = 200, 3000
 			settings.OfflinePaymentMax = tc.floor
 			settings.OfflineCardMax = max(settings.OfflineCardMax, 2*tc.floor)
-			venues := startVenues(t, 3, settings)
+			venues := startVenuesWith(t, 3, settings, patientQuorum)
 			pollUntil(t, 20*time.Second, "three venues in sync and connected", func() bool {
 				for _, v := range venues {
 					if v.node.Isolation().Isolated || len(v.node.Network().Connected()) < 2 {
@@ -339,7 +353,7 @@ func TestSimultaneousCloneTapsAtInSyncVenues(t *testing.T) {
 func TestCardBusyIsReleasedByThePayment(t *testing.T) {
 	settings := crdt.DefaultSettings()
 	settings.HeartbeatInterval, settings.IsolationAfter = 200, 3000
-	venues := startVenues(t, 3, settings)
+	venues := startVenuesWith(t, 3, settings, patientQuorum)
 	pollUntil(t, 20*time.Second, "three venues in sync and connected", func() bool {
 		for _, v := range venues {
 			if v.node.Isolation().Isolated || len(v.node.Network().Connected()) < 2 {
@@ -386,7 +400,7 @@ func TestCardBusyIsReleasedByThePayment(t *testing.T) {
 func TestRefundTakesTheQuorumCheck(t *testing.T) {
 	settings := crdt.DefaultSettings()
 	settings.HeartbeatInterval, settings.IsolationAfter = 100, 30000
-	venues := startVenues(t, 2, settings)
+	venues := startVenuesWith(t, 2, settings, patientQuorum)
 	a, b := venues[0], venues[1]
 	pollUntil(t, 20*time.Second, "both venues in sync and connected", func() bool {
 		return !a.node.Isolation().Isolated && !b.node.Isolation().Isolated && len(a.node.Network().Connected()) == 1
