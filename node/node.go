@@ -89,6 +89,9 @@ type Config struct {
 	// Stripe makes the node a Stripe payment gateway for online top-ups
 	// (see StripeConfig, docs/stripe.md); the zero value takes none.
 	Stripe StripeConfig
+	// Checkpoints configures attested checkpoints (see CheckpointConfig,
+	// docs/checkpoints.md); the zero value takes the defaults.
+	Checkpoints CheckpointConfig
 }
 
 func (c *Config) setDefaults() error {
@@ -175,6 +178,7 @@ type Node struct {
 	hooks   []func([]crdt.Op)
 
 	stripe *stripeGateway // online top-ups (node/stripe.go)
+	cps    *checkpointer  // checkpoints (node/checkpoint.go); nil without networking
 
 	httpSrv  *http.Server
 	listener net.Listener
@@ -341,11 +345,16 @@ func (n *Node) startNetwork(ctx context.Context) error {
 			return n.iso.isolated
 		}
 	}
+	// A new venue holds the catch-up until it has a checkpoint (or gave up).
+	cfg.HoldCatchUp = cfg.HoldCatchUp || n.joinCandidate()
 	nw, err := p2p.New(ctx, cfg, n, n.cfg.Key)
 	if err != nil {
 		return fmt.Errorf("node: network: %w", err)
 	}
 	n.net = nw
+	if err := n.startCheckpoints(ctx, nw); err != nil {
+		return err
+	}
 	n.SetPeerView(nw)
 	if n.quorumNeed() > 0 {
 		timeout := n.cfg.SignGateTimeout

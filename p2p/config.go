@@ -155,6 +155,12 @@ type Config struct {
 	// a malformed frame, or was cut for reading or writing too slowly.
 	// Default 1 min.
 	SyncPenalty time.Duration
+	// HoldCatchUp starts the network with anti-entropy held: no session as
+	// initiator, and none as responder in which this node would receive
+	// chain ops (they are answered busy), until Network.ResumeCatchUp. A
+	// new venue sets it to fetch a checkpoint (FetchCheckpoint) before the
+	// ordinary catch-up pulls the whole history. Default false.
+	HoldCatchUp bool
 	// MaxForkIDs bounds the op ids a sync peer may list for forked authors
 	// in the fork comparison, and the evidence ops sent in one session.
 	// Default 100,000.

@@ -110,8 +110,9 @@ type Network struct {
 
 	stats stats
 
-	quorum quorumState  // see quorum.go
-	res    reserveState // see reserve.go
+	quorum quorumState     // see quorum.go
+	res    reserveState    // see reserve.go
+	cp     checkpointState // see checkpoint.go
 }
 
 type peerInfo struct {
@@ -221,6 +222,9 @@ func New(ctx context.Context, cfg Config, rep Replica, key *crdt.Signer) (*Netwo
 	}
 	n.log = cfg.Logger.With("component", "p2p")
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if cfg.HoldCatchUp {
+		n.holdCatchUp()
+	}
 	var err error
 	if n.bootstrap, err = parseAddrInfos("bootstrap peer", cfg.Bootstrap); err != nil {
 		return nil, err
@@ -400,6 +404,7 @@ func (n *Network) Close() error {
 		n.hbSub.Cancel()
 	}
 	n.wg.Wait()
+	n.closeCheckpoints()
 	for _, t := range []*pubsub.Topic{n.opsTopic, n.hbTopic} {
 		if t != nil {
 			_ = t.Close()

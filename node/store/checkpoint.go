@@ -1,0 +1,269 @@
+package store
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/cagnotte/cagnotte/crdt"
+)
+
+// The latest checkpoint a quorum of venues attested (see
+// docs/checkpoints.md) is kept so that the node can serve it to new
+// venues. Its bytes can be larger than one Badger transaction, so they are
+// written in chunks under a generation number, then one record names the
+// generation, the hash, the size and the attestations:
+//
+//	"k"                     gen (8) | size (8) | hash (32) | count (uvarint) | count × attestation
+//	"K" gen (8) index (4)   a chunk of the checkpoint's bytes, at most checkpointChunk
+//
+// A crash between the chunks and the record leaves the previous
+// checkpoint in place (its chunks are deleted only after the record
+// switched); chunks of an unfinished generation are deleted by the next
+// save.
+
+const (
+	prefixCheckpointChunk = 'K'
+	checkpointChunk       = 1 << 20
+	// MaxCheckpointAttestations bounds the attestations kept with a
+	// checkpoint (one per venue).
+	MaxCheckpointAttestations = 4096
+)
+
+var keyCheckpoint = []byte{'k'}
+
+// ErrNoCheckpoint is returned by LatestCheckpoint when none was saved.
+var ErrNoCheckpoint = errors.New("store: no checkpoint saved")
+
+func checkpointChunkKey(gen uint64, i uint32) []byte {
+	k := binary.BigEndian.AppendUint64([]byte{prefixCheckpointChunk}, gen)
+	return binary.BigEndian.AppendUint32(k, i)
+}
+
+type checkpointRecord struct {
+	gen, size uint64
+	hash      [32]byte
+	atts      []crdt.Attestation
+}
+
+func (r *checkpointRecord) encode() []byte {
+	b := binary.BigEndian.AppendUint64(nil, r.gen)
+	b = binary.BigEndian.AppendUint64(b, r.size)
+	b = append(b, r.hash[:]...)
+	b = binary.AppendUvarint(b, uint64(len(r.atts)))
+	for i := range r.atts {
+		b = append(b, r.atts[i].Encode()...)
+	}
+	return b
+}
+
+func decodeCheckpointRecord(v []byte) (checkpointRecord, error) {
+	var r checkpointRecord
+	if len(v) < 8+8+32+1 {
+		return r, fmt.Errorf("%w: checkpoint record of %d bytes", ErrCorrupt, len(v))
+	}
+	r.gen = binary.BigEndian.Uint64(v)
+	r.size = binary.BigEndian.Uint64(v[8:])
+	copy(r.hash[:], v[16:48])
+	n, k := binary.Uvarint(v[48:])
+	if k <= 0 || n > MaxCheckpointAttestations || uint64(len(v)-48-k) != n*crdt.AttestationSize {
+		return r, fmt.Errorf("%w: checkpoint record attestations", ErrCorrupt)
+	}
+	p := v[48+k:]
+	for i := uint64(0); i < n; i++ {
+		a, err := crdt.DecodeAttestation(p[:crdt.AttestationSize])
+		if err != nil {
+			return r, fmt.Errorf("%w: checkpoint attestation %d: %v", ErrCorrupt, i, err)
+		}
+		r.atts = append(r.atts, a)
+		p = p[crdt.AttestationSize:]
+	}
+	return r, nil
+}
+
+// SaveCheckpoint keeps cp (a checkpoint's canonical bytes) and its
+// attestations as the node's latest checkpoint, replacing the previous
+// one. It does not verify them: callers save what a quorum attested.
+func (s *Store) SaveCheckpoint(cp []byte, atts []crdt.Attestation) error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	defer s.release()
+	if len(cp) == 0 {
+		return errors.New("store: empty checkpoint")
+	}
+	if len(atts) > MaxCheckpointAttestations {
+		return fmt.Errorf("store: %d attestations, at most %d", len(atts), MaxCheckpointAttestations)
+	}
+	prev, havePrev, err := s.checkpointRecord()
+	if err != nil && !errors.Is(err, ErrCorrupt) {
+		return err
+	}
+	gen := uint64(1)
+	if havePrev {
+		gen = prev.gen + 1
+	}
+	// Chunks of a save that did not finish (a crash) are in the way.
+	if err := s.deletePrefixBackground(binary.BigEndian.AppendUint64([]byte{prefixCheckpointChunk}, gen)); err != nil {
+		return fmt.Errorf("store: save checkpoint: %w", err)
+	}
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	for i := 0; i*checkpointChunk < len(cp); i++ {
+		end := min(len(cp), (i+1)*checkpointChunk)
+		if err := wb.Set(checkpointChunkKey(gen, uint32(i)), cp[i*checkpointChunk:end]); err != nil {
+			return fmt.Errorf("store: save checkpoint: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("store: save checkpoint: %w", err)
+	}
+	rec := checkpointRecord{gen: gen, size: uint64(len(cp)), hash: sha256.Sum256(cp), atts: atts}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keyCheckpoint, rec.encode()) }); err != nil {
+		return fmt.Errorf("store: save checkpoint: %w", err)
+	}
+	if havePrev {
+		if err := s.deletePrefixBackground(binary.BigEndian.AppendUint64([]byte{prefixCheckpointChunk}, prev.gen)); err != nil {
+			s.log.Warn("delete the previous checkpoint", "err", err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) checkpointRecord() (checkpointRecord, bool, error) {
+	var rec checkpointRecord
+	found := false
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyCheckpoint)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			var err error
+			rec, err = decodeCheckpointRecord(v)
+			found = err == nil
+			return err
+		})
+	})
+	return rec, found, err
+}
+
+// CheckpointInfo describes the saved checkpoint without its bytes.
+type CheckpointInfo struct {
+	Hash         [32]byte
+	Size         uint64
+	Attestations []crdt.Attestation
+}
+
+// CheckpointInfo returns the hash, size and attestations of the latest
+// saved checkpoint, or ErrNoCheckpoint.
+func (s *Store) CheckpointInfo() (CheckpointInfo, error) {
+	if err := s.acquire(); err != nil {
+		return CheckpointInfo{}, err
+	}
+	defer s.release()
+	rec, ok, err := s.checkpointRecord()
+	if err != nil {
+		return CheckpointInfo{}, fmt.Errorf("store: checkpoint: %w", err)
+	}
+	if !ok {
+		return CheckpointInfo{}, ErrNoCheckpoint
+	}
+	return CheckpointInfo{Hash: rec.hash, Size: rec.size, Attestations: rec.atts}, nil
+}
+
+// LatestCheckpoint returns the latest saved checkpoint's bytes and
+// attestations, or ErrNoCheckpoint. The bytes are checked against the
+// saved hash.
+func (s *Store) LatestCheckpoint() ([]byte, []crdt.Attestation, error) {
+	if err := s.acquire(); err != nil {
+		return nil, nil, err
+	}
+	defer s.release()
+	var cp []byte
+	var rec checkpointRecord
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyCheckpoint)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNoCheckpoint
+		}
+		if err != nil {
+			return err
+		}
+		if err := item.Value(func(v []byte) error {
+			var err error
+			rec, err = decodeCheckpointRecord(v)
+			return err
+		}); err != nil {
+			return err
+		}
+		cp = make([]byte, 0, rec.size)
+		for i := uint32(0); uint64(len(cp)) < rec.size; i++ {
+			item, err := txn.Get(checkpointChunkKey(rec.gen, i))
+			if err != nil {
+				return fmt.Errorf("%w: checkpoint chunk %d: %v", ErrCorrupt, i, err)
+			}
+			if err := item.Value(func(v []byte) error { cp = append(cp, v...); return nil }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrNoCheckpoint) {
+			return nil, nil, err
+		}
+		return nil, nil, fmt.Errorf("store: checkpoint: %w", err)
+	}
+	if uint64(len(cp)) != rec.size || sha256.Sum256(cp) != rec.hash {
+		return nil, nil, fmt.Errorf("%w: checkpoint bytes do not match their hash", ErrCorrupt)
+	}
+	return cp, rec.atts, nil
+}
+
+// UpdateCheckpointAttestations replaces the attestations kept with the
+// latest checkpoint, if its hash is hash (more venues attested it after it
+// was saved). It reports whether it did.
+func (s *Store) UpdateCheckpointAttestations(hash [32]byte, atts []crdt.Attestation) (bool, error) {
+	if err := s.acquire(); err != nil {
+		return false, err
+	}
+	defer s.release()
+	if len(atts) > MaxCheckpointAttestations {
+		return false, fmt.Errorf("store: %d attestations, at most %d", len(atts), MaxCheckpointAttestations)
+	}
+	updated := false
+	err := s.db.Update(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyCheckpoint)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var rec checkpointRecord
+		if err := item.Value(func(v []byte) error {
+			var err error
+			rec, err = decodeCheckpointRecord(v)
+			return err
+		}); err != nil {
+			return err
+		}
+		if rec.hash != hash {
+			return nil
+		}
+		rec.atts = atts
+		updated = true
+		return txn.Set(keyCheckpoint, rec.encode())
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: checkpoint attestations: %w", err)
+	}
+	return updated, nil
+}

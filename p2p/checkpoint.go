@@ -1,0 +1,437 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/cagnotte/cagnotte/crdt"
+)
+
+// Checkpoints (docs/checkpoints.md). Venues attest the checkpoint of a
+// state they share by publishing a crdt.Attestation on the federation's
+// attestation topic; a node keeps the checkpoint a quorum attested and
+// serves it over CheckpointProtocol, so that a new venue starts from it
+// instead of folding the whole history:
+//
+//	joiner → server: ask    (1): checkpoint version (uvarint, = 1) | federation key (32) |
+//	                             federation seq the joiner holds (uvarint)
+//	server → joiner: ops    (2): the federation ops the joiner lacks (as in JoinProtocol),
+//	                 end    (3): federation seq the server holds (uvarint)
+//	                 none   (6): the server holds no checkpoint; or
+//	                 header (5): size (uvarint) | count (uvarint) | count × attestation
+//	                 chunk  (7): bytes of the checkpoint, until size bytes were sent
+//
+// Frames are a length (uvarint, at most Config.MaxMessageSize) then the
+// type byte and payload, as in JoinProtocol. Each read and write has a
+// deadline of Config.StreamTimeout and the whole exchange lasts at most
+// Config.SyncTimeout. Only members are served, at most
+// maxCheckpointServes at once (others are reset). The joiner bounds the
+// size it accepts (FetchCheckpoint's max) and verifies everything itself
+// (crdt.VerifyCheckpoint against the members of its own federation chain,
+// which the federation ops of the same exchange bring up to date): the
+// server is not trusted.
+//
+// The attestation topic "/cagnotte/<federation key hex>/attestations/1"
+// carries one encoded crdt.Attestation per message (crdt.AttestationSize
+// bytes); its validator rejects anything else, a bad signature, or a
+// signer that is not a current venue.
+
+const (
+	// CheckpointProtocol is the stream protocol serving checkpoints.
+	CheckpointProtocol = "/cagnotte/checkpoint/1"
+	// AttestationTopicFormat is the GossipSub topic carrying attestations.
+	AttestationTopicFormat = "/cagnotte/%s/attestations/1"
+	// maxCheckpointServes bounds the checkpoint exchanges served at once.
+	maxCheckpointServes = 4
+	checkpointVersion   = 1
+)
+
+// Checkpoint frame types (ops and end are JoinProtocol's).
+const (
+	cpAsk    byte = 1
+	cpHeader byte = 5
+	cpNone   byte = 6
+	cpChunk  byte = 7
+)
+
+// ErrNoCheckpoint is returned by FetchCheckpoint when the peer holds no
+// checkpoint.
+var ErrNoCheckpoint = errors.New("p2p: the peer holds no checkpoint")
+
+// AttestationTopic returns the attestation topic of a federation.
+func AttestationTopic(fed crdt.PublicKey) string {
+	return fmt.Sprintf(AttestationTopicFormat, fed)
+}
+
+// CheckpointSource is what CheckpointProtocol serves: the latest
+// checkpoint a quorum attested, with the attestations. It returns a nil
+// checkpoint when it holds none.
+type CheckpointSource interface {
+	LatestCheckpoint() ([]byte, []crdt.Attestation, error)
+}
+
+// Checkpoint is a checkpoint received from a peer, not verified.
+type Checkpoint struct {
+	Bytes        []byte
+	Attestations []crdt.Attestation
+	// From is the peer that served it; FederationOps the federation ops
+	// it brought in the same exchange.
+	From          peer.ID
+	FederationOps int
+}
+
+// checkpointState is the network's part of checkpoints.
+type checkpointState struct {
+	mu      sync.Mutex
+	src     CheckpointSource
+	serving chan struct{}
+	topic   *pubsub.Topic
+	sub     *pubsub.Subscription
+	// held: the network started with Config.HoldCatchUp and holds its
+	// session slot until ResumeCatchUp.
+	held atomic.Bool
+}
+
+// holdCatchUp takes the session slot for the node's own use: no session
+// runs as initiator, and none as responder in which this node would
+// receive chain ops, until ResumeCatchUp. Called from New.
+func (n *Network) holdCatchUp() {
+	n.slot <- struct{}{}
+	n.cp.held.Store(true)
+}
+
+// CatchUpHeld reports whether anti-entropy is held (Config.HoldCatchUp)
+// and not resumed yet.
+func (n *Network) CatchUpHeld() bool { return n.cp.held.Load() }
+
+// ResumeCatchUp lets anti-entropy run after a start with
+// Config.HoldCatchUp. It does nothing otherwise, or when called again.
+func (n *Network) ResumeCatchUp() {
+	if n.cp.held.CompareAndSwap(true, false) {
+		<-n.slot
+		wake(n.syncWake)
+		for _, p := range n.Connected() {
+			if n.gater.member(p) {
+				n.wantSync(p, jitter(50*time.Millisecond, 1), func(w *want) { w.force = true })
+				break
+			}
+		}
+	}
+}
+
+// ServeCheckpoints serves src's checkpoint over CheckpointProtocol to
+// members, until Close.
+func (n *Network) ServeCheckpoints(src CheckpointSource) {
+	n.cp.mu.Lock()
+	n.cp.src = src
+	if n.cp.serving == nil {
+		n.cp.serving = make(chan struct{}, maxCheckpointServes)
+	}
+	n.cp.mu.Unlock()
+	n.host.SetStreamHandler(CheckpointProtocol, n.handleCheckpoint)
+}
+
+// closeCheckpoints is called by Close once the goroutines stopped.
+func (n *Network) closeCheckpoints() {
+	if n.host != nil {
+		n.host.RemoveStreamHandler(CheckpointProtocol)
+	}
+	n.cp.mu.Lock()
+	defer n.cp.mu.Unlock()
+	if n.cp.sub != nil {
+		n.cp.sub.Cancel()
+	}
+	if n.cp.topic != nil {
+		_ = n.cp.topic.Close()
+	}
+}
+
+// deadlineRW gives each read and write of a stream its own deadline.
+type deadlineRW struct {
+	s       network.Stream
+	timeout time.Duration
+}
+
+func (d deadlineRW) Read(p []byte) (int, error) {
+	_ = d.s.SetReadDeadline(time.Now().Add(d.timeout))
+	return d.s.Read(p)
+}
+
+func (d deadlineRW) Write(p []byte) (int, error) {
+	_ = d.s.SetWriteDeadline(time.Now().Add(d.timeout))
+	return d.s.Write(p)
+}
+
+func (n *Network) checkpointConn(s network.Stream) *joinConn {
+	rw := deadlineRW{s: s, timeout: n.cfg.StreamTimeout}
+	return &joinConn{rw: rw, r: bufio.NewReader(rw), max: n.cfg.MaxMessageSize}
+}
+
+// maxHeaderAttestations is how many attestations fit in a header frame.
+func (n *Network) maxHeaderAttestations() int {
+	return (n.cfg.MaxMessageSize - 32) / crdt.AttestationSize
+}
+
+func (n *Network) handleCheckpoint(s network.Stream) {
+	p := s.Conn().RemotePeer()
+	if !n.gater.member(p) {
+		_ = s.Reset()
+		return
+	}
+	n.closeMu.RLock()
+	if n.closing {
+		n.closeMu.RUnlock()
+		_ = s.Reset()
+		return
+	}
+	n.wg.Add(1)
+	n.closeMu.RUnlock()
+	defer n.wg.Done()
+	n.cp.mu.Lock()
+	src, sem := n.cp.src, n.cp.serving
+	n.cp.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+		defer func() { <-sem }()
+	default:
+		_ = s.Reset()
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.SyncTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	if err := n.serveCheckpoint(ctx, s, src); err != nil {
+		_ = s.Reset()
+		if n.ctx.Err() == nil {
+			n.log.Info("checkpoint: could not serve a peer", "peer", p, "err", err)
+		}
+		return
+	}
+	_ = s.Close()
+}
+
+func (n *Network) serveCheckpoint(ctx context.Context, s network.Stream, src CheckpointSource) error {
+	jc := n.checkpointConn(s)
+	t, p, err := jc.read()
+	if err != nil {
+		return fmt.Errorf("ask: %w", err)
+	}
+	if t != cpAsk {
+		return malformed("checkpoint frame %d where an ask was expected", t)
+	}
+	v, k := binary.Uvarint(p)
+	if k <= 0 || v != checkpointVersion {
+		return malformed("checkpoint version")
+	}
+	p = p[k:]
+	var fed crdt.PublicKey
+	if len(p) < len(fed) {
+		return malformed("checkpoint federation key")
+	}
+	copy(fed[:], p)
+	if fed != n.fed {
+		return fmt.Errorf("p2p: checkpoint: the peer is of another federation (%s)", fed.Short())
+	}
+	have, k := binary.Uvarint(p[len(fed):])
+	if k <= 0 || len(p) != len(fed)+k {
+		return malformed("checkpoint federation seq")
+	}
+	if err := n.sendFedOps(ctx, jc, have); err != nil {
+		return err
+	}
+	var cp []byte
+	var atts []crdt.Attestation
+	if src != nil {
+		if cp, atts, err = src.LatestCheckpoint(); err != nil {
+			return fmt.Errorf("read the checkpoint: %w", err)
+		}
+	}
+	if len(cp) == 0 {
+		return jc.write([]byte{cpNone})
+	}
+	atts = atts[:min(len(atts), n.maxHeaderAttestations())]
+	h := binary.AppendUvarint([]byte{cpHeader}, uint64(len(cp)))
+	h = binary.AppendUvarint(h, uint64(len(atts)))
+	for i := range atts {
+		h = append(h, atts[i].Encode()...)
+	}
+	if err := jc.write(h); err != nil {
+		return err
+	}
+	chunk := n.cfg.MaxMessageSize - 1
+	for off := 0; off < len(cp); off += chunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		end := min(len(cp), off+chunk)
+		if err := jc.write(append([]byte{cpChunk}, cp[off:end]...)); err != nil {
+			return err
+		}
+	}
+	_ = s.CloseWrite()
+	_, _ = io.Copy(io.Discard, io.LimitReader(jc.r, 1)) // until the peer has read it all and closed
+	return nil
+}
+
+// FetchCheckpoint asks p for its checkpoint. The federation ops p holds
+// and this node lacks come first and are committed (the replica's
+// IngestRange), so that the caller verifies the checkpoint against an
+// up-to-date list of members. A checkpoint over max bytes is refused. The
+// result is not verified: see crdt.VerifyCheckpoint.
+func (n *Network) FetchCheckpoint(ctx context.Context, p peer.ID, max int) (Checkpoint, error) {
+	out := Checkpoint{From: p}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.SyncTimeout)
+	defer cancel()
+	s, err := n.host.NewStream(network.WithNoDial(ctx, "checkpoint"), p, CheckpointProtocol)
+	if err != nil {
+		return out, fmt.Errorf("p2p: open checkpoint stream: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	defer s.Reset() // after the exchange, or on error
+	jc := n.checkpointConn(s)
+	ask := append([]byte{cpAsk}, binary.AppendUvarint(nil, checkpointVersion)...)
+	ask = append(ask, n.fed[:]...)
+	ask = binary.AppendUvarint(ask, n.rep.VersionVector()[n.fed])
+	if err := jc.write(ask); err != nil {
+		return out, fmt.Errorf("p2p: checkpoint ask: %w", err)
+	}
+	if out.FederationOps, _, err = n.receiveFedOps(ctx, jc); err != nil {
+		return out, fmt.Errorf("p2p: checkpoint: federation ops: %w", err)
+	}
+	t, h, err := jc.read()
+	if err != nil {
+		return out, fmt.Errorf("p2p: checkpoint header: %w", err)
+	}
+	switch t {
+	case cpNone:
+		return out, ErrNoCheckpoint
+	case cpHeader:
+	default:
+		return out, malformed("checkpoint frame %d where a header was expected", t)
+	}
+	size, k := binary.Uvarint(h)
+	if k <= 0 || size == 0 {
+		return out, malformed("checkpoint size")
+	}
+	if size > uint64(max) {
+		return out, fmt.Errorf("p2p: checkpoint of %d bytes, over the %d accepted", size, max)
+	}
+	h = h[k:]
+	count, k := binary.Uvarint(h)
+	if k <= 0 || uint64(len(h)-k) != count*crdt.AttestationSize {
+		return out, malformed("checkpoint attestations")
+	}
+	h = h[k:]
+	for range count {
+		// A bad signature is the peer's problem, not a reason to refuse
+		// the others: VerifyCheckpoint counts only valid ones.
+		if a, err := crdt.DecodeAttestation(h[:crdt.AttestationSize]); err == nil {
+			out.Attestations = append(out.Attestations, a)
+		}
+		h = h[crdt.AttestationSize:]
+	}
+	out.Bytes = make([]byte, 0, size)
+	for uint64(len(out.Bytes)) < size {
+		t, c, err := jc.read()
+		if err != nil {
+			return out, fmt.Errorf("p2p: checkpoint bytes: %w", err)
+		}
+		if t != cpChunk || len(c) == 0 || uint64(len(out.Bytes)+len(c)) > size {
+			return out, malformed("checkpoint chunk")
+		}
+		out.Bytes = append(out.Bytes, c...)
+	}
+	_ = s.CloseWrite()
+	return out, nil
+}
+
+// StartAttestations joins the federation's attestation topic and calls fn
+// (which must not block long) with each valid attestation received from
+// another node, until Close.
+func (n *Network) StartAttestations(fn func(crdt.Attestation)) error {
+	name := AttestationTopic(n.fed)
+	if err := n.ps.RegisterTopicValidator(name, pubsub.ValidatorEx(n.validateAttestation)); err != nil {
+		return fmt.Errorf("p2p: attestation validator: %w", err)
+	}
+	topic, err := n.ps.Join(name)
+	if err != nil {
+		return fmt.Errorf("p2p: join %s: %w", name, err)
+	}
+	sub, err := topic.Subscribe(pubsub.WithBufferSize(64))
+	if err != nil {
+		_ = topic.Close()
+		return fmt.Errorf("p2p: subscribe %s: %w", name, err)
+	}
+	n.cp.mu.Lock()
+	n.cp.topic, n.cp.sub = topic, sub
+	n.cp.mu.Unlock()
+	if !n.goSafe(func() {
+		for {
+			msg, err := sub.Next(n.ctx)
+			if err != nil {
+				return
+			}
+			if msg.ReceivedFrom == n.host.ID() {
+				continue
+			}
+			if a, ok := msg.ValidatorData.(crdt.Attestation); ok {
+				fn(a)
+			}
+		}
+	}) {
+		return errors.New("p2p: network closed")
+	}
+	return nil
+}
+
+// PublishAttestation publishes this node's attestation.
+func (n *Network) PublishAttestation(ctx context.Context, a crdt.Attestation) error {
+	n.cp.mu.Lock()
+	topic := n.cp.topic
+	n.cp.mu.Unlock()
+	if topic == nil {
+		return errors.New("p2p: attestations not started")
+	}
+	if err := topic.Publish(ctx, a.Encode()); err != nil {
+		return fmt.Errorf("p2p: publish attestation: %w", err)
+	}
+	return nil
+}
+
+// validateAttestation accepts one well-formed attestation signed by a
+// current venue and rejects anything else.
+func (n *Network) validateAttestation(_ context.Context, from peer.ID, msg *pubsub.Message) pubsub.ValidationResult {
+	if from == n.host.ID() {
+		return pubsub.ValidationAccept
+	}
+	reject := func(why string, err error) pubsub.ValidationResult {
+		n.stats.messagesRej.Add(1)
+		n.log.Warn("rejected attestation", "from", from, "why", why, "err", err)
+		return pubsub.ValidationReject
+	}
+	if len(msg.Data) != crdt.AttestationSize {
+		return reject("size", nil)
+	}
+	a, err := crdt.DecodeAttestation(msg.Data) // checks the signature
+	if err != nil {
+		return reject("malformed", err)
+	}
+	if a.Venue == n.fed || !n.rep.IsMember(a.Venue) {
+		return reject("signer is not a current venue", nil)
+	}
+	msg.ValidatorData = a
+	return pubsub.ValidationAccept
+}
