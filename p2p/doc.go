@@ -104,6 +104,10 @@
 //	forks    (6): count (uvarint) | count × (key (32) | kind (1) | seq (uvarint) | id (32))
 //	evidence (7): as ops, but ops of any authors, in (author, seq) order
 //
+// A responder answers a version 1 hello (a node not yet upgraded) in
+// version 1, and the session then ends as in version 1, after the ops,
+// with R's end instead of the sums (steps 5 and 6 below).
+//
 // The fork digest is the SHA-256 of every op id a replica holds, chain
 // and evidence alike, of each author known to have signed two ops at one
 // seq, at or past its lowest fork seq; fork ids counts them. The heads

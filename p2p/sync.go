@@ -523,7 +523,9 @@ func (ss *session) respond(ctx context.Context, start time.Time) error {
 			return ss.c.writeFrame([]byte{frameBusy})
 		}
 	}
-	if err := ss.c.writeFrame(appendHello(nil, mine)); err != nil {
+	answer := mine
+	answer.version = min(theirs.version, syncVersion)
+	if err := ss.c.writeFrame(appendHello(nil, answer)); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
 	if inSync(mine, theirs) {

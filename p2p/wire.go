@@ -214,12 +214,21 @@ type hello struct {
 	forkIDs uint64
 }
 
+// appendHello appends a hello frame of h.version (syncVersion if 0): a
+// responder answers a version 1 hello in version 1.
 func appendHello(dst []byte, h hello) []byte {
+	v := h.version
+	if v == 0 || v > syncVersion {
+		v = syncVersion
+	}
 	dst = append(dst, frameHello)
-	dst = binary.AppendUvarint(dst, syncVersion)
+	dst = binary.AppendUvarint(dst, v)
 	dst = append(dst, h.digest[:]...)
 	dst = binary.AppendUvarint(dst, h.ops)
 	dst = appendVV(dst, h.vv)
+	if v < 2 {
+		return dst
+	}
 	dst = append(dst, h.fork[:]...)
 	return binary.AppendUvarint(dst, h.forkIDs)
 }

@@ -191,11 +191,17 @@ func TestHelloVersions(t *testing.T) {
 	if err != nil || got.version != syncVersion || got.fork != h.fork || got.forkIDs != 7 || got.vv[a] != 3 {
 		t.Fatalf("v2: %+v %v", got, err)
 	}
-	// A version 1 hello (no fork digest) is understood.
+	// A version 1 hello (no fork digest) is understood, and answered in
+	// version 1.
 	v1 := []byte{1}
 	v1 = append(v1, h.digest[:]...)
 	v1 = append(v1, 3)
 	v1 = appendVV(v1, h.vv)
+	old := h
+	old.version = 1
+	if got := appendHello(nil, old); !bytes.Equal(got[1:], v1) {
+		t.Fatalf("v1 hello encoded as %x, want %x", got[1:], v1)
+	}
 	got, err = decodeHello(v1, 10)
 	if err != nil || got.version != 1 || got.fork != ([32]byte{}) || got.vv[a] != 3 {
 		t.Fatalf("v1: %+v %v", got, err)
