@@ -511,10 +511,9 @@ func (ss *session) respond(ctx context.Context, start time.Time) error {
 	if err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
-	mine := ss.hello()
 	// Only a session in which we receive chain ops takes the exclusive
 	// slot; one in which we only send does not hold it.
-	if ahead(theirs.vv, mine.vv) {
+	if ahead(theirs.vv, n.rep.VersionVector()) {
 		select {
 		case n.slot <- struct{}{}:
 			defer func() { <-n.slot }()
@@ -523,6 +522,7 @@ func (ss *session) respond(ctx context.Context, start time.Time) error {
 			return ss.c.writeFrame([]byte{frameBusy})
 		}
 	}
+	mine := ss.hello()
 	answer := mine
 	answer.version = min(theirs.version, syncVersion)
 	if err := ss.c.writeFrame(appendHello(nil, answer)); err != nil {
