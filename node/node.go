@@ -92,6 +92,8 @@ type Config struct {
 	// Checkpoints configures attested checkpoints (see CheckpointConfig,
 	// docs/checkpoints.md); the zero value takes the defaults.
 	Checkpoints CheckpointConfig
+	// Security bounds token guessing over HTTP (see SecurityConfig).
+	Security SecurityConfig
 }
 
 func (c *Config) setDefaults() error {
@@ -286,7 +288,8 @@ func (n *Node) Start(ctx context.Context) error {
 	n.listener = ln
 	ctx, n.stop = context.WithCancel(ctx)
 	n.httpSrv = &http.Server{
-		Handler:           n.Handler(),
+		Handler:           n.secure(n.withBackup(n.Handler())),
+		MaxHeaderBytes:    64 << 10,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       n.cfg.RequestTimeout,
 		WriteTimeout:      n.cfg.RequestTimeout + 5*time.Second,
