@@ -781,6 +781,51 @@ func (h *Harness) decide(v int, card crdt.CardID, amount uint64, stamp *crdt.Car
 	return st.DecidePayment(ven.Key(), in, ledger)
 }
 
+// CapRefused names the offline cap that refuses a payment at venue v now
+// ("floor", "validity", "card_amount", "card_count", "venue_budget"; ""
+// if no cap refuses it). It asks crdt.State.DecidePayment itself, with the
+// venue's ledger reduced to the part each cap reads (none: the floor
+// limit alone; since: the validity period; the card's amount, then its
+// count; the rest is the venue budget), so the labels follow the rule
+// wherever it changes. When the floor limit and the validity period both
+// refuse, it says floor.
+func (h *Harness) CapRefused(v int, card crdt.CardID, amount uint64, stamp *crdt.CardStamp) string {
+	lost, err := h.gate(v, card, amount, false)
+	if err != nil {
+		return ""
+	}
+	ven := h.venues[v]
+	st := ven.Replica.Set.State
+	in := crdt.PaymentInput{Card: card, Amount: amount, Stamp: stamp, Now: h.now, Isolated: ven.Isolated || lost}
+	full := ven.Ledger
+	if lost {
+		full = crdt.CardLedger(st, ven.Key(), card, h.now-int64(st.Settings.IsolationAfter))
+	}
+	refused := func(l *crdt.OfflineLedger) bool {
+		_, err := st.DecidePayment(ven.Key(), in, l)
+		return errors.Is(err, crdt.ErrOfflineCap)
+	}
+	var part crdt.OfflineLedger
+	part.Reset(full.Since)
+	switch {
+	case !refused(&full):
+		return ""
+	case refused(nil):
+		return "floor"
+	case refused(&part):
+		return "validity"
+	}
+	part.Amount[card] = full.Amount[card]
+	if refused(&part) {
+		return "card_amount"
+	}
+	part.Count[card] = full.Count[card]
+	if refused(&part) {
+		return "card_count"
+	}
+	return "venue_budget"
+}
+
 // reachesQuorum reports whether venue v can reach a quorum of the other
 // venues right now: the venues of its group.
 func (h *Harness) reachesQuorum(v int) bool {

@@ -190,3 +190,35 @@ func TestHarnessDoubleSigningTills(t *testing.T) {
 		}
 	}
 }
+
+// TestHarnessCapRefused: the cap a refused offline payment hit is named
+// by asking crdt.State.DecidePayment, not by a copy of its order.
+func TestHarnessCapRefused(t *testing.T) {
+	h := newTestHarness(t, false)
+	card := crdt.CardID("04000000000003")
+	if _, err := h.TopUp(0, card, 15000); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Partition([][]int{{0, 1, 2, 3, 4, 5}, {6, 7, 8, 9}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		pay    uint64 // paid first at venue 6, 0 for none
+		amount uint64
+		want   string
+	}{
+		{0, 2600, "floor"},
+		{0, 2000, ""},
+		{2500, 2500, ""},
+		{2500, 100, "card_amount"},
+	} {
+		if tc.pay > 0 {
+			if _, err := h.Pay(6, card, tc.pay, nil, "x"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := h.CapRefused(6, card, tc.amount, nil); got != tc.want {
+			t.Errorf("after %d, %d: got %q, want %q", tc.pay, tc.amount, got, tc.want)
+		}
+	}
+}

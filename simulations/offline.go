@@ -800,23 +800,10 @@ func refusal(err error) bool {
 	return false
 }
 
-// capReason names the first offline cap a refused payment hit, in
-// DecidePayment's order.
-func (s *scenario) capReason(v int, c crdt.CardID, amount uint64) string {
-	ven := s.h.Venue(v)
-	set := ven.Replica.Set.State.Settings
-	l := &ven.Ledger
-	switch {
-	case l.Since > 0 && set.OfflineValidity > 0 && uint64(max(0, s.h.Now()-l.Since)) > set.OfflineValidity:
-		return "validity"
-	case amount > set.OfflinePaymentMax:
-		return "floor"
-	case l.Amount[c]+amount > set.OfflineCardMax:
-		return "card_amount"
-	case l.Count[c]+1 > set.OfflineCardCount:
-		return "card_count"
-	}
-	return "venue_budget"
+// capReason names the offline cap that refused a payment (see
+// Harness.CapRefused).
+func (s *scenario) capReason(v int, c crdt.CardID, amount uint64, st *crdt.CardStamp) string {
+	return s.h.CapRefused(v, c, amount, st)
 }
 
 // honestPayment: a card in honest hands pays at a random venue, topping up
@@ -864,7 +851,7 @@ func (s *scenario) honestPayment() error {
 		if c.honest.RefusedCapBy == nil {
 			c.honest.RefusedCapBy = map[string]int{}
 		}
-		c.honest.RefusedCapBy[s.capReason(v, c.id, amount)]++
+		c.honest.RefusedCapBy[s.capReason(v, c.id, amount, st)]++
 	case errors.Is(err, crdt.ErrInsufficientFunds):
 		c.honest.RefusedFunds++
 	case refusal(err):
