@@ -518,3 +518,41 @@ func TestPOSIsolatedBannerAndOfflineCap(t *testing.T) {
 	must(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#result.approved"))))
 	waitText(t, ctx, "#result-balance", "€95.00")
 }
+
+// TestPOSCashDeskOnceOnDoubleClick: the cash desk's top-up, refund and
+// block, each submitted twice in a row (a double click), happen once.
+func TestPOSCashDeskOnceOnDoubleClick(t *testing.T) {
+	v := newTestVenue(t)
+	card := "04DE5CDE5CDE5C"
+	topUp(t, v, card, 1000)
+	ctx := newTab(t, 60*time.Second)
+	signIn(t, ctx, v, "fr")
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#desk > summary")),
+		chromedp.SendKeys(chromedp.CSS("#topup-card"), card), chromedp.SendKeys(chromedp.CSS("#topup-amount"), "12,50")))
+	twice := func(form string) {
+		_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`var f = document.getElementById('`+form+`'); f.requestSubmit(); f.requestSubmit(); true`))
+		must(t, err)
+	}
+	twice("topup-form")
+	waitText(t, ctx, "#desk-msg", "Rechargé 12,50")
+	if bal, _ := cardBalance(t, v, card); bal != 2250 {
+		t.Fatalf("after a double top-up click: %d", bal)
+	}
+	must(t, chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#refund-card"), card), chromedp.SendKeys(chromedp.CSS("#refund-amount"), "2"),
+		chromedp.SendKeys(chromedp.CSS("#refund-reason"), "rendu de monnaie")))
+	twice("refund-form")
+	waitText(t, ctx, "#desk-msg", "Remboursé 2,00")
+	if bal, _ := cardBalance(t, v, card); bal != 2050 {
+		t.Fatalf("after a double refund click: %d", bal)
+	}
+	must(t, chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#block-card"), card), chromedp.SendKeys(chromedp.CSS("#block-reason"), "perdue")))
+	twice("block-form")
+	waitText(t, ctx, "#desk-msg", "Carte bloquée")
+	_, r := v.do("GET", "/api/v1/cards/"+card, v.token, nil)
+	if r["blocked"] != true {
+		t.Fatalf("card not blocked: %v", r)
+	}
+	must(t, chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#link-card"), card), chromedp.Click(chromedp.CSS("#link-form button"))))
+	waitText(t, ctx, "#link-out", "/c/")
+	screenshot(t, ctx, "pos-desk-fr")
+}

@@ -413,3 +413,27 @@ func TestAgendaPagesAndFilters(t *testing.T) {
 		}
 	}
 }
+
+func TestDashboardListsConflictsWithEvidence(t *testing.T) {
+	v := newTestVenue(t)
+	var ops []string
+	for _, key := range []string{"a", "b"} {
+		st, r := v.post("/api/v1/topups", map[string]any{"card": "04000000000009", "amount_cents": 100, "method": "card_terminal", "reference": "R1", "idempotency_key": key})
+		if st != 200 {
+			t.Fatalf("top-up: %d %v", st, r)
+		}
+		ops = append(ops, r["op_id"].(string))
+	}
+	c := newWebClient(t, v)
+	for _, lang := range web.Langs {
+		resp, page := c.do("GET", "/dashboard?lang="+string(lang), nil, "")
+		if resp.StatusCode != 200 {
+			t.Fatalf("dashboard: %s", resp.Status)
+		}
+		for _, want := range []string{web.Text(lang, "dash.k.duplicate_ref"), "topup/R1", ops[0], ops[1], web.Text(lang, "dash.st.insync"), "/metrics"} {
+			if !strings.Contains(page, want) {
+				t.Errorf("dashboard in %s lacks %q", lang, want)
+			}
+		}
+	}
+}

@@ -140,6 +140,7 @@
   async function cardInfo(card) {
     var res = await api('GET', '/pos/api/cards/' + encodeURIComponent(card) + '?limit=1');
     ['topup-card', 'refund-card', 'block-card', 'link-card'].forEach(function (id) { $(id).value = card; });
+    ['topup-form', 'refund-form', 'block-form'].forEach(function (id) { delete $(id).dataset.key; });
     if (!res.ok) { showInfo(card + ': ' + reasonText(res.body)); return; }
     showInfo(card + ': ' + t('js.balance') + ' ' + money(res.body.balance_cents) + (res.body.blocked ? ' · ' + t('js.blocked') : ''));
   }
@@ -202,30 +203,57 @@
   $('next').addEventListener('click', hideResult);
   document.addEventListener('keydown', function (e) { if (e.key === 'Escape') { hideResult(); $('waiting').hidden = true; waiting = false; } });
 
-  // The cash desk.
+  // The cash desk. A form keeps its idempotency key until it succeeds or
+  // is edited, so a double click or a resend after an error does it once.
+  function formKey(form) {
+    if (!form.dataset.key) form.dataset.key = newKey();
+    return form.dataset.key;
+  }
+  ['topup-form', 'refund-form', 'block-form'].forEach(function (id) {
+    var f = $(id);
+    f.addEventListener('input', function () { delete f.dataset.key; });
+  });
+  var deskBusy = false;
+  async function deskSubmit(form, run) {
+    if (deskBusy) return;
+    deskBusy = true;
+    try { if (await run(formKey(form))) delete form.dataset.key; } finally { deskBusy = false; }
+  }
   function deskMsg(ok, text) { var m = $('desk-msg'); m.className = ok ? 'ok' : 'alert'; m.textContent = text; }
   async function deskCard(id) { var c = await resolve($(id).value); if (!c) deskMsg(false, t('js.badcard')); return c; }
-  $('topup-form').addEventListener('submit', async function (e) {
+  $('topup-form').addEventListener('submit', function (e) {
     e.preventDefault();
-    var card = await deskCard('topup-card'); if (!card) return;
-    var amt = parseAmount($('topup-amount').value); if (!amt) { deskMsg(false, t('js.badamount')); return; }
-    var res = await apiRetry('POST', '/pos/api/topups', { card: card, amount_cents: amt, method: $('topup-method').value, idempotency_key: newKey() });
-    if (res.ok) { deskMsg(true, t('js.toppedup') + ' ' + money(amt) + ' · ' + t('js.newbalance') + ' ' + money(res.body.balance_cents)); $('topup-amount').value = ''; }
-    else deskMsg(false, reasonText(res.body));
+    deskSubmit(this, async function (key) {
+      var card = await deskCard('topup-card'); if (!card) return false;
+      var amt = parseAmount($('topup-amount').value); if (!amt) { deskMsg(false, t('js.badamount')); return false; }
+      var res = await apiRetry('POST', '/pos/api/topups', { card: card, amount_cents: amt, method: $('topup-method').value, idempotency_key: key });
+      if (!res.ok) { deskMsg(false, reasonText(res.body)); return false; }
+      deskMsg(true, t('js.toppedup') + ' ' + money(amt) + ' · ' + t('js.newbalance') + ' ' + money(res.body.balance_cents));
+      $('topup-amount').value = '';
+      return true;
+    });
   });
-  $('refund-form').addEventListener('submit', async function (e) {
+  $('refund-form').addEventListener('submit', function (e) {
     e.preventDefault();
-    var card = await deskCard('refund-card'); if (!card) return;
-    var amt = parseAmount($('refund-amount').value); if (!amt) { deskMsg(false, t('js.badamount')); return; }
-    var res = await apiRetry('POST', '/pos/api/refunds', { card: card, amount_cents: amt, reason: $('refund-reason').value, idempotency_key: newKey() });
-    if (res.ok) { deskMsg(true, t('js.refunded') + ' ' + money(amt) + ' · ' + t('js.newbalance') + ' ' + money(res.body.balance_cents)); $('refund-amount').value = ''; }
-    else deskMsg(false, reasonText(res.body));
+    deskSubmit(this, async function (key) {
+      var card = await deskCard('refund-card'); if (!card) return false;
+      var amt = parseAmount($('refund-amount').value); if (!amt) { deskMsg(false, t('js.badamount')); return false; }
+      var res = await apiRetry('POST', '/pos/api/refunds', { card: card, amount_cents: amt, reason: $('refund-reason').value, idempotency_key: key });
+      if (!res.ok) { deskMsg(false, reasonText(res.body)); return false; }
+      deskMsg(true, t('js.refunded') + ' ' + money(amt) + ' · ' + t('js.newbalance') + ' ' + money(res.body.balance_cents));
+      $('refund-amount').value = '';
+      return true;
+    });
   });
-  $('block-form').addEventListener('submit', async function (e) {
+  $('block-form').addEventListener('submit', function (e) {
     e.preventDefault();
-    var card = await deskCard('block-card'); if (!card) return;
-    var res = await apiRetry('POST', '/pos/api/cards/' + encodeURIComponent(card) + '/block', { reason: $('block-reason').value, idempotency_key: newKey() });
-    if (res.ok) deskMsg(true, t('js.blockedok') + ' ' + card); else deskMsg(false, reasonText(res.body));
+    deskSubmit(this, async function (key) {
+      var card = await deskCard('block-card'); if (!card) return false;
+      var res = await apiRetry('POST', '/pos/api/cards/' + encodeURIComponent(card) + '/block', { reason: $('block-reason').value, idempotency_key: key });
+      if (!res.ok) { deskMsg(false, reasonText(res.body)); return false; }
+      deskMsg(true, t('js.blockedok') + ' ' + card);
+      return true;
+    });
   });
   $('link-form').addEventListener('submit', async function (e) {
     e.preventDefault();
