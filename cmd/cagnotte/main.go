@@ -71,5 +71,7 @@ for setting up a real federation.`,
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().BoolVar(&g.logJSON, "log-json", false, "write logs as JSON lines")
 	root.AddCommand(newDemoCmd(g), newNodeCmd(g), newFederationCmd(g), newStatusCmd(g), newGenHistoryCmd(g), newNFCCmd(g))
+	root.AddCommand(newBackupCmd(g), newRestoreCmd(g)) // backup.go
+	root.AddCommand(newVersionCmd(g))                  // version.go
 	return root
 }
