@@ -1,0 +1,63 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"testing"
+
+	"github.com/cagnotte/cagnotte/crdt"
+)
+
+// The latest checkpoint survives a reopen, is replaced by the next one
+// (bytes larger than a Badger transaction are written in chunks), and its
+// attestations can be completed later.
+func TestSaveCheckpointRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir, 0)
+	if _, _, err := st.LatestCheckpoint(); !errors.Is(err, ErrNoCheckpoint) {
+		t.Fatalf("empty store: %v", err)
+	}
+	a, b := signer(t, 1), signer(t, 2)
+	att := func(s *crdt.Signer, cp []byte) crdt.Attestation {
+		set := crdt.NewOpSet(crdt.Config{Federation: a.Public()})
+		return set.Attest(s, cp)
+	}
+	for _, tc := range []struct {
+		name string
+		size int
+	}{
+		{"small", 1000},
+		{"over a transaction", 5*checkpointChunk + 123},
+		{"replaced by a smaller one", 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cp := bytes.Repeat([]byte{byte(tc.size)}, tc.size)
+			cp[0] = 1
+			atts := []crdt.Attestation{att(a, cp)}
+			if err := st.SaveCheckpoint(cp, atts); err != nil {
+				t.Fatal(err)
+			}
+			more := append(atts, att(b, cp))
+			if ok, err := st.UpdateCheckpointAttestations(sha256.Sum256(cp), more); err != nil || !ok {
+				t.Fatalf("update: %v %v", ok, err)
+			}
+			if ok, _ := st.UpdateCheckpointAttestations([32]byte{1}, atts); ok {
+				t.Fatal("updated the attestations of another checkpoint")
+			}
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st = openStore(t, dir, 0)
+			got, gotAtts, err := st.LatestCheckpoint()
+			if err != nil || !bytes.Equal(got, cp) || len(gotAtts) != 2 || gotAtts[1] != more[1] {
+				t.Fatalf("read back: %d bytes, %d attestations, %v", len(got), len(gotAtts), err)
+			}
+			info, err := st.CheckpointInfo()
+			if err != nil || info.Size != uint64(len(cp)) || info.Hash != sha256.Sum256(cp) {
+				t.Fatalf("info: %+v %v", info, err)
+			}
+		})
+	}
+	t.Cleanup(func() { st.Close() })
+}
