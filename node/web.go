@@ -119,6 +119,7 @@ func (n *Node) registerWebRoutes(mux *http.ServeMux) {
 	// Card holder.
 	mux.HandleFunc("GET /c/{token}", ws.handleHolderPage)
 	mux.HandleFunc("POST /c/{token}/lost", ws.handleLost)
+	mux.HandleFunc("POST /c/{token}/topup", ws.handleHolderTopUp)
 	mux.HandleFunc("GET /c/{token}/qr.png", ws.handleHolderQR)
 	// Agenda.
 	mux.HandleFunc("GET /agenda", ws.handleAgenda)

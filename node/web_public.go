@@ -83,9 +83,18 @@ type holderData struct {
 	Newer      bool
 	Lost       bool
 	Error      string
-	// TopUpURL is where the online top-up starts; empty while the node
-	// has no payment gateway (the Stripe issue fills it in).
-	TopUpURL string
+	// Online top-up (Stripe, docs/stripe.md): Gateway when this node takes
+	// them (a form posting to /c/{token}/topup), else GatewayURL, the
+	// holder page at a gateway that does; neither: hidden.
+	Gateway          bool
+	GatewayURL       string
+	TopUpMin         int64
+	TopUpMax         int64
+	TopUpCSRF        string
+	TopUpKey         string
+	TopUpMsg         string
+	PayURL           string
+	TopUpAmountValue string
 }
 
 // IsCredit reports whether a history entry of this kind adds money.
@@ -112,6 +121,12 @@ func maskCard(c crdt.CardID) string {
 }
 
 func (ws *webServer) handleHolderPage(w http.ResponseWriter, r *http.Request) {
+	ws.holderPageWith(w, r, "", "")
+}
+
+// holderPageWith renders the holder page, with an online top-up's error
+// or the link to pay it.
+func (ws *webServer) holderPageWith(w http.ResponseWriter, r *http.Request, topUpErr, payURL string) {
 	tok := r.PathValue("token")
 	card, err := ws.n.VerifyHolderToken(tok)
 	if err != nil {
@@ -119,6 +134,9 @@ func (ws *webServer) handleHolderPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	before := r.URL.Query().Get("before")
+	if r.Method != "GET" {
+		before = ""
+	}
 	if len(before) > 200 {
 		before = ""
 	}
@@ -137,6 +155,11 @@ func (ws *webServer) handleHolderPage(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("error") == "1" {
 		d.Error = b.T("holder.lost.error")
 	}
+	ws.holderTopUp(r, tok, &d)
+	if topUpErr != "" {
+		d.Error = topUpErr
+	}
+	d.PayURL = payURL
 	if recent, ok, err := ws.n.CardHistoryPage(r.Context(), card, holderSummarySize, ""); err == nil && ok {
 		byVenue := map[string]int64{}
 		var order []string
@@ -154,6 +177,84 @@ func (ws *webServer) handleHolderPage(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	ws.render(w, r, http.StatusOK, "holder", d)
+}
+
+// holderTopUp fills the online top-up part of the holder page from the
+// node's Stripe status, and the outcome of a return from Checkout
+// (?topup=<session id> or ?topup=cancelled).
+func (ws *webServer) holderTopUp(r *http.Request, tok string, d *holderData) {
+	a := callAPI(r.Context(), ws.n.handleStripeStatus, "GET", "/", nil, nil)
+	var st StripeStatus
+	if !a.ok() || json.Unmarshal(a.Raw, &st) != nil {
+		return
+	}
+	d.Gateway, d.TopUpMin, d.TopUpMax = st.Gateway, st.MinCents, st.MaxCents
+	if !st.Gateway && st.GatewayURL != "" {
+		d.GatewayURL = strings.TrimRight(st.GatewayURL, "/") + "/c/" + url.PathEscape(tok)
+	}
+	d.TopUpCSRF, d.TopUpKey = ws.formToken("topup", tok), randomToken()
+	switch session := r.URL.Query().Get("topup"); {
+	case session == "":
+	case session == "cancelled":
+		d.TopUpMsg = d.T("holder.topup.cancelled")
+	case len(session) <= 255:
+		p := callAPI(r.Context(), ws.n.handleStripePoll, "GET", "/", nil, map[string]string{"token": tok, "session": session})
+		var ts TopUpState
+		if !p.ok() || json.Unmarshal(p.Raw, &ts) != nil {
+			return
+		}
+		switch ts.Status {
+		case "credited":
+			d.TopUpMsg = d.Tf("holder.topup.credited", d.Money(ts.Amount))
+		case "failed":
+			d.TopUpMsg = d.T("holder.topup.failed")
+		case "recorded_for_staff":
+			d.TopUpMsg = d.T("holder.topup.staff")
+		default:
+			d.TopUpMsg = d.T("holder.topup.pending")
+		}
+	}
+}
+
+// handleHolderTopUp starts an online top-up from the holder page's form:
+// a Checkout Session (POST /api/v1/holder/{token}/topups), then a page
+// with the link to pay (the page's policy lets forms post to this node
+// only, so the browser follows a link to Checkout, not a redirect).
+func (ws *webServer) handleHolderTopUp(w http.ResponseWriter, r *http.Request) {
+	tok := r.PathValue("token")
+	if _, err := ws.n.VerifyHolderToken(tok); err != nil {
+		ws.errorPage(w, r, http.StatusNotFound, "error.badlink")
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4096)
+	if err := r.ParseForm(); err != nil || !sameOrigin(r) || !tokensEqual(r.PostForm.Get("csrf"), ws.formToken("topup", tok)) {
+		ws.errorPage(w, r, http.StatusForbidden, "error.csrf")
+		return
+	}
+	key := r.PostForm.Get("key")
+	if len(key) > 64 {
+		key = key[:64]
+	}
+	cents, ok := parseDecimal(r.PostForm.Get("amount"))
+	msg := ""
+	var co CheckoutAnswer
+	if !ok {
+		msg = pageLangBase(ws, w, r).T("js.badamount")
+	} else {
+		a := callAPI(r.Context(), ws.n.handleStripeCheckout, "POST", "/", checkoutRequest{AmountCents: cents, IdempotencyKey: "holder-page-" + key},
+			map[string]string{"token": tok})
+		if !a.ok() || json.Unmarshal(a.Raw, &co) != nil || co.URL == "" {
+			msg = pageLangBase(ws, w, r).T("error.api") + " " + a.Message
+		}
+	}
+	// The holder page again, with the link to pay (or the error).
+	r2 := r.Clone(r.Context())
+	r2.Method, r2.URL.Path, r2.URL.RawQuery = "GET", "/c/"+tok, ""
+	ws.holderPageWith(w, r2, msg, co.URL)
+}
+
+func pageLangBase(ws *webServer, w http.ResponseWriter, r *http.Request) web.Base {
+	return ws.n.pageBase(w, r, "")
 }
 
 // handleLost blocks the card of a holder link: the card holder reports it

@@ -14,6 +14,7 @@ import (
 
 	ics "github.com/arran4/golang-ical"
 	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/cagnotte/cagnotte/node/stripe/stripetest"
 	"github.com/cagnotte/cagnotte/node/web"
 )
 
@@ -435,5 +436,42 @@ func TestDashboardListsConflictsWithEvidence(t *testing.T) {
 				t.Errorf("dashboard in %s lacks %q", lang, want)
 			}
 		}
+	}
+}
+
+func TestHolderOnlineTopUpStartsCheckout(t *testing.T) {
+	v := newStripeVenue(t, stripeCfg(stripetest.Start(t)), nil)
+	card := "04570570570570"
+	topUp(t, v, card, 1000)
+	_, r := v.post("/api/v1/cards/"+card+"/holder-token", nil)
+	link := r["url"].(string)
+	c := newWebClient(t, v)
+	_, page := c.do("GET", link+"?lang=en", nil, "")
+	if !strings.Contains(page, `id="topup-online"`) || !strings.Contains(page, "Amount (€5.00 to €100.00)") {
+		t.Fatalf("no online top-up form on a gateway's holder page:\n%s", page)
+	}
+	m := regexp.MustCompile(`name="csrf" value="([^"]+)"><input type="hidden" name="key" value="([^"]+)"`).FindStringSubmatch(page)
+	if m == nil {
+		t.Fatal("no top-up form fields")
+	}
+	if resp, _ := c.form(link+"/topup", url.Values{"csrf": {"x"}, "key": {m[2]}, "amount": {"20"}}); resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("top-up without the form's token: %s", resp.Status)
+	}
+	resp, page := c.form(link+"/topup", url.Values{"csrf": {m[1]}, "key": {m[2]}, "amount": {"20,00"}})
+	pay := regexp.MustCompile(`href="([^"]+)" id="pay-online"`).FindStringSubmatch(page)
+	if resp.StatusCode != 200 || pay == nil || pay[1] == "" {
+		t.Fatalf("top-up form: %s\n%s", resp.Status, page)
+	}
+	_, page = c.do("GET", link+"?lang=en&topup=cancelled", nil, "")
+	if !strings.Contains(page, "Top-up cancelled") {
+		t.Fatalf("return from a cancelled Checkout:\n%s", page)
+	}
+	// A node that is not a gateway but knows one links to the card's page there.
+	plain := newTestVenue(t)
+	topUp(t, plain, card, 1000)
+	_, r = plain.post("/api/v1/cards/"+card+"/holder-token", nil)
+	_, page = newWebClient(t, plain).do("GET", r["url"].(string), nil, "")
+	if strings.Contains(page, "topup-online") || strings.Contains(page, "topup-elsewhere") {
+		t.Fatal("a node without a gateway shows an online top-up")
 	}
 }
