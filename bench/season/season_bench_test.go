@@ -79,6 +79,7 @@ var (
 	flagReads    = flag.Int("season.reads", 1000, "reads of the hot card's first page")
 	flagRestarts = flag.Int("season.restarts", 10, "restarts for the disk-per-op measure")
 	flagJoinWait = flag.Duration("season.join", 5*time.Minute, "longest wait for the new venue to sell and to catch up")
+	flagBatch    = flag.Int("season.batch", genhistory.DefaultBatchOps, "ops per store commit when generating (gen-history --batch)")
 	flagKeep     = flag.Bool("season.keep", false, "keep the work directory (its path is logged)")
 )
 
@@ -364,7 +365,7 @@ func cachedHistory(b *testing.B, bin string, ops uint64, r *result) (string, *ge
 	}
 	b.Logf("generating %d ops into %s", ops, dir)
 	cmd := exec.Command(bin, "gen-history", "--data", nodeDir, "--ops", strconv.FormatUint(ops, 10),
-		"--seed", strconv.FormatUint(*flagSeed, 10), "--log-level", "warn")
+		"--seed", strconv.FormatUint(*flagSeed, 10), "--batch", strconv.Itoa(*flagBatch), "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		b.Fatalf("gen-history: %v", err)

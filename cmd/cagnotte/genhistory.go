@@ -47,6 +47,7 @@ sync (min peers 0).`,
 	f.IntVar(&cfg.Venues, "venues", genhistory.DefaultVenues, "number of venues")
 	f.IntVar(&cfg.Cards, "cards", genhistory.DefaultCards, "number of cards (at most ops/10)")
 	f.IntVar(&cfg.HotEntries, "hot-entries", genhistory.DefaultHotEntries, "money entries of the hot card (at most ops/10)")
+	f.IntVar(&cfg.BatchOps, "batch", genhistory.DefaultBatchOps, "ops per store commit (one fsync each): larger batches generate faster on a slow disk")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd
 }
