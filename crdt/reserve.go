@@ -43,7 +43,13 @@ import (
 //
 // A requester that fails to gather a majority releases the grants it got,
 // so two venues that split the coordinators between them both retry
-// instead of waiting for the TTL.
+// instead of waiting for the TTL. A coordinator's grant also tells the
+// highest payment counter it knows of the card; the requester decides the
+// payment only once its own view of the card has reached the highest of
+// those (the node waits for it, within its budget, else answers "busy"):
+// a coordinator that released the card on another venue's payment has seen
+// that payment, so the next holder's decision includes it. A simulation
+// with instant delivery among connected venues can skip that wait.
 //
 // Everything here is pure: time comes in as Unix ms.
 
