@@ -140,68 +140,6 @@ func TestEveryStringTranslated(t *testing.T) {
 	}
 }
 
-func TestUIDCandidates(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want []crdt.CardID
-	}{
-		{"04A1B2C3D4E5F6", []crdt.CardID{"04A1B2C3D4E5F6", "F6E5D4C3B2A104"}},
-		{"04:a1:b2:c3:d4:e5:f6", []crdt.CardID{"04A1B2C3D4E5F6", "F6E5D4C3B2A104"}},
-		{"1303689068602870", []crdt.CardID{"04A1B2C3D4E5F6", "F6E5D4C3B2A104", "1303689068602870", "7028606890680313"}},
-		{"69495546249912580", []crdt.CardID{"F6E5D4C3B2A104", "04A1B2C3D4E5F6"}},
-		{"3735928559", []crdt.CardID{"DEADBEEF", "EFBEADDE", "3735928559", "5985923537"}}, // 4-byte UID in decimal
-		{"0012345678", []crdt.CardID{"00BC614E", "4E61BC00", "0012345678", "7856341200"}},
-		{"", nil},
-		{"xyz", nil},
-		{"0102", nil},
-		{strings.Repeat("1", 65), nil},
-	} {
-		if got := web.UIDCandidates(tc.in); !slices.Equal(got, tc.want) {
-			t.Errorf("UIDCandidates(%q) = %v, want %v", tc.in, got, tc.want)
-		}
-	}
-}
-
-func TestNegotiateLanguage(t *testing.T) {
-	for _, tc := range []struct {
-		choice, cookie, accept string
-		want                   web.Lang
-	}{
-		{"", "", "", web.English},
-		{"", "", "fr-FR,fr;q=0.9,en;q=0.8", web.French},
-		{"", "", "de-DE,en;q=0.5,fr;q=0.7", web.French},
-		{"", "", "de-DE", web.English},
-		{"", "fr", "en", web.French},
-		{"en", "fr", "fr", web.English},
-		{"xx", "", "fr", web.French},
-		{"", "", "fr;q=0", web.English},
-	} {
-		if got := web.Negotiate(tc.choice, tc.cookie, tc.accept); got != tc.want {
-			t.Errorf("Negotiate(%q, %q, %q) = %s, want %s", tc.choice, tc.cookie, tc.accept, got, tc.want)
-		}
-	}
-}
-
-func TestMoneyFormat(t *testing.T) {
-	for _, tc := range []struct {
-		lang  web.Lang
-		cur   string
-		cents int64
-		want  string
-	}{
-		{web.English, "EUR", 1150, "€11.50"},
-		{web.French, "EUR", 1150, "11,50\u00a0€"},
-		{web.English, "EUR", 123456789, "€1,234,567.89"},
-		{web.French, "EUR", 123456789, "1\u202f234\u202f567,89\u00a0€"},
-		{web.English, "CHF", 5, "CHF\u00a00.05"},
-		{web.French, "EUR", -250, "−2,50\u00a0€"},
-	} {
-		if got := web.Money(tc.lang, tc.cur, tc.cents); got != tc.want {
-			t.Errorf("Money(%s, %s, %d) = %q, want %q", tc.lang, tc.cur, tc.cents, got, tc.want)
-		}
-	}
-}
-
 func TestPOSSessionAndCSRF(t *testing.T) {
 	v := newTestVenue(t)
 	card := "04010203040506"
