@@ -739,4 +739,3 @@ func (ws *webServer) handleDashboardLive(w http.ResponseWriter, r *http.Request)
 	}
 }
 
-var _ = json.Marshal
