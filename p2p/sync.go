@@ -478,6 +478,7 @@ func (n *Network) handleSync(s network.Stream) {
 	if why := sx.admit(p, &n.cfg, time.Now()); why != "" {
 		// Refused before reading anything: a busy frame, then close.
 		n.stats.syncBusy.Add(1)
+		n.log.Debug("sync: session refused", "peer", p, "why", why)
 		_ = s.SetWriteDeadline(time.Now().Add(min(n.cfg.StreamTimeout, time.Second)))
 		_, _ = s.Write([]byte{1, frameBusy})
 		_ = s.Close()
