@@ -158,9 +158,10 @@ func screenshot(tb testing.TB, ctx context.Context, name string) {
 		dir = filepath.Join("web", "screenshots")
 	}
 	must(tb, os.MkdirAll(dir, 0o755))
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	// JPEG: much cheaper to encode than PNG on the shared machine.
+	img, err := chromedp.Run(ctx, chromedp.FullScreenshot(85))
 	must(tb, err)
-	must(tb, os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644))
+	must(tb, os.WriteFile(filepath.Join(dir, name+".jpg"), img, 0o644))
 }
 
 // setProducts replaces the venue's product list through the API.
