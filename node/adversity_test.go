@@ -402,3 +402,85 @@ func TestCopiedDataDirForkConvergesAndKeepsMoney(t *testing.T) {
 		}
 	}
 }
+
+// A new venue catches up one venue's history after another: for a while it
+// holds a card's payments without the top-ups that paid for them. It must
+// not take that for money missing and block honest cards (found by the
+// season benchmark: a joining venue blocked most cards of the federation).
+func TestNewVenueCatchingUpBlocksNoHonestCard(t *testing.T) {
+	settings := crdt.DefaultSettings()
+	settings.HeartbeatInterval = 100
+	settings.IsolationAfter = 1500
+	vs, err := PrepareFederation(t.TempDir(), 3, settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := startNetworkedAt(t, vs[0].Dir, vs[0].Token, nil)
+	b := startNetworkedAt(t, vs[1].Dir, vs[1].Token, a.node.Network().P2PAddrs())
+	waitUntil(t, 10*time.Second, "a and b in sync", func() bool {
+		return !a.node.Isolation().Isolated && !b.node.Isolation().Isolated
+	})
+	// Cards topped up at one venue and spent at the other, both ways, so
+	// that whichever venue's history arrives first, some cards look
+	// overdrawn until the other's arrives.
+	for i := range 20 {
+		card := fmt.Sprintf("04AABBCCDD%04X", i)
+		top, pay := a, b
+		if i%2 == 1 {
+			top, pay = b, a
+		}
+		if st, r := top.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 4000, "method": "cash", "idempotency_key": "t" + card}); st != 200 {
+			t.Fatal(st, r)
+		}
+		waitUntil(t, 10*time.Second, "the top-up at the other venue", func() bool { return a.digest() == b.digest() })
+		if st, r := pay.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 3000, "idempotency_key": "p" + card}); st != 200 {
+			t.Fatal(st, r)
+		}
+	}
+	waitUntil(t, 10*time.Second, "a and b converge", func() bool { return a.digest() == b.digest() })
+	// The new venue starts unconnected and receives a's history first, then
+	// b's, as a catch-up over several sessions does.
+	c := startNetworkedAt(t, vs[2].Dir, vs[2].Token, nil)
+	waitUntil(t, 10*time.Second, "the new venue's sign gate to open", func() bool {
+		c.node.mu.RLock()
+		seq, _ := c.node.set.Head(c.node.Key())
+		c.node.mu.RUnlock()
+		return c.node.gate.check(seq) == nil
+	})
+	only := func(from *testVenue, author crdt.PublicKey) {
+		var ops []crdt.Op
+		if err := from.node.ReadRange(author, 1, ^uint64(0), func(op crdt.Op) error { ops = append(ops, op); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.node.IngestRange(context.Background(), ops); err != nil {
+			t.Fatalf("ingest range: %v", err)
+		}
+	}
+	only(a, a.node.Key())
+	blocked := func() int {
+		n := 0
+		c.node.View(func(set *crdt.OpSet) {
+			for _, card := range set.State.Cards {
+				if card.Blocked {
+					n++
+				}
+			}
+		})
+		return n
+	}
+	if n := blocked(); n != 0 {
+		t.Fatalf("%d honest cards blocked on a partial history", n)
+	}
+	only(b, b.node.Key())
+	c.stop()
+	c = startNetworkedAt(t, vs[2].Dir, vs[2].Token, a.node.Network().P2PAddrs())
+	waitUntil(t, 20*time.Second, "one digest", func() bool { return c.digest() == a.digest() && a.digest() == b.digest() })
+	for _, v := range []*testVenue{a, b, c} {
+		for i := range 20 {
+			card := fmt.Sprintf("04AABBCCDD%04X", i)
+			if _, cv := v.do("GET", "/api/v1/cards/"+card+"?limit=1", v.token, nil); cv["blocked"] == true {
+				t.Fatalf("honest card %s blocked on %s: %v", card, v.dir, cv)
+			}
+		}
+	}
+}

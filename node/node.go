@@ -166,7 +166,11 @@ type Node struct {
 	future []crdt.Op
 	gate   signGate
 	taps   TapHub
-	nfcs   nfcState // the cards on the node's NFC readers
+	// suspects are cards seen overdrawn while the node had not caught up
+	// (settle.go); caughtUp is refreshed every second from heartbeats.
+	suspects map[crdt.CardID]struct{}
+	caughtUp atomic.Bool
+	nfcs     nfcState // the cards on the node's NFC readers
 
 	writes  chan *writeReq
 	stopped chan struct{} // closed when the writer has exited
@@ -200,14 +204,16 @@ func New(cfg Config) (*Node, error) {
 		return nil, errors.New("node: the federation chain must start with its genesis")
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger.With("venue", cfg.Key.Public().Short()),
-		fed:     cfg.Federation[0].Author,
-		writes:  make(chan *writeReq, 1024),
-		stopped: make(chan struct{}),
-		started: cfg.Now(),
-		metrics: newMetrics(),
+		cfg:      cfg,
+		log:      cfg.Logger.With("venue", cfg.Key.Public().Short()),
+		fed:      cfg.Federation[0].Author,
+		writes:   make(chan *writeReq, 1024),
+		stopped:  make(chan struct{}),
+		started:  cfg.Now(),
+		metrics:  newMetrics(),
+		suspects: map[crdt.CardID]struct{}{},
 	}
+	n.caughtUp.Store(cfg.P2P == nil)
 	for _, t := range cfg.StaffTokens {
 		n.tokens = append(n.tokens, sha256.Sum256([]byte(t)))
 	}

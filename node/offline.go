@@ -181,6 +181,7 @@ func (n *Node) watchIsolation(ctx context.Context) {
 		case <-t.C:
 			n.evaluateIsolation()
 			n.retryFuture(ctx)
+			n.judgeSuspects(ctx)
 		}
 	}
 }

@@ -389,7 +389,13 @@ func (n *Node) commitLocked(tx *writeTx) ([]crdt.Op, error) {
 				n.log.Warn("double spend detected", "kind", c.Kind, "card", c.Card, "counter", c.Counter, "ops", len(c.Ops))
 			}
 		}
-		tx = n.autoBlock(cardsOf(tx.ops, tx.evidence))
+		cards := cardsOf(tx.ops, tx.evidence)
+		if !n.caughtUp.Load() {
+			// Not judged on a ledger still arriving: see settle.go.
+			n.suspect(cards)
+			break
+		}
+		tx = n.autoBlock(cards)
 	}
 	return committed, nil
 }
@@ -473,7 +479,8 @@ func (n *Node) autoBlock(cards []crdt.CardID) *writeTx {
 }
 
 // autoBlockAll blocks, at start, the cards a crash left unblocked between
-// the commit that overdrew them and their block.
+// the commit that overdrew them and their block. A networked node keeps
+// them as suspects until it has caught up (settle.go).
 func (n *Node) autoBlockAll() error {
 	n.mu.RLock()
 	var cards []crdt.CardID
@@ -487,6 +494,11 @@ func (n *Node) autoBlockAll() error {
 		return nil
 	}
 	n.mu.Lock()
+	if n.cfg.P2P != nil {
+		n.suspect(cards)
+		n.mu.Unlock()
+		return nil
+	}
 	tx := n.autoBlock(cards)
 	n.mu.Unlock()
 	if tx == nil {
