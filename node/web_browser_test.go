@@ -557,3 +557,29 @@ func TestPOSCashDeskOnceOnDoubleClick(t *testing.T) {
 	waitText(t, ctx, "#link-out", "/c/")
 	screenshot(t, ctx, "pos-desk-fr")
 }
+
+// TestPOSTillFollowsItsOwnReader: with ?reader=, a till ignores the taps
+// of the node's other readers.
+func TestPOSTillFollowsItsOwnReader(t *testing.T) {
+	v := newTestVenue(t)
+	setProducts(t, v, ProductView{Name: "Bière", PriceCents: 350})
+	other, mine := "04AAAA0000AAAA", "04BBBB0000BBBB"
+	topUp(t, v, other, 2000)
+	topUp(t, v, mine, 2000)
+	ctx := newTab(t, 60*time.Second)
+	signIn(t, ctx, v, "en")
+	must(t, chromedp.Do(ctx, chromedp.Navigate(v.api+"/pos?lang=en&reader=bar-2"), chromedp.WaitReady(chromedp.CSS(`#pos[data-stream="open"]`)),
+		chromedp.Click(chromedp.CSS("#product-0"))))
+	waitText(t, ctx, "#total", "€3.50")
+	// A card on the other till's reader first: this till must not charge it.
+	v.node.Taps().Publish(Tap{Card: crdt.CardID(other), Reader: "bar-1"})
+	v.node.Taps().Publish(Tap{Card: crdt.CardID(mine), Reader: "bar-2"})
+	must(t, chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS("#result.approved"))))
+	waitText(t, ctx, "#result-reason", mine)
+	if _, n := cardBalance(t, v, other); n != 0 {
+		t.Fatalf("the other reader's card was charged %d times", n)
+	}
+	if bal, n := cardBalance(t, v, mine); bal != 1650 || n != 1 {
+		t.Fatalf("this reader's card: balance %d, %d payments", bal, n)
+	}
+}

@@ -289,7 +289,13 @@
   var es = new EventSource('/pos/stream');
   es.addEventListener('open', function () { root.dataset.stream = 'open'; });
   es.addEventListener('error', function () { root.dataset.stream = 'closed'; });
-  es.addEventListener('tap', function (e) { var tp = JSON.parse(e.data); onCard(tp.card, true, tp.stamp); });
+  // Several tills on one node: each follows its own reader (?reader=NAME).
+  var myReader = new URLSearchParams(location.search).get('reader');
+  es.addEventListener('tap', function (e) {
+    var tp = JSON.parse(e.data);
+    if (myReader && tp.reader !== myReader) return;
+    onCard(tp.card, true, tp.stamp);
+  });
   es.addEventListener('state', function (e) { banner(JSON.parse(e.data)); });
   render();
   loadSales();
