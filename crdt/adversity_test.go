@@ -394,3 +394,27 @@ func TestStaleStampWhileIsolatedBlocks(t *testing.T) {
 		}
 	}
 }
+
+// Mixed readers: a card paid once through a reader that writes its stamp,
+// then through one that reads only its UID (no stamp read, none written).
+// Its stamp is behind the ledger by that payment only: an honest card, not
+// a stale stamp, even at an isolated venue. A stamp behind a payment that
+// read (and wrote) the stamp is stale.
+func TestStampBehindOnlyUIDReaderPaymentsIsNotStale(t *testing.T) {
+	f := newFixture(t)
+	r := funded(t, f, 5000)
+	withStamp := stampBy(t, f.a, 1, 4900)
+	mustDeliver(t, r, f.a.make(1, &crdt.Payment{Card: advCard, Amount: 100, Counter: 1}),
+		f.b.make(1, &crdt.Payment{Card: advCard, Amount: 100, Counter: 2}))
+	ledger := &crdt.OfflineLedger{}
+	ledger.Reset(1)
+	d, err := r.Set.State.DecidePayment(f.a.key(), crdt.PaymentInput{Card: advCard, Amount: 100, Stamp: withStamp, Isolated: true, Now: 2}, ledger)
+	if err != nil || d.Counter != 3 {
+		t.Fatalf("honest card behind a UID-only payment: %+v %v", d, err)
+	}
+	// A venue that read the stamp (and wrote the next) paid at counter 3.
+	mustDeliver(t, r, f.b.make(1, &crdt.Payment{Card: advCard, Amount: 100, Counter: 3, StampCounter: 2, StampVenue: f.a.key()}))
+	if _, err := r.Set.State.DecidePayment(f.a.key(), crdt.PaymentInput{Card: advCard, Amount: 100, Stamp: withStamp, Isolated: true, Now: 2}, ledger); !errors.Is(err, crdt.ErrStaleStamp) {
+		t.Fatalf("stamp behind a stamp-writing payment: %v, want stale", err)
+	}
+}

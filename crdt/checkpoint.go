@@ -197,6 +197,7 @@ func encodeCard(w *writer, c *Card) {
 	w.varint(c.Debits)
 	w.uvarint(c.Counter)
 	w.uvarint(c.NPayments)
+	w.uvarint(c.StampedCounter)
 	outliers := slices.Clone(c.Outliers)
 	slices.Sort(outliers)
 	w.uvarint(uint64(len(outliers)))
@@ -226,6 +227,7 @@ func decodeCard(r *reader) *Card {
 	c.Debits = r.varint()
 	c.Counter = r.uvarint()
 	c.NPayments = r.uvarint()
+	c.StampedCounter = r.uvarint()
 	for range r.count() {
 		c.Outliers = append(c.Outliers, r.uvarint())
 	}

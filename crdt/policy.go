@@ -150,12 +150,14 @@ func (s *State) DecidePayment(venue PublicKey, in PaymentInput, offline *Offline
 			}
 		case st.Counter > max(known, nPayments)+MaxCounterJump:
 			return d, fmt.Errorf("%w: its counter %d is far beyond the %d payments known for this card", ErrBadStamp, st.Counter, max(known, nPayments))
-		case in.Isolated && st.Counter < known:
-			// The card's memory is behind payments this venue knows of:
-			// a clone or a rolled-back card. Online the ledger decides
-			// (and the payment is flagged); offline it is refused, since
-			// the ledger may be missing the rest of the story.
-			return d, fmt.Errorf("%w: the card says %d payments, this venue knows %d", ErrStaleStamp, st.Counter, known)
+		case in.Isolated && c != nil && st.Counter < c.StampedCounter:
+			// The card's memory is behind a payment made by a venue that
+			// read (and wrote) its stamp: a clone or a rolled-back card.
+			// Online the ledger decides (and the payment is flagged);
+			// offline it is refused, since the ledger may be missing the
+			// rest of the story. A stamp behind only payments made through
+			// readers that cannot write (no stamp read) is an honest card.
+			return d, fmt.Errorf("%w: the card says %d payments, a venue that wrote its stamp recorded %d", ErrStaleStamp, st.Counter, c.StampedCounter)
 		default:
 			d.StampCounter, d.StampVenue = st.Counter, st.Venue
 			if st.Counter > known {

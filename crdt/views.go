@@ -43,10 +43,14 @@ type Card struct {
 	// Counter is the highest payment counter that is at most NPayments +
 	// MaxCounterJump: a forged counter far ahead is kept in Outliers and
 	// cannot brick the card.
-	Counter    uint64
-	NPayments  uint64
-	Outliers   []uint64
-	Registered bool
+	Counter   uint64
+	NPayments uint64
+	// StampedCounter is the highest counter of a payment that read the
+	// card's stamp (and so wrote the next one): a stamp older than it is
+	// stale. Payments through readers that cannot write do not move it.
+	StampedCounter uint64
+	Outliers       []uint64
+	Registered     bool
 	// Blocked is FedBlocked || VenueBlocked: a block by the federation
 	// is lifted only by the federation, a venue's by any unblock.
 	Blocked      bool
@@ -468,6 +472,9 @@ func (s *State) payment(b *Payment, id OpID) {
 			continue
 		}
 		i++
+	}
+	if b.StampCounter > 0 {
+		c.StampedCounter = max(c.StampedCounter, b.Counter)
 	}
 	if b.StampCounter > 0 && b.Counter > b.StampCounter+1 {
 		s.conflict(Conflict{Kind: ConflictStaleStamp, Card: b.Card}, id)
