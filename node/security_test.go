@@ -3,15 +3,22 @@ package node
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/cagnotte/cagnotte/p2p"
 )
 
 // TestSecurityHeadersOnEveryAnswer: pages, API answers, errors, static
@@ -255,4 +262,131 @@ func TestSlowClientsLeavePaymentsServed(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// TestNoSecretInNodeLogs runs two networked nodes at debug level, uses
+// them (payments, wrong tokens, a point of sale sign-in, holder tokens and
+// pages, a backup, a restore and a restart from it) and looks for the
+// staff tokens, holder token and node keys (hex, base64) in the logs.
+func TestNoSecretInNodeLogs(t *testing.T) {
+	var logs lockedLog
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	settings := crdt.DefaultSettings()
+	settings.HeartbeatInterval = 100
+	vs, err := PrepareFederation(t.TempDir(), 2, settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []*testVenue
+	for i, dv := range vs {
+		cfg := p2p.DefaultConfig()
+		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+		cfg.MDNS, cfg.NATPortMap, cfg.HolePunching = false, false, false
+		if i > 0 {
+			cfg.Bootstrap = nodes[0].node.Network().P2PAddrs()
+		}
+		n, err := New(Config{DataDir: dv.Dir, HTTPAddr: "127.0.0.1:0", Logger: logger, P2P: &cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		tv := &testVenue{t: t, dir: dv.Dir, token: dv.Token, node: n, api: "http://" + n.Addr()}
+		t.Cleanup(tv.stop)
+		nodes = append(nodes, tv)
+	}
+	a, b := nodes[0], nodes[1]
+	card := "04AABBCCDD1605"
+	waitUntil(t, 10*time.Second, "a top-up", func() bool {
+		st, _ := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 1000, "method": "cash", "idempotency_key": "t"})
+		return st == 200
+	})
+	a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 100, "idempotency_key": "p"})
+	a.do("POST", "/api/v1/payments", a.token+"x", map[string]any{"card": card, "amount_cents": 100, "idempotency_key": "p2"})
+	c := newWebClient(t, a)
+	c.signIn()
+	_, r := a.do("POST", "/api/v1/cards/"+card+"/holder-token", a.token, nil)
+	holder, _ := r["token"].(string)
+	if holder == "" {
+		t.Fatalf("holder token: %v", r)
+	}
+	a.do("GET", "/api/v1/holder/"+holder, "", nil)
+	a.do("GET", "/c/"+holder, "", nil)
+	a.do("GET", "/api/v1/cards/"+card, holder, nil)
+	for range 31 {
+		a.do("GET", "/c/"+holder+"x", "", nil) // up to the limit's warning
+	}
+	waitUntil(t, 10*time.Second, "sync", func() bool { return a.digest() == b.digest() })
+	file := filepath.Join(t.TempDir(), "a.backup")
+	downloadBackupFile(t, a, file)
+	bAddrs := b.node.Network().P2PAddrs()
+	a.stop()
+	dir := filepath.Join(t.TempDir(), "restored")
+	if _, err := Restore(context.Background(), RestoreConfig{Backup: file, DataDir: dir, Logger: logger,
+		KeyFile: filepath.Join(a.dir, KeyFile), TokensFile: filepath.Join(a.dir, TokensFile)}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := p2p.DefaultConfig()
+	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+	cfg.MDNS, cfg.NATPortMap, cfg.HolePunching = false, false, false
+	cfg.Bootstrap = bAddrs
+	n, err := New(Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", Logger: logger, P2P: &cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a2 := &testVenue{t: t, dir: dir, token: a.token, node: n, api: "http://" + n.Addr()}
+	t.Cleanup(a2.stop)
+	waitUntil(t, 10*time.Second, "the restored node to sign", func() bool {
+		st, _ := a2.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 1, "idempotency_key": "p3"})
+		return st == 200
+	})
+	a2.stop()
+	b.stop()
+
+	text := logs.String()
+	if !strings.Contains(text, "level=DEBUG") || !strings.Contains(text, "backup served") ||
+		!strings.Contains(text, "client refused after repeated token failures") {
+		t.Fatalf("the logs were not captured: %.500s", text)
+	}
+	secrets := map[string]string{"holder token": holder}
+	for i, v := range nodes {
+		secrets[fmt.Sprintf("venue %d staff token", i)] = v.token
+		k, _, err := LoadOrCreateKey(filepath.Join(v.dir, KeyFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv := k.PrivateKey()
+		for j, enc := range []func([]byte) string{hex.EncodeToString, base64.StdEncoding.EncodeToString, base64.RawStdEncoding.EncodeToString, base64.RawURLEncoding.EncodeToString} {
+			secrets[fmt.Sprintf("venue %d seed form %d", i, j)] = enc(priv.Seed())
+			secrets[fmt.Sprintf("venue %d private key form %d", i, j)] = enc(priv)
+		}
+		secrets[fmt.Sprintf("venue %d seed upper hex", i)] = strings.ToUpper(hex.EncodeToString(priv.Seed()))
+	}
+	for what, s := range secrets {
+		if strings.Contains(text, s) {
+			t.Errorf("the logs hold the %s", what)
+		}
+	}
+}
+
+// lockedLog is a log sink safe for concurrent writes.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
