@@ -163,11 +163,14 @@ func (n *Node) handleTapStream(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			// The reader loop records its taps before publishing them:
-			// use that sequence number when this is the recorded one.
-			if _, cur := n.tapsAfter(seq); cur > seq {
-				seq = cur
-			} else {
-				seq++ // a tap published without the reader loop (tests)
+			// send the recorded one's sequence number (a tap published
+			// by someone else keeps the last one).
+			after, _ := n.tapsAfter(seq)
+			for _, m := range after {
+				if m.tap.Card == t.Card && m.tap.Reader == t.Reader && m.tap.At.Equal(t.At) {
+					seq = m.seq
+					break
+				}
 			}
 			if !send(seq, t) {
 				return
