@@ -207,6 +207,12 @@ func (c *checkpointer) attestLoop(ctx context.Context) {
 				lastAttest = now
 			}
 		}
+		c.mu.Lock()
+		own := c.own
+		c.mu.Unlock()
+		if own != nil && own.att.VV == crdt.VVDigest(c.n.VersionVector()) {
+			c.republish(ctx, own, vv)
+		}
 		if err := c.complete(); err != nil {
 			c.n.log.Warn("checkpoint: save", "err", err)
 		}
@@ -265,6 +271,38 @@ func (c *checkpointer) attest(ctx context.Context, vv [32]byte) (bool, error) {
 	}
 	n.log.Debug("checkpoint attested", "ops", att.Ops, "bytes", len(cp), "venues_alike", same)
 	return true, nil
+}
+
+// republish publishes the node's attestation again, at most once per
+// QuietFor, while a venue whose heartbeat shows the same state has not
+// attested it: that venue may have joined the topic after the first
+// publication, and then lacks this node's attestation too.
+func (c *checkpointer) republish(ctx context.Context, own *ownCheckpoint, vv [32]byte) {
+	if time.Since(own.pub) < c.cfg.QuietFor {
+		return
+	}
+	digest, _ := c.n.Digest()
+	missing := false
+	c.mu.Lock()
+	for _, p := range c.net.Peers() {
+		hb := p.Heartbeat
+		if !p.Member || hb == nil || hb.Digest != digest || hb.VVDigest != vv {
+			continue
+		}
+		if a, ok := c.latest[p.Key]; !ok || a.Hash != own.att.Hash {
+			missing = true
+		}
+	}
+	if missing {
+		own.pub = time.Now()
+	}
+	c.mu.Unlock()
+	if !missing {
+		return
+	}
+	if err := c.net.PublishAttestation(ctx, own.att); err != nil {
+		c.n.log.Debug("checkpoint: publish again", "err", err)
+	}
 }
 
 // complete saves the node's attested checkpoint once a quorum of current

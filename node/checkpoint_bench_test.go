@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -19,7 +20,10 @@ import (
 	"github.com/cagnotte/cagnotte/p2p"
 )
 
-var flagCheckpointOps = flag.Uint64("checkpoint.ops", 100_000, "ops of the history BenchmarkNewVenueJoinsFromCheckpoint generates")
+var (
+	flagCheckpointOps = flag.Uint64("checkpoint.ops", 100_000, "ops of the history BenchmarkNewVenueJoinsFromCheckpoint generates")
+	flagCheckpointLog = flag.Bool("checkpoint.log", false, "BenchmarkNewVenueJoinsFromCheckpoint: the nodes' info logs on stderr")
+)
 
 func benchP2P(bootstrap []string) *p2p.Config {
 	cfg := p2p.DefaultConfig()
@@ -48,6 +52,9 @@ func benchJoin(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if *flagCheckpointLog {
+		quiet = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
 	root := b.TempDir()
 	loadedDir := filepath.Join(root, "loaded")
 	start := time.Now()
