@@ -199,6 +199,18 @@
 // receiver's chain is held only as far as crdt.OpSet.AddEvidence can
 // prove it (today: every op, through the branch's own links).
 //
+// # Checkpoints
+//
+// Stream protocol "/cagnotte/checkpoint/1" serves the latest checkpoint a
+// quorum of venues attested ([Network.ServeCheckpoints],
+// [Network.FetchCheckpoint]), after the federation ops the asker lacks;
+// topic "/cagnotte/<federation key hex>/attestations/1" carries the
+// venues' attestations ([Network.StartAttestations]). The frames and
+// limits are described in checkpoint.go; the trust model in
+// docs/checkpoints.md. [Config.HoldCatchUp] starts a network with
+// anti-entropy held until [Network.ResumeCatchUp], so that a new venue
+// installs a checkpoint before it pulls any history.
+//
 // # Discovery
 //
 // Bootstrap peers (Config.Bootstrap) are dialed at start and redialed with
