@@ -397,14 +397,12 @@ func (c *checkpointer) join(ctx context.Context) {
 				continue
 			case err != nil:
 				// The peer may not know this venue yet (its admission is
-				// being proved): ask again a little later.
-				if retry[p]++; retry[p] >= 5 {
-					done[p] = true
-				} else {
-					allAsked = false
-					after[p] = time.Now().Add(300 * time.Millisecond)
-				}
-				n.log.Info("checkpoint: could not fetch", "peer", p, "err", err)
+				// being proved) or be busy: ask again a little later,
+				// until the deadline.
+				retry[p]++
+				allAsked = false
+				after[p] = time.Now().Add(min(3*time.Second, 300*time.Millisecond<<min(retry[p]-1, 4)))
+				n.log.Info("checkpoint: could not fetch", "peer", p, "err", err, "attempt", retry[p])
 				continue
 			}
 			ops, err := c.install(ctx, cp)
