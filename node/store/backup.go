@@ -29,6 +29,9 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) (uint64, error) {
 	defer s.release()
 	stream := s.db.NewStream()
 	stream.LogPrefix = "store backup"
+	// Two goroutines, not Badger's 8: the node keeps its memory (and a
+	// small machine its cores) for the tills while the copy runs.
+	stream.NumGo = 2
 	version, err := stream.Backup(ctxWriter{ctx: ctx, w: w}, 0)
 	if err != nil {
 		return 0, fmt.Errorf("store: backup: %w", err)
@@ -56,7 +59,7 @@ func Restore(ctx context.Context, dir string, r io.Reader, log *slog.Logger) err
 	if err != nil {
 		return fmt.Errorf("store: restore: open %s: %w", dir, err)
 	}
-	lerr := db.Load(ctxReader{ctx: ctx, r: r}, 256)
+	lerr := db.Load(ctxReader{ctx: ctx, r: r}, 16)
 	if cerr := db.Close(); cerr != nil && lerr == nil {
 		lerr = cerr
 	}
