@@ -73,5 +73,6 @@ for setting up a real federation.`,
 	root.AddCommand(newDemoCmd(g), newNodeCmd(g), newFederationCmd(g), newStatusCmd(g), newGenHistoryCmd(g), newNFCCmd(g))
 	root.AddCommand(newBackupCmd(g), newRestoreCmd(g)) // backup.go
 	root.AddCommand(newVersionCmd(g))                  // version.go
+	root.AddCommand(newSimulateCmd(g))                 // simulate.go
 	return root
 }

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cagnotte/cagnotte/simulations"
+)
+
+// simulateConfig is `cagnotte simulate`'s configuration.
+type simulateConfig struct {
+	// Out is the report directory (default "simulate-<scenario name>").
+	Out string
+	// Progress is the minimum wall time between two progress lines
+	// (default 200 ms).
+	Progress time.Duration
+}
+
+// newSimulateCmd is `cagnotte simulate SCENARIO.toml --out DIR`.
+func newSimulateCmd(g *globals) *cobra.Command {
+	cfg := simulateConfig{Progress: 200 * time.Millisecond}
+	cmd := &cobra.Command{
+		Use:   "simulate SCENARIO.toml",
+		Short: "Simulate a territory of venues from a scenario file and write a report",
+		Long: `Play a scenario (a TOML file) on the virtual-clock harness: every venue runs
+the federation's rules (crdt: payments, top-ups, quorum, reservations,
+offline caps, anti-entropy at each heal) in this process; the invariants
+(conservation of money, one digest everywhere after each heal, no
+acknowledged op lost, every double spend reported and no false conflict,
+no honest card overdrawn, clone loss within the caps' bound) are checked at
+every heal and at the end, and the first violation stops the run and
+prints the ops that show it (exit status 1; the report is still written).
+A [libp2p] section adds a heal measured on real libp2p hosts on loopback.
+
+The report goes to --out: report.html (self-contained: open it offline),
+result.json and the raw figures as CSV. A progress line with the simulated
+time and an ETA goes to stderr.
+
+Scenario format (docs/simulate.md; examples in simulations/scenarios/):
+
+  name = "evening"          seed = 1
+  duration = "8h"           start = "18:00"     step = "1m"
+  [venues]     count, names, open, close
+  [venues.uplink] latency, bandwidth_kbps, flaps_per_hour, flap_duration
+  [cards]      count, home_venues, visits_per_evening, basket_min_cents, basket_max_cents
+  [topups]     initial_cents, refill_cents, online_share
+  [[partitions]] at, for, isolate = [venues] | groups = [[venues], ...]
+  [random_partitions] count, max_groups, min_for, max_for
+  [[crashes]]  venue, at, for
+  [clones]     count, topup_cents, attack_after, stamps ("frozen" | "per_group")
+  [federation] offline_payment_max_cents, offline_card_max_cents,
+               offline_card_count, offline_venue_budget_cents,
+               balance_max_cents, min_peers_percent, heartbeat, isolation_after
+  [libp2p]     nodes (2..30), ops_per_side
+
+Examples:
+  cagnotte simulate simulations/scenarios/evening.toml --out /tmp/evening
+  cagnotte simulate simulations/scenarios/festival.toml --out /tmp/festival
+  cagnotte simulate simulations/scenarios/territory.toml --out /tmp/territory`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runSimulate(cmd, g, cfg, args[0])
+		},
+	}
+	cmd.Flags().StringVar(&cfg.Out, "out", "", `report directory (default "simulate-<scenario name>")`)
+	return cmd
+}
+
+func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string) error {
+	const maxScenario = 1 << 20
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("simulate: %w", err)
+	}
+	src, err := io.ReadAll(io.LimitReader(f, maxScenario+1))
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("simulate: %w", err)
+	}
+	if len(src) > maxScenario {
+		return fmt.Errorf("simulate: %s: larger than %d bytes", path, maxScenario)
+	}
+	sc, err := simulations.ParseScenario(src)
+	if err != nil {
+		return fmt.Errorf("simulate: %s: %w", path, err)
+	}
+	out := cfg.Out
+	if out == "" {
+		out = "simulate-" + sc.Name
+	}
+	var last time.Time
+	progress := func(p simulations.ScenarioProgress) {
+		if time.Since(last) < cfg.Progress && p.SimMs < p.TotalMs {
+			return
+		}
+		last = time.Now()
+		fmt.Fprint(g.stderr, progressLine(p))
+	}
+	res, runErr := simulations.RunScenario(cmd.Context(), sc, simulations.ScenarioOptions{Progress: progress, Logger: g.logger()})
+	fmt.Fprintln(g.stderr)
+	if res == nil {
+		return fmt.Errorf("simulate: %w", runErr)
+	}
+	if err := simulations.WriteScenarioReport(out, res); err != nil {
+		return fmt.Errorf("simulate: %w", errors.Join(runErr, err))
+	}
+	report := filepath.Join(out, simulations.ReportHTML)
+	if runErr != nil {
+		fmt.Fprintf(g.stdout, "report (with the violation): %s\n", report)
+		return fmt.Errorf("simulate: %w", runErr)
+	}
+	fmt.Fprintf(g.stdout, "%s: %d ops, %d heals, every invariant held at %d checks; loss %s ≤ bound %s; %d/%d double spends reported; wall %s\nreport: %s\n",
+		res.Scenario, res.Ops, len(res.Heals), res.Checks, cents(res.LossCents), cents(res.BoundCents), res.DoubleSpendsDetected, res.DoubleSpends,
+		res.Wall.Round(time.Millisecond), report)
+	return nil
+}
+
+func cents(c int64) string { return fmt.Sprintf("%d.%02d", c/100, c%100) }
+
+// progressLine is a carriage-return progress bar: simulated time, share,
+// ETA.
+func progressLine(p simulations.ScenarioProgress) string {
+	const width = 30
+	frac := 0.0
+	if p.TotalMs > 0 {
+		frac = float64(p.SimMs) / float64(p.TotalMs)
+	}
+	n := int(frac * width)
+	hm := func(ms int64) string { return fmt.Sprintf("%d:%02d", ms/3_600_000, ms/60_000%60) }
+	return fmt.Sprintf("\r[%s%s] sim %s/%s %3.0f%% ETA %s ", strings.Repeat("=", n), strings.Repeat(" ", width-n),
+		hm(p.SimMs), hm(p.TotalMs), 100*frac, p.ETA().Round(time.Second))
+}
