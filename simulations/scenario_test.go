@@ -2,6 +2,7 @@ package simulations
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,88 @@ func TestScenarioSmallVersions(t *testing.T) {
 				euros(res.OfflineCents), euros(res.AttackCents), euros(res.LossCents), euros(res.BoundCents), res.DoubleSpendsDetected, res.DoubleSpends, res.Wall)
 			if res.Checks < 2 || res.HonestAccepted == 0 {
 				t.Fatalf("nothing checked or paid: %+v", res.Checks)
+			}
+		})
+	}
+}
+
+const attackScenario = `name = "attack"
+seed = 7
+duration = "2h"
+[venues]
+count = 4
+[cards]
+count = 30
+[[partitions]]
+at = "30m"
+for = "30m"
+isolate = ["3"]
+[clones]
+count = 3
+topup_cents = 15000
+`
+
+// TestScenarioBrokenCapsRuleIsCaught runs one attack with the caps
+// enforced and with the test-only broken rule (caps ignored by the
+// venues): the clone-loss invariant holds in the first and stops the run
+// with the offending ops in the second.
+func TestScenarioBrokenCapsRuleIsCaught(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		ignoreCaps bool
+		wantErr    bool
+	}{
+		{"caps enforced", false, false},
+		{"caps ignored", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc, err := ParseScenario([]byte(attackScenario))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := RunScenario(context.Background(), sc, ScenarioOptions{IgnoreCaps: tc.ignoreCaps})
+			if !tc.wantErr {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.LossCents == 0 || res.LossCents > res.BoundCents {
+					t.Fatalf("loss %d, bound %d: want 0 < loss ≤ bound (the attack must cost something)", res.LossCents, res.BoundCents)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvariant) || res == nil || res.Violation == nil {
+				t.Fatalf("want an invariant violation, got %v", err)
+			}
+			if v := res.Violation; v.Invariant != "clone loss ≤ the caps' bound" || len(v.Ops) == 0 {
+				t.Fatalf("violation %q with %d ops, want the clone-loss invariant with its ops", v.Invariant, len(v.Ops))
+			}
+			t.Log(res.Violation)
+		})
+	}
+}
+
+// TestScenarioValidationErrors checks that a bad scenario is refused with
+// the line and the field.
+func TestScenarioValidationErrors(t *testing.T) {
+	base := "name = \"x\"\nduration = \"1h\"\n[venues]\ncount = 3\n[cards]\ncount = 10\n"
+	for _, tc := range []struct {
+		name, src, want string
+	}{
+		{"no duration", "[venues]\ncount = 3\n[cards]\ncount = 1\n", "duration: required"},
+		{"bad duration", "duration = \"soon\"\n", "line 1"},
+		{"one venue", "duration = \"1h\"\n[venues]\ncount = 1\n", "line 3: venues.count"},
+		{"unknown field", base + "colour = \"red\"\n", "line 7: cards.colour: unknown field"},
+		{"bad loss", base + "[venues.uplink]\nflaps_per_hour = -1\n", "line 8: venues.uplink.flaps_per_hour"},
+		{"unknown venue", base + "[[partitions]]\nat = \"1m\"\nfor = \"1m\"\nisolate = [\"0\"]\n[[partitions]]\nat = \"2m\"\nfor = \"1m\"\nisolate = [\"Nowhere\"]\n", `line 14: partitions[1].isolate: no venue "Nowhere"`},
+		{"crash outside", base + "[[crashes]]\nvenue = \"0\"\nat = \"2h\"\nfor = \"1m\"\n", "line 9: crashes[0].at"},
+		{"stamp policy", base + "[random_partitions]\ncount = 1\n[clones]\ncount = 1\nstamps = \"sticky\"\n", "line 11: clones.stamps"},
+		{"too many hosts", base + "[libp2p]\nnodes = 31\n", "line 8: libp2p.nodes"},
+		{"syntax", base + "[cards\n", "line 8: expected"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseScenario([]byte(tc.src))
+			if !errors.Is(err, ErrScenario) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an ErrScenario containing %q", err, tc.want)
 			}
 		})
 	}
