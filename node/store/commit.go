@@ -257,7 +257,13 @@ func (s *Store) bulkCommit(entries []*badger.Entry, nops uint64, ch *crdt.Change
 			part := rest
 			n := min(len(rest.Cards), 2000)
 			part.Cards, rest.Cards = rest.Cards[:n], rest.Cards[n:]
-			rest.Authors, rest.Venues, rest.Events, rest.Conflicts = nil, nil, nil, nil
+			// Events (up to a few KiB each) and conflicts are chunked
+			// too: a season holds tens of thousands of them.
+			e := min(len(rest.Events), 500)
+			part.Events, rest.Events = rest.Events[:e], rest.Events[e:]
+			k := min(len(rest.Conflicts), 2000)
+			part.Conflicts, rest.Conflicts = rest.Conflicts[:k], rest.Conflicts[k:]
+			rest.Authors, rest.Venues = nil, nil
 			if err = s.db.Update(func(txn *badger.Txn) error { return writeChanges(txn, &part) }); err != nil {
 				break
 			}
