@@ -168,9 +168,10 @@ type Node struct {
 	taps   TapHub
 	// suspects are cards seen overdrawn while the node had not caught up
 	// (settle.go); caughtUp is refreshed every second from heartbeats.
-	suspects map[crdt.CardID]struct{}
-	caughtUp atomic.Bool
-	nfcs     nfcState // the cards on the node's NFC readers
+	suspects     map[crdt.CardID]struct{}
+	caughtUp     atomic.Bool
+	caughtUpOnce atomic.Bool // the last refresh found it caught up
+	nfcs         nfcState    // the cards on the node's NFC readers
 
 	writes  chan *writeReq
 	stopped chan struct{} // closed when the writer has exited

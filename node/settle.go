@@ -16,9 +16,6 @@ import (
 // hears announce in their heartbeats — and otherwise keeps the card as a
 // suspect, judged again once it has.
 
-// catchUpSlack is how many ops a node may lack, of those its peers
-// announce, and still count as caught up (ops in flight on gossip).
-const catchUpSlack = 200
 
 // refreshCaughtUp recomputes whether the node has caught up with the
 // venues it hears, from their heartbeats. Without networking it always has.
@@ -42,9 +39,12 @@ func (n *Node) refreshCaughtUp() bool {
 		heard = true
 		most = max(most, p.Heartbeat.Ops)
 	}
-	ok := heard && own+catchUpSlack >= most
-	n.caughtUp.Store(ok)
-	return ok
+	// Heartbeats are a few seconds old: a node that holds at least what
+	// they announced, twice in a row, has caught up with what was there.
+	ok := heard && own >= most
+	was := n.caughtUpOnce.Swap(ok)
+	n.caughtUp.Store(ok && was)
+	return ok && was
 }
 
 // judgeSuspects blocks the suspect cards that still need it, once the node
