@@ -48,11 +48,11 @@ func TestScenarioSmallVersions(t *testing.T) {
 	}{
 		{"evening.toml", func(sc *Scenario) { sc.Cards.Count = 150 }},
 		{"festival.toml", func(sc *Scenario) {
-			sc.Cards.Count, sc.Duration.Duration, sc.Libp2p.Nodes = 400, 12*time.Hour, 4
-			sc.Crashes[0].At.Duration = 10 * time.Hour
+			sc.Cards.Count, sc.Duration.Duration, sc.Libp2p.Nodes = 300, 9*time.Hour, 4
+			sc.Crashes[0].At.Duration = 7 * time.Hour
 		}},
 		{"territory.toml", func(sc *Scenario) {
-			sc.Cards.Count, sc.Duration.Duration, sc.Random.Count, sc.Clones.Count, sc.Libp2p.Nodes = 300, 6*time.Hour, 4, 6, 0
+			sc.Cards.Count, sc.Duration.Duration, sc.Random.Count, sc.Clones.Count, sc.Libp2p.Nodes = 200, 4*time.Hour, 3, 4, 0
 		}},
 	} {
 		t.Run(strings.TrimSuffix(tc.file, ".toml"), func(t *testing.T) {
