@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -88,36 +87,58 @@ func (n *Node) waitSignable(ctx context.Context, d time.Duration) {
 	}
 }
 
-// confirmOwnChain runs at start with networking: it syncs with the first
-// member peer it can reach (which brings this node's own ops if that peer
-// holds newer ones) and then opens the gate; after timeout without any
-// peer it opens it anyway (an isolated node sells under the offline caps).
+// confirmOwnChain runs at start with networking: it syncs with the member
+// peers it reaches, all at once (one that hangs must not hold the others
+// up), and opens the gate after the first sync that completes (which
+// brings this node's own ops if that peer holds newer ones); after timeout
+// without any, it opens it anyway (an isolated node sells under the
+// offline caps).
 func (n *Node) confirmOwnChain(ctx context.Context, timeout time.Duration) {
 	defer n.gate.confirm()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	tried := map[peer.ID]bool{}
+	done := make(chan peer.ID, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// A peer whose sync failed (busy with another session, or not a
+	// venue's node at all) is asked again after a pause. A session a peer
+	// started with this node counts too: both sides send what the other
+	// lacks, this node's own ops included.
+	tried := map[peer.ID]time.Time{}
+	sessions := n.net.Stats().SyncSessions
 	for {
+		if n.net.Stats().SyncSessions > sessions {
+			n.log.Info("own chain confirmed by a sync session with a peer: signing")
+			return
+		}
 		for _, p := range n.net.Connected() {
-			if tried[p] {
+			if at, ok := tried[p]; ok && time.Since(at) < 3*time.Second {
 				continue
 			}
-			tried[p] = true
-			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			err := n.net.SyncWith(sctx, p)
-			cancel()
-			if err == nil {
-				n.log.Info("own chain confirmed with a peer: signing", "peer", p.ShortString())
-				return
-			}
-			if errors.Is(err, context.Canceled) {
-				return
-			}
-			n.log.Debug("start sync", "peer", p.ShortString(), "err", err)
+			tried[p] = time.Now()
+			wg.Add(1)
+			go func(p peer.ID) {
+				defer wg.Done()
+				sctx, scancel := context.WithTimeout(ctx, 2500*time.Millisecond)
+				defer scancel()
+				if err := n.net.SyncWith(sctx, p); err != nil {
+					n.log.Debug("start sync", "peer", p.ShortString(), "err", err)
+					return
+				}
+				select {
+				case done <- p:
+				default:
+				}
+			}(p)
 		}
 		select {
+		case p := <-done:
+			n.log.Info("own chain confirmed with a peer: signing", "peer", p.ShortString())
+			return
 		case <-ctx.Done():
 			return
 		case <-deadline.C:
