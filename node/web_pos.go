@@ -255,6 +255,7 @@ func (ws *webServer) handlePOSPayment(w http.ResponseWriter, r *http.Request) {
 		var ans MoneyAnswer
 		if json.Unmarshal(out, &ans) == nil {
 			ws.recordSale(sessionOf(r), webSale{OpID: ans.OpID, Card: ans.Card, Amount: req.AmountCents, Label: req.Label, At: time.Now().UTC()})
+			out = ws.writeStampBack(r.Context(), ans, out)
 		}
 	case rec.status == http.StatusPaymentRequired:
 		var e map[string]any
@@ -274,6 +275,31 @@ func (ws *webServer) handlePOSPayment(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(rec.status)
 	w.Write(out)
+}
+
+// writeStampBack writes the payment's new stamp on the card when it is on
+// one of the node's readers, before the till shows "approved", and says so
+// in the answer (stamp_written, or stamp_write_error: the sale stands and
+// the card keeps its previous stamp, docs/nfc.md).
+func (ws *webServer) writeStampBack(ctx context.Context, ans MoneyAnswer, out []byte) []byte {
+	if len(ans.Stamp) == 0 || ws.n.findPresent(ans.Card) == nil {
+		return out
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var m map[string]any
+	if json.Unmarshal(out, &m) != nil {
+		return out
+	}
+	if _, err := ws.n.WriteStamp(ctx, ans.Card, ans.Stamp); err != nil {
+		m["stamp_write_error"] = err.Error()
+	} else {
+		m["stamp_written"] = true
+	}
+	if b, err := json.Marshal(m); err == nil {
+		return b
+	}
+	return out
 }
 
 func (ws *webServer) recordSale(s *webSession, sale webSale) {
