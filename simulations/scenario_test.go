@@ -52,7 +52,7 @@ func TestScenarioSmallVersions(t *testing.T) {
 			sc.Crashes[0].At.Duration = 7 * time.Hour
 		}},
 		{"territory.toml", func(sc *Scenario) {
-			sc.Cards.Count, sc.Duration.Duration, sc.Random.Count, sc.Clones.Count, sc.Libp2p.Nodes = 200, 4*time.Hour, 3, 4, 0
+			sc.Venues.Count, sc.Cards.Count, sc.Duration.Duration, sc.Random.Count, sc.Clones.Count, sc.Libp2p.Nodes = 25, 200, 3*time.Hour, 3, 4, 0
 		}},
 	} {
 		t.Run(strings.TrimSuffix(tc.file, ".toml"), func(t *testing.T) {
