@@ -25,7 +25,8 @@ import (
 
 // CheckpointConfig configures checkpoints. Zero fields take the defaults.
 type CheckpointConfig struct {
-	// Every bounds how often the node attests a new state. Default 1 min.
+	// Every bounds how often the node saves a new checkpoint: after one is
+	// saved, the node attests no other state for Every. Default 1 min.
 	Every time.Duration
 	// QuietFor is how long the node's version vector must not have
 	// changed before it attests. Default 10 s.
@@ -77,6 +78,8 @@ type checkpointer struct {
 	mu     sync.Mutex
 	latest map[crdt.PublicKey]crdt.Attestation // the last attestation of each venue
 	own    *ownCheckpoint
+	// savedAt is when the node last saved a new checkpoint.
+	savedAt time.Time
 
 	// Join outcome, for tests and operators.
 	joinMu    sync.Mutex
@@ -187,7 +190,7 @@ func (c *checkpointer) attestLoop(ctx context.Context) {
 	tick := time.NewTicker(max(20*time.Millisecond, min(c.cfg.QuietFor, c.cfg.Every)/4))
 	defer tick.Stop()
 	var lastVV [32]byte
-	var changed, lastAttest time.Time
+	var changed time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -200,11 +203,15 @@ func (c *checkpointer) attestLoop(ctx context.Context) {
 		if vv != lastVV || changed.IsZero() {
 			lastVV, changed = vv, now
 		}
-		if now.Sub(changed) >= c.cfg.QuietFor && (lastAttest.IsZero() || now.Sub(lastAttest) >= c.cfg.Every) {
-			if ok, err := c.attest(ctx, vv); err != nil {
+		// Every counts from the last checkpoint saved: an attestation
+		// that found no quorum (the state moved on) does not hold back
+		// the next one.
+		c.mu.Lock()
+		saved := c.savedAt
+		c.mu.Unlock()
+		if now.Sub(changed) >= c.cfg.QuietFor && (saved.IsZero() || now.Sub(saved) >= c.cfg.Every) {
+			if _, err := c.attest(ctx, vv); err != nil {
 				c.n.log.Warn("checkpoint: attest", "err", err)
-			} else if ok {
-				lastAttest = now
 			}
 		}
 		c.mu.Lock()
@@ -344,6 +351,9 @@ func (c *checkpointer) complete() error {
 	}
 	c.mu.Lock()
 	if c.own == own {
+		if own.saved == 0 {
+			c.savedAt = time.Now()
+		}
 		own.saved = len(atts)
 	}
 	c.mu.Unlock()

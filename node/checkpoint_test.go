@@ -121,6 +121,14 @@ func checkpointedFederation(t *testing.T, root string, venues, running, cards in
 			t.Fatalf("payment: %d %v", st, r)
 		}
 	}
+	waitUntil(t, 15*time.Second, "the history everywhere", func() bool {
+		for _, v := range nodes {
+			if v.digest() != nodes[0].digest() {
+				return false
+			}
+		}
+		return true
+	})
 	for _, v := range nodes {
 		v.stop()
 	}
