@@ -70,7 +70,8 @@ func writeChanges(txn *badger.Txn, ch *crdt.Changes) error {
 		}
 	}
 	for _, c := range ch.Cards {
-		if err := set(recordKey(prefixCard, []byte(c.ID)), c); err != nil {
+		// Cards in their compact binary record: a restart reads them all.
+		if err := txn.Set(recordKey(prefixCard, []byte(c.ID)), c.AppendBinary(nil)); err != nil {
 			return err
 		}
 	}
@@ -104,6 +105,34 @@ func deletePrefix(txn *badger.Txn, p []byte) error {
 	for _, k := range keys {
 		if err := txn.Delete(k); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// eachCard reads the card records: binary, or gob as the first format-2
+// stores wrote them.
+func eachCard(txn *badger.Txn, fn func(*crdt.Card)) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCard}, PrefetchValues: true, PrefetchSize: 256})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		err := item.Value(func(v []byte) error {
+			c, ok, err := crdt.DecodeCardRecord(v)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				c = &crdt.Card{}
+				if err := gob.NewDecoder(bytes.NewReader(v)).Decode(c); err != nil {
+					return err
+				}
+			}
+			fn(c)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%w: card record %q: %v", ErrCorrupt, item.Key(), err)
 		}
 	}
 	return nil
@@ -155,11 +184,7 @@ func (s *Store) readRecords() (st crdt.Stored, gen uint32, ok bool, err error) {
 		}); err != nil {
 			return err
 		}
-		if err := each(prefixCard, func(d *gob.Decoder) error {
-			c := &crdt.Card{}
-			st.Cards = append(st.Cards, c)
-			return d.Decode(c)
-		}); err != nil {
+		if err := eachCard(txn, func(c *crdt.Card) { st.Cards = append(st.Cards, c) }); err != nil {
 			return err
 		}
 		if err := each(prefixVenue, func(d *gob.Decoder) error {

@@ -176,7 +176,9 @@ func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
 		WithNumLevelZeroTablesStall(8).
 		WithNumCompactors(2).
 		WithBlockCacheSize(8 << 20).
-		WithIndexCacheSize(0).
+		// Bounded: with 0, Badger keeps every table's index in memory,
+		// which grows with the history (hundreds of MiB at a million ops).
+		WithIndexCacheSize(32 << 20).
 		WithCompression(options.None).
 		WithValueThreshold(32 << 10).
 		WithValueLogFileSize(64 << 20).
