@@ -16,7 +16,6 @@ import (
 // hears announce in their heartbeats — and otherwise keeps the card as a
 // suspect, judged again once it has.
 
-
 // refreshCaughtUp recomputes whether the node has caught up with the
 // venues it hears, from their heartbeats. Without networking it always has.
 func (n *Node) refreshCaughtUp() bool {
