@@ -738,4 +738,3 @@ func (ws *webServer) handleDashboardLive(w http.ResponseWriter, r *http.Request)
 		}
 	}
 }
-
