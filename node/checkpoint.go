@@ -218,7 +218,7 @@ func (c *checkpointer) attestLoop(ctx context.Context) {
 		own := c.own
 		c.mu.Unlock()
 		if own != nil && own.att.VV == crdt.VVDigest(c.n.VersionVector()) {
-			c.republish(ctx, own, vv)
+			c.republish(ctx, own)
 		}
 		if err := c.complete(); err != nil {
 			c.n.log.Warn("checkpoint: save", "err", err)
@@ -280,31 +280,18 @@ func (c *checkpointer) attest(ctx context.Context, vv [32]byte) (bool, error) {
 	return true, nil
 }
 
-// republish publishes the node's attestation again, at most once per
-// QuietFor, while a venue whose heartbeat shows the same state has not
-// attested it: that venue may have joined the topic after the first
-// publication, and then lacks this node's attestation too.
-func (c *checkpointer) republish(ctx context.Context, own *ownCheckpoint, vv [32]byte) {
-	if time.Since(own.pub) < c.cfg.QuietFor {
-		return
-	}
-	digest, _ := c.n.Digest()
-	missing := false
+// republish publishes the node's attestation again, once per QuietFor,
+// while its state is unchanged: a venue that joined the topic after the
+// first publication (a restart, a late connection) lacks it otherwise.
+// One 184-byte message per venue per QuietFor, only while quiet.
+func (c *checkpointer) republish(ctx context.Context, own *ownCheckpoint) {
 	c.mu.Lock()
-	for _, p := range c.net.Peers() {
-		hb := p.Heartbeat
-		if !p.Member || hb == nil || hb.Digest != digest || hb.VVDigest != vv {
-			continue
-		}
-		if a, ok := c.latest[p.Key]; !ok || a.Hash != own.att.Hash {
-			missing = true
-		}
-	}
-	if missing {
+	due := time.Since(own.pub) >= c.cfg.QuietFor
+	if due {
 		own.pub = time.Now()
 	}
 	c.mu.Unlock()
-	if !missing {
+	if !due {
 		return
 	}
 	if err := c.net.PublishAttestation(ctx, own.att); err != nil {

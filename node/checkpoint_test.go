@@ -133,7 +133,16 @@ func checkpointedFederation(t *testing.T, root string, venues, running, cards in
 		v.stop()
 	}
 	startAll(cp)
-	waitUntil(t, 15*time.Second, "every venue to keep a checkpoint attested by all", func() bool {
+	defer func() {
+		if t.Failed() {
+			for i, v := range nodes {
+				if v.node != nil {
+					t.Logf("venue %d: digest %s, checkpoint %+v", i, v.digest(), v.node.CheckpointStatus())
+				}
+			}
+		}
+	}()
+	waitUntil(t, 30*time.Second, "every venue to keep a checkpoint attested by all", func() bool {
 		for _, v := range nodes {
 			if v.digest() != nodes[0].digest() {
 				return false
