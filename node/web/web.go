@@ -79,6 +79,10 @@ func Static() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "public, max-age=300")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if name := strings.TrimPrefix(r.URL.Path, "/static/"); name != "" && !fs.ValidPath(name) {
+			http.NotFound(w, r) // http.FS answers 500 for a name fs.FS refuses (found by FuzzAPIRoutes)
+			return
+		}
 		fsrv.ServeHTTP(w, r)
 	})
 }
