@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,20 +14,8 @@ import (
 	"github.com/cagnotte/cagnotte/p2p"
 )
 
-// logBuffer collects a node's logs, for tests that check what it said.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
 // lines returns the log lines holding every one of the words.
-func (l *logBuffer) lines(words ...string) []string {
+func (l *lockedLog) lines(words ...string) []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []string
@@ -294,7 +281,7 @@ func TestForgedCheckpointRefusedByJoiner(t *testing.T) {
 			// B and C refuse the joiner until it has refused A's.
 			b.node.Network().Block(dp)
 			c.node.Network().Block(dp)
-			logs := &logBuffer{}
+			logs := &lockedLog{}
 			d := startCheckpointVenue(t, dv, a.node.Network().P2PAddrs(), cp, slog.New(slog.NewTextHandler(logs, nil)))
 			waitUntil(t, 10*time.Second, "the joiner to refuse A's checkpoint", func() bool {
 				return len(logs.lines("checkpoint refused", a.node.Network().ID().String())) > 0
@@ -322,7 +309,7 @@ func TestForgedCheckpointRefusedByJoiner(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		logs := &logBuffer{}
+		logs := &lockedLog{}
 		d := startCheckpointVenue(t, admit(), a.node.Network().P2PAddrs(), cp, slog.New(slog.NewTextHandler(logs, nil)))
 		digestsMeet(t, d)
 		if d.node.CheckpointStatus().Installed {

@@ -1,13 +1,11 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,26 +13,8 @@ import (
 	"github.com/cagnotte/cagnotte/p2p"
 )
 
-// revLogBuffer is a log sink safe for the node's goroutines.
-type revLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *revLogBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *revLogBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startLogged starts the node of dir with its logs in buf.
-func startLogged(t *testing.T, dir string, buf *revLogBuffer) *testVenue {
+func startLogged(t *testing.T, dir string, buf *lockedLog) *testVenue {
 	t.Helper()
 	toks, err := ReadTokens(filepath.Join(dir, TokensFile))
 	if err != nil {
@@ -62,7 +42,7 @@ func TestRevokedNodeKnowsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs revLogBuffer
+	var logs lockedLog
 	v := startLogged(t, vs[0].Dir, &logs)
 	if st, out := v.post("/api/v1/topups", map[string]any{"card": "04A1B2C3D4E5F6", "amount_cents": 1000, "method": "cash", "idempotency_key": "before"}); st != 200 {
 		t.Fatalf("top-up before the revocation: %d %v", st, out)
@@ -119,7 +99,7 @@ func TestRevokedNodeKnowsIt(t *testing.T) {
 	}
 
 	v.stop()
-	var again revLogBuffer
+	var again lockedLog
 	v = startLogged(t, vs[0].Dir, &again)
 	if !strings.Contains(again.String(), "this venue is revoked by the federation") {
 		t.Fatalf("no log at start:\n%s", again.String())
@@ -138,7 +118,7 @@ func TestSyncStatusAuthorsNamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs revLogBuffer
+	var logs lockedLog
 	v := startLogged(t, vs[0].Dir, &logs)
 	if st, out := v.post("/api/v1/topups", map[string]any{"card": "04A1B2C3D4E5F6", "amount_cents": 1000, "method": "cash", "idempotency_key": "x"}); st != 200 {
 		t.Fatalf("top-up: %d %v", st, out)

@@ -31,24 +31,6 @@ const (
 	testStripeWebhook = "whsec_cagnotteSECRETwebhook0123456789"
 )
 
-// stripeLogBuffer is a log sink the tests grep.
-type stripeLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *stripeLogBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *stripeLogBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // stripeCfg is a gateway's config against the given Stripe API URL.
 func stripeCfg(api string) StripeConfig {
 	return StripeConfig{SecretKey: testStripeKey, WebhookSecret: testStripeWebhook, PublicURL: "https://gateway.example",
@@ -791,7 +773,7 @@ func TestStripeNotGatewayPointsToGateway(t *testing.T) {
 // logs and looks for the key and the webhook secret everywhere.
 func TestStripeSecretsNeverInLogsOpsOrPages(t *testing.T) {
 	api := stripetest.Start(t)
-	var logs stripeLogBuffer
+	var logs lockedLog
 	v := newStripeVenue(t, stripeCfg(api), &logs)
 	card := "04AABBCCDD1010"
 	tok := v.knownCard(card, 1000)

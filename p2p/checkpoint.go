@@ -184,19 +184,10 @@ func (n *Network) maxHeaderAttestations() int {
 }
 
 func (n *Network) handleCheckpoint(s network.Stream) {
-	p := s.Conn().RemotePeer()
-	if !n.gater.member(p) {
-		_ = s.Reset()
+	p, ok := n.acceptMember(s)
+	if !ok {
 		return
 	}
-	n.closeMu.RLock()
-	if n.closing {
-		n.closeMu.RUnlock()
-		_ = s.Reset()
-		return
-	}
-	n.wg.Add(1)
-	n.closeMu.RUnlock()
 	defer n.wg.Done()
 	n.cp.mu.Lock()
 	src, sem := n.cp.src, n.cp.serving

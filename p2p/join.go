@@ -235,19 +235,10 @@ func (n *Network) sendFedOps(ctx context.Context, jc *joinConn, have uint64) err
 // handleJoin serves a member's ask: the federation ops it lacks, up to
 // MaxJoinOps, then end.
 func (n *Network) handleJoin(s network.Stream) {
-	p := s.Conn().RemotePeer()
-	if !n.gater.member(p) {
-		_ = s.Reset()
+	p, ok := n.acceptMember(s)
+	if !ok {
 		return
 	}
-	n.closeMu.RLock()
-	if n.closing {
-		n.closeMu.RUnlock()
-		_ = s.Reset()
-		return
-	}
-	n.wg.Add(1)
-	n.closeMu.RUnlock()
 	defer n.wg.Done()
 	ctx, cancel := context.WithTimeout(n.ctx, JoinTimeout)
 	defer cancel()

@@ -647,3 +647,22 @@ func wake(ch chan struct{}) {
 func jitter(d time.Duration, f float64) time.Duration {
 	return time.Duration(float64(d) * (1 - f + 2*f*rand.Float64()))
 }
+
+// acceptMember admits an inbound stream of a member protocol: the peer must
+// be a member and the network not closing. On success the stream counts in
+// the network's wait group: the caller calls n.wg.Done when it is done.
+func (n *Network) acceptMember(s network.Stream) (peer.ID, bool) {
+	p := s.Conn().RemotePeer()
+	if !n.gater.member(p) {
+		_ = s.Reset()
+		return p, false
+	}
+	n.closeMu.RLock()
+	defer n.closeMu.RUnlock()
+	if n.closing {
+		_ = s.Reset()
+		return p, false
+	}
+	n.wg.Add(1)
+	return p, true
+}

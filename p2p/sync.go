@@ -459,19 +459,10 @@ func (n *Network) initiate(ctx context.Context, p peer.ID) (err error) {
 
 // handleSync serves a session as responder.
 func (n *Network) handleSync(s network.Stream) {
-	p := s.Conn().RemotePeer()
-	if !n.gater.member(p) {
-		_ = s.Reset()
+	p, ok := n.acceptMember(s)
+	if !ok {
 		return
 	}
-	n.closeMu.RLock()
-	if n.closing {
-		n.closeMu.RUnlock()
-		_ = s.Reset()
-		return
-	}
-	n.wg.Add(1)
-	n.closeMu.RUnlock()
 	defer n.wg.Done()
 
 	sx := n.sx()
