@@ -82,14 +82,24 @@ func TestRestoredDataDirDoesNotForkItsOwnChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	a = startNetworkedAt(t, dir, token, bAddrs)
-	st, r := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 1, "method": "cash", "idempotency_key": "after-restore"})
-	for st == 503 && r["error"] == "catching_up" {
-		time.Sleep(50 * time.Millisecond) // the client retries, as the answer says
-		st, r = a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 1, "method": "cash", "idempotency_key": "after-restore"})
-	}
-	if st != 200 {
-		t.Fatalf("top-up after the restore: %d %v", st, r)
-	}
+	restoredNodeContinues(t, a, b, seq, "/api/v1/topups", map[string]any{"card": card, "amount_cents": 1, "method": "cash", "idempotency_key": "after-restore"})
+}
+
+// restoredNodeContinues posts a write to a restored node a, retrying while
+// it answers 503 catching_up (as a client does), then checks that a's chain
+// continues at seq+1 on its peer b and that nobody saw it fork.
+func restoredNodeContinues(t *testing.T, a, b *testVenue, seq uint64, path string, body map[string]any) {
+	t.Helper()
+	waitUntil(t, 15*time.Second, "the restored node to sign again", func() bool {
+		st, r := a.post(path, body)
+		if st == 503 && r["error"] == "catching_up" {
+			return false
+		}
+		if st != 200 {
+			t.Fatalf("%s after the restore: %d %v", path, st, r)
+		}
+		return true
+	})
 	waitUntil(t, 10*time.Second, "convergence", func() bool { return a.digest() == b.digest() })
 	if got := b.node.VersionVector()[a.node.Key()]; got != seq+1 {
 		t.Fatalf("a's chain at %d on b, want %d: the restored node signed at a seq it had used", got, seq+1)

@@ -120,23 +120,7 @@ func TestBackupWhilePayingRestoreDoesNotFork(t *testing.T) {
 	}
 
 	a = startNetworkedAt(t, dir, token, bAddrs)
-	waitUntil(t, 15*time.Second, "the restored node to sign again", func() bool {
-		st, r := a.post("/api/v1/payments", map[string]any{"card": card, "amount_cents": 1, "idempotency_key": "after-restore"})
-		if st == 503 && r["error"] == "catching_up" {
-			return false
-		}
-		if st != 200 {
-			t.Fatalf("payment after the restore: %d %v", st, r)
-		}
-		return true
-	})
-	waitUntil(t, 10*time.Second, "convergence", func() bool { return a.digest() == b.digest() })
-	if got := b.node.VersionVector()[a.node.Key()]; got != seq+1 {
-		t.Fatalf("a's chain at %d on b, want %d: the restored node signed at a seq it had used", got, seq+1)
-	}
-	if e := equivocations(a) + equivocations(b); e != 0 {
-		t.Fatalf("%d equivocations: the restored node forked its own chain", e)
-	}
+	restoredNodeContinues(t, a, b, seq, "/api/v1/payments", map[string]any{"card": card, "amount_cents": 1, "idempotency_key": "after-restore"})
 }
 
 // TestRestoreRefuses: restore checks the file whole and the place it
