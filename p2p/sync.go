@@ -615,16 +615,9 @@ func (ss *session) receive(ctx context.Context) error {
 	n := ss.n
 	skip := map[crdt.PublicKey]bool{}
 	for {
-		t, p, err := ss.c.readFrame()
-		if err != nil {
+		p, end, err := ss.c.readUntilEnd(frameOps, "a run of ops")
+		if err != nil || end {
 			return err
-		}
-		switch t {
-		case frameEnd:
-			return nil
-		case frameOps:
-		default:
-			return malformed("frame %d where ops were expected", t)
 		}
 		ops, err := decodeRun(p)
 		if err != nil {
@@ -1283,16 +1276,9 @@ func (ss *session) writeRecs(recs []forkRec) error {
 // records in all.
 func (ss *session) readRecs(budget *int, fn func(forkRec) error) error {
 	for {
-		t, p, err := ss.c.readFrame()
-		if err != nil {
+		p, end, err := ss.c.readUntilEnd(frameForks, "a fork list")
+		if err != nil || end {
 			return err
-		}
-		switch t {
-		case frameEnd:
-			return nil
-		case frameForks:
-		default:
-			return malformed("frame %d where a fork list was expected", t)
 		}
 		recs, err := decodeForkRecs(p, max(*budget, 0))
 		if err != nil {
@@ -1336,16 +1322,9 @@ func (ss *session) receiveEvidence(ctx context.Context) error {
 	n := ss.n
 	total := 0
 	for {
-		t, p, err := ss.c.readFrame()
-		if err != nil {
+		p, end, err := ss.c.readUntilEnd(frameEvidence, "evidence")
+		if err != nil || end {
 			return err
-		}
-		switch t {
-		case frameEnd:
-			return nil
-		case frameEvidence:
-		default:
-			return malformed("frame %d where evidence was expected", t)
 		}
 		ops, err := decodeEvidence(p)
 		if err != nil {

@@ -470,6 +470,22 @@ func (c *frameConn) writeFrame(payload []byte) error {
 
 // readFrame returns the type and payload of the next frame. The payload is
 // valid until the next read.
+// readUntilEnd reads the next frame of a list of frames of type want that
+// an end frame closes: it returns the payload, or end at the end frame; any
+// other frame is malformed.
+func (c *frameConn) readUntilEnd(want byte, what string) (payload []byte, end bool, err error) {
+	t, p, err := c.readFrame()
+	switch {
+	case err != nil:
+		return nil, false, err
+	case t == frameEnd:
+		return nil, true, nil
+	case t != want:
+		return nil, false, malformed("frame %d where %s was expected", t, what)
+	}
+	return p, false, nil
+}
+
 func (c *frameConn) readFrame() (byte, []byte, error) {
 	now := time.Now()
 	defer func() { c.blocked += time.Since(now) }()
