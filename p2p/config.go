@@ -145,9 +145,9 @@ type Config struct {
 	// SyncPeerBudget, in bytes per minute, bounds what this node sends one
 	// peer as sync responder on average: each session is charged what it
 	// sent, the credit refills at this rate up to one minute's worth, and
-	// a peer whose credit is spent (one session may overdraw it, so that a
-	// new venue gets the whole history at once) is answered "busy" until
-	// it is back in credit. A peer that announces an empty version vector
+	// a peer whose credit is spent is answered "busy" until it is back in
+	// credit (a session sends at most its credit and SyncSessionBytes, so
+	// a new venue gets a long history in several sessions). A peer that announces an empty version vector
 	// again and again thus costs at most this much. Default 64 MiB.
 	SyncPeerBudget int
 	// SyncPenalty is how long a peer is refused anti-entropy (and not
@@ -165,6 +165,21 @@ type Config struct {
 	// in the fork comparison, and the evidence ops sent in one session.
 	// Default 100,000.
 	MaxForkIDs int
+	// SyncSessionBytes bounds the chain ops one side sends in one
+	// anti-entropy session, in bytes (one frame may pass it): past it the
+	// sender ends its ops early, the session ends after the ops, and the
+	// receiver, having committed what it got, starts another session
+	// (with the next peer in turn) from its advanced version vector.
+	// Default 16 MiB.
+	SyncSessionBytes int
+	// SyncSessionTime bounds how long one side keeps sending chain ops in
+	// one session, as SyncSessionBytes does. Default 20 s (SyncTimeout
+	// still cuts a session that hangs).
+	SyncSessionTime time.Duration
+	// HistoryBatch bounds the ops served per request of HistoryProtocol
+	// (the history older than a checkpoint, fetched in the background).
+	// Default 1024.
+	HistoryBatch int
 }
 
 // DefaultConfig returns the defaults: TCP and QUIC on every interface,
@@ -194,6 +209,9 @@ func DefaultConfig() Config {
 		SyncPeerBudget:    64 << 20,
 		SyncPenalty:       time.Minute,
 		MaxForkIDs:        100000,
+		SyncSessionBytes:  16 << 20,
+		SyncSessionTime:   20 * time.Second,
+		HistoryBatch:      1024,
 	}
 }
 
@@ -232,6 +250,9 @@ func (c *Config) setDefaults() error {
 	num(&c.SyncPeerBudget, d.SyncPeerBudget)
 	dur(&c.SyncPenalty, d.SyncPenalty)
 	num(&c.MaxForkIDs, d.MaxForkIDs)
+	num(&c.SyncSessionBytes, d.SyncSessionBytes)
+	dur(&c.SyncSessionTime, d.SyncSessionTime)
+	num(&c.HistoryBatch, d.HistoryBatch)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
