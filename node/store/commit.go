@@ -108,6 +108,9 @@ func (s *Store) commit(b Batch) error {
 		return errors.New("store: Batch.State is not a set of this store (use Load or NewSet)")
 	}
 
+	if err := s.CheckSpace(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()
@@ -145,6 +148,14 @@ func (s *Store) commit(b Batch) error {
 
 	if err := <-done; err != nil {
 		s.index.discard()
+		if IsDiskFull(err) {
+			// Badger refused the write before it reached the memtable
+			// (its value log write failed): the store stays usable.
+			s.mu.Lock()
+			s.opsStored -= nops
+			s.mu.Unlock()
+			return fmt.Errorf("store: commit: %w: %w", ErrDiskFull, err)
+		}
 		s.fail(err)
 		return fmt.Errorf("store: commit: %w", err)
 	}

@@ -61,6 +61,11 @@ type Config struct {
 	// is durable and a crash of the machine may lose acknowledged batches.
 	// Default false (every Commit is fsync'd). Only benchmarks set it.
 	NoSync bool
+	// MinFreeBytes is the free space on the store's disk below which
+	// Commit refuses to write, with ErrDiskFull (see there why Badger needs
+	// headroom). Default 0 means DefaultMinFreeBytes (128 MiB); negative
+	// turns the check off.
+	MinFreeBytes int64
 }
 
 // Store is one node's Badger database. Its methods are safe for concurrent
