@@ -33,6 +33,14 @@ import (
 // errBusy is returned when the responder is in another session.
 var errBusy = errors.New("p2p: peer busy with another sync session")
 
+// frameMore ends a list of ops frames, as frameEnd does, when the sender
+// stopped at its session budget (Config.SyncSessionBytes,
+// SyncSessionTime, or the peer's byte credit) with more to send: the
+// session then ends after the ops, and the receiver, having committed
+// every frame it read, starts another session from its advanced version
+// vector.
+const frameMore byte = 8
+
 // want is a pending request for a session with one peer. Its reasons are
 // checked again when it runs, so that a request made moot by gossip or by
 // another session costs nothing.
@@ -274,13 +282,22 @@ type session struct {
 	role  string
 	// penalized is set once the peer was put on penalty in this session.
 	penalized bool
+	// budget bounds the bytes of ops frames this side sends in the
+	// session; sendFor how long it keeps sending them.
+	budget  uint64
+	sendFor time.Duration
+	// cut: this side stopped sending at its budget; peerCut: the peer did.
+	cut, peerCut bool
+	// sent is the bytes of ops frames sent.
+	sent uint64
 }
 
 func (n *Network) newSession(s network.Stream, role string) *session {
-	return &session{n: n, p: s.Conn().RemotePeer(), role: role, c: &frameConn{
-		rw: s, r: bufio.NewReaderSize(s, 32<<10), max: n.cfg.MaxMessageSize, timeout: n.cfg.StreamTimeout,
-		minRate: float64(n.cfg.SyncMinRate), grace: n.cfg.SyncGrace,
-	}}
+	return &session{n: n, p: s.Conn().RemotePeer(), role: role,
+		budget: uint64(n.cfg.SyncSessionBytes), sendFor: n.cfg.SyncSessionTime, c: &frameConn{
+			rw: s, r: bufio.NewReaderSize(s, 32<<10), max: n.cfg.MaxMessageSize, timeout: n.cfg.StreamTimeout,
+			minRate: float64(n.cfg.SyncMinRate), grace: n.cfg.SyncGrace,
+		}}
 }
 
 func (ss *session) hello() hello {
@@ -381,15 +398,52 @@ func (ss *session) finish(start time.Time, inSync bool) {
 	}
 	n.stats.syncOpsIn.Add(uint64(ss.in))
 	n.stats.syncOpsOut.Add(uint64(ss.out))
+	n.sx().noteSession(ss.sent, time.Since(start), ss.cut)
 	n.peersMu.Lock()
 	n.peer(ss.p).lastSync = n.cfg.Now()
 	n.peersMu.Unlock()
 	if ss.in+ss.out+ss.evIn+ss.evOut > 0 {
 		n.log.Info("synced", "peer", ss.p, "role", ss.role, "ops_in", ss.in, "ops_out", ss.out,
 			"evidence_in", ss.evIn, "evidence_out", ss.evOut,
-			"bytes_in", ss.c.read, "bytes_out", ss.c.written, "took", time.Since(start).Round(time.Millisecond))
+			"bytes_in", ss.c.read, "bytes_out", ss.c.written, "took", time.Since(start).Round(time.Millisecond),
+			"stopped_at_budget", ss.cut, "peer_stopped_at_budget", ss.peerCut)
+	}
+	if ss.peerCut {
+		// The peer has more for us: what we received is committed, so
+		// the next session starts from our advanced version vector.
+		// Ask the next connected member in turn, so that no peer serves
+		// a long catch-up alone.
+		n.resumeCatchUp(ss.p)
 	}
 }
+
+// resumeCatchUp asks for a session soon with the member after last in
+// peer id order (last itself when it is the only one).
+func (n *Network) resumeCatchUp(last peer.ID) {
+	var ps []peer.ID
+	for _, p := range n.Connected() {
+		if n.gater.member(p) && !n.SyncPenalized(p) {
+			ps = append(ps, p)
+		}
+	}
+	next := last
+	if len(ps) > 0 {
+		slices.Sort(ps)
+		i, _ := slices.BinarySearch(ps, last)
+		if i < len(ps) && ps[i] == last {
+			i++
+		}
+		next = ps[i%len(ps)]
+	}
+	n.sx().resumed.Add(1)
+	n.wantSync(next, 10*time.Millisecond, func(w *want) { w.force = true })
+}
+
+// stoppedEarly reports whether either side stopped its ops at its
+// session budget: the session then ends after the ops (the fork
+// comparison would only find the chains unequal), the responder's end
+// frame confirming it committed.
+func (ss *session) stoppedEarly() bool { return ss.cut || ss.peerCut }
 
 // initiate runs a session as initiator:
 //
@@ -443,7 +497,7 @@ func (n *Network) initiate(ctx context.Context, p peer.ID) (err error) {
 	if err := ss.send(ctx, n.rep.VersionVector(), theirs.vv); err != nil {
 		return fmt.Errorf("p2p: sync with %s: send: %w", p, err)
 	}
-	if theirs.version < 2 {
+	if theirs.version < 2 || ss.stoppedEarly() {
 		if err := ss.readEnd(); err != nil {
 			return fmt.Errorf("p2p: sync with %s: final: %w", p, err)
 		}
@@ -481,6 +535,9 @@ func (n *Network) handleSync(s network.Stream) {
 	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
 	defer stop()
 	ss := n.newSession(s, "responder")
+	if c := sx.credit(p, &n.cfg, start); c < ss.budget {
+		ss.budget = c // never overdraw the peer's byte budget
+	}
 	err := ss.respond(ctx, start)
 	sx.release(p, ss.c.written)
 	n.stats.syncBytesIn.Add(ss.c.read)
@@ -530,7 +587,7 @@ func (ss *session) respond(ctx context.Context, start time.Time) error {
 	if err := ss.receive(ctx); err != nil {
 		return fmt.Errorf("receive: %w", err)
 	}
-	if theirs.version < 2 {
+	if theirs.version < 2 || ss.stoppedEarly() {
 		if err := ss.c.writeFrame([]byte{frameEnd}); err != nil {
 			return fmt.Errorf("final: %w", err)
 		}
@@ -562,6 +619,7 @@ func (ss *session) send(ctx context.Context, mine, theirs crdt.VersionVector) er
 	limit := n.cfg.MaxMessageSize - 1 - 10
 	ops := make([]crdt.Op, 0, n.cfg.SyncBatch)
 	frame := make([]byte, 0, 64<<10)
+	until := time.Now().Add(ss.sendFor)
 	for _, r := range missingRanges(n.fed, mine, theirs) {
 		for from := r.From; from <= r.To; {
 			if err := ctx.Err(); err != nil {
@@ -590,9 +648,18 @@ func (ss *session) send(ctx context.Context, mine, theirs crdt.VersionVector) er
 				return fmt.Errorf("read %s#%d-%d: the replica does not hold ops its version vector counts", r.Author.Short(), from, to)
 			}
 			frame = appendOps(append(frame[:0], frameOps), ops)
+			// The session budget: at least one frame, then none that
+			// would pass the bytes or the time. Every frame sent is
+			// committed by the peer before it reads the next, so the
+			// next session goes on from there.
+			if ss.out > 0 && (ss.sent+uint64(len(frame)+uvarintLen(uint64(len(frame)))) > ss.budget || !time.Now().Before(until)) {
+				ss.cut = true
+				return ss.c.writeFrame([]byte{frameMore})
+			}
 			if err := ss.c.writeFrame(frame); err != nil {
 				return err
 			}
+			ss.sent += uint64(len(frame) + uvarintLen(uint64(len(frame))))
 			ss.out += len(ops)
 			from += uint64(len(ops))
 		}
@@ -615,9 +682,17 @@ func (ss *session) receive(ctx context.Context) error {
 	n := ss.n
 	skip := map[crdt.PublicKey]bool{}
 	for {
-		p, end, err := ss.c.readUntilEnd(frameOps, "a run of ops")
-		if err != nil || end {
+		t, p, err := ss.c.readFrame()
+		switch {
+		case err != nil:
 			return err
+		case t == frameEnd:
+			return nil
+		case t == frameMore:
+			ss.peerCut = true
+			return nil
+		case t != frameOps:
+			return malformed("frame %d where a run of ops was expected", t)
 		}
 		ops, err := decodeRun(p)
 		if err != nil {
@@ -690,6 +765,31 @@ type syncState struct {
 
 	rangesRefused, evidenceRefused, penalties, limited, slowCuts atomic.Uint64
 	forkChecks, evidenceIn, evidenceOut                          atomic.Uint64
+	// cuts: sessions in which this side stopped its ops at its budget;
+	// resumed: sessions asked for because the peer stopped at its own.
+	cuts, resumed atomic.Uint64
+	// maxSent and maxTook are the most bytes of ops frames sent, and the
+	// longest time, of one session. Under mu.
+	maxSent uint64
+	maxTook time.Duration
+}
+
+// noteSession records a finished session's size and length.
+func (sx *syncState) noteSession(sent uint64, took time.Duration, cut bool) {
+	if cut {
+		sx.cuts.Add(1)
+	}
+	sx.mu.Lock()
+	sx.maxSent = max(sx.maxSent, sent)
+	sx.maxTook = max(sx.maxTook, took)
+	sx.mu.Unlock()
+}
+
+// credit returns the bytes p may still be sent (0 when in debt).
+func (sx *syncState) credit(p peer.ID, cfg *Config, now time.Time) uint64 {
+	sx.mu.Lock()
+	defer sx.mu.Unlock()
+	return uint64(max(0, sx.peer(p, cfg, now).credit))
 }
 
 // syncPeer is what the limits remember of one peer.
@@ -805,11 +905,24 @@ type SyncStats struct {
 	// EvidenceIn and EvidenceOut count ops received and sent in the fork
 	// comparison.
 	EvidenceIn, EvidenceOut uint64
+	// StoppedAtBudget counts sessions in which this node stopped sending
+	// ops at its session budget (SyncSessionBytes, SyncSessionTime, the
+	// peer's byte credit); Resumed, sessions it asked for because a peer
+	// stopped at its own with more to send.
+	StoppedAtBudget, Resumed uint64
+	// MaxSessionSent is the most bytes of ops frames this node sent in one
+	// session (either role); MaxSessionTime the longest session that
+	// completed.
+	MaxSessionSent uint64
+	MaxSessionTime time.Duration
 }
 
 // SyncStats returns the anti-entropy protection counters.
 func (n *Network) SyncStats() SyncStats {
 	sx := n.sx()
+	sx.mu.Lock()
+	maxSent, maxTook := sx.maxSent, sx.maxTook
+	sx.mu.Unlock()
 	return SyncStats{
 		RangesRefused:   sx.rangesRefused.Load(),
 		EvidenceRefused: sx.evidenceRefused.Load(),
@@ -819,6 +932,10 @@ func (n *Network) SyncStats() SyncStats {
 		ForkChecks:      sx.forkChecks.Load(),
 		EvidenceIn:      sx.evidenceIn.Load(),
 		EvidenceOut:     sx.evidenceOut.Load(),
+		StoppedAtBudget: sx.cuts.Load(),
+		Resumed:         sx.resumed.Load(),
+		MaxSessionSent:  maxSent,
+		MaxSessionTime:  maxTook,
 	}
 }
 
