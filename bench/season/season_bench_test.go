@@ -78,7 +78,7 @@ var (
 	flagRate     = flag.Int("season.rate", 200, "payments per second")
 	flagReads    = flag.Int("season.reads", 1000, "reads of the hot card's first page")
 	flagRestarts = flag.Int("season.restarts", 10, "restarts for the disk-per-op measure")
-	flagJoinWait = flag.Duration("season.join", 5*time.Minute, "longest wait for the new venue to sell and to catch up")
+	flagJoinWait = flag.Duration("season.join", 5*time.Minute, "longest wait for the new venue to sell and to catch up (0: no new venue)")
 	flagBatch    = flag.Int("season.batch", genhistory.DefaultBatchOps, "ops per store commit when generating (gen-history --batch)")
 	flagKeep     = flag.Bool("season.keep", false, "keep the work directory (its path is logged)")
 )
@@ -134,6 +134,9 @@ type result struct {
 	RSSStarted   int64           // kB, after the first start (idle)
 	RSSSteady    int64           // kB, median during the payment run
 	RSSPeak      int64           // kB, highest VmHWM of the loaded node
+	AnonSteady   int64           // kB, median RssAnon during the payment run
+	FileSteady   int64           // kB, median RssFile (mapped Badger files) during the payment run
+	AnonPeak     int64           // kB, highest RssAnon sampled of the loaded node
 	StopTime     time.Duration   // SIGTERM → exit, after the payment run
 	Pay          latencies
 	PayErrors    int
@@ -184,6 +187,8 @@ func (r *result) String() string {
 	fmt.Fprintf(&b, "  generation:        %.1f s, %.0f ops/s%s\n", r.GenSeconds, r.GenRate, cached)
 	fmt.Fprintf(&b, "  RSS:               %s after start, %s steady (median during payments), %s peak (VmHWM over start, payments, stop, restarts)\n",
 		mib(r.RSSStarted), mib(r.RSSSteady), mib(r.RSSPeak))
+	fmt.Fprintf(&b, "                     of which anonymous %s steady, %s peak; file-mapped (Badger's tables and logs) %s steady\n",
+		mib(r.AnonSteady), mib(r.AnonPeak), mib(r.FileSteady))
 	cs := make([]string, len(r.ColdStarts))
 	for i, d := range r.ColdStarts {
 		cs[i] = fmt.Sprintf("%.2f", d.Seconds())
@@ -309,13 +314,17 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 	from := time.Now()
 	payRun(ctx, cl, pay, *flagRate, *flagPay, r)
 	r.RSSSteady = p.medianRSS(from, time.Now())
+	r.AnonSteady = p.median(from, time.Now(), func(m memStatus) int64 { return m.anon })
+	r.FileSteady = p.median(from, time.Now(), func(m memStatus) int64 { return m.file })
 	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
 		r.LoadAvg = strings.TrimSpace(string(la))
 	}
 	b.Logf("payments: %d, p99 %s, %d errors", len(r.Pay), ms(r.Pay.q(0.99)), r.PayErrors)
 
-	// 4. A new venue.
-	newVenue(ctx, b, bin, work, fedDir, st.Node, p2pL, cl, joinCard, r)
+	// 4. A new venue (-season.join 0 skips it).
+	if *flagJoinWait > 0 {
+		newVenue(ctx, b, bin, work, fedDir, st.Node, p2pL, cl, joinCard, r)
+	}
 
 	// 5. Stop, then restarts; the data dir is measured after each stop.
 	stopAndMeasure := func(p *proc) time.Duration {
@@ -325,6 +334,7 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 		}
 		d := p.stop(b)
 		r.RSSPeak = max(r.RSSPeak, p.peak())
+		r.AnonPeak = max(r.AnonPeak, p.peakAnon())
 		r.DiskBytes = append(r.DiskBytes, du(b, dataDir))
 		r.DiskOps = append(r.DiskOps, st.Ops)
 		return d
@@ -394,8 +404,15 @@ type logLine struct {
 }
 
 type sample struct {
-	at       time.Time
-	rss, hwm int64 // kB
+	at time.Time
+	memStatus
+}
+
+// memStatus holds a process's memory figures from /proc/PID/status, in kB:
+// VmRSS, VmHWM, and the resident anonymous and file-mapped parts of VmRSS
+// (Badger maps its tables and logs: those pages are reclaimable).
+type memStatus struct {
+	rss, hwm, anon, file int64
 }
 
 func startProc(ctx context.Context, b *testing.B, bin, logPath string, args ...string) *proc {
@@ -432,9 +449,9 @@ func startProc(ctx context.Context, b *testing.B, bin, logPath string, args ...s
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if rss, hwm, ok := readStatus(cmd.Process.Pid); ok {
+			if m, ok := readStatus(cmd.Process.Pid); ok {
 				p.mu.Lock()
-				p.samples = append(p.samples, sample{time.Now(), rss, hwm})
+				p.samples = append(p.samples, sample{time.Now(), m})
 				p.mu.Unlock()
 			}
 			select {
@@ -456,16 +473,16 @@ func startProc(ctx context.Context, b *testing.B, bin, logPath string, args ...s
 	return p
 }
 
-// readStatus reads VmRSS and VmHWM (kB) of a process.
-func readStatus(pid int) (rss, hwm int64, ok bool) {
+// readStatus reads the memory figures of a process.
+func readStatus(pid int) (memStatus, bool) {
 	p, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, false
+		return memStatus{}, false
 	}
 	return parseStatus(p)
 }
 
-func parseStatus(p []byte) (rss, hwm int64, ok bool) {
+func parseStatus(p []byte) (m memStatus, ok bool) {
 	for _, line := range strings.Split(string(p), "\n") {
 		k, v, found := strings.Cut(line, ":")
 		if !found {
@@ -481,12 +498,16 @@ func parseStatus(p []byte) (rss, hwm int64, ok bool) {
 		}
 		switch k {
 		case "VmRSS":
-			rss = n
+			m.rss = n
 		case "VmHWM":
-			hwm = n
+			m.hwm = n
+		case "RssAnon":
+			m.anon = n
+		case "RssFile":
+			m.file = n
 		}
 	}
-	return rss, hwm, rss > 0
+	return m, m.rss > 0
 }
 
 func (p *proc) rss() int64 {
@@ -508,13 +529,30 @@ func (p *proc) peak() int64 {
 	return m
 }
 
+// peakAnon returns the highest anonymous RSS sampled (kB).
+func (p *proc) peakAnon() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var m int64
+	for _, s := range p.samples {
+		m = max(m, s.anon)
+	}
+	return m
+}
+
+// medianRSS returns the median VmRSS sampled between from and to (kB).
 func (p *proc) medianRSS(from, to time.Time) int64 {
+	return p.median(from, to, func(m memStatus) int64 { return m.rss })
+}
+
+// median returns the median of one figure sampled between from and to.
+func (p *proc) median(from, to time.Time, f func(memStatus) int64) int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var v []int64
 	for _, s := range p.samples {
 		if !s.at.Before(from) && !s.at.After(to) {
-			v = append(v, s.rss)
+			v = append(v, f(s.memStatus))
 		}
 	}
 	if len(v) == 0 {
@@ -901,19 +939,19 @@ func newVenue(ctx context.Context, b *testing.B, bin, work, fedDir, loadedPeer, 
 
 func TestParseStatus(t *testing.T) {
 	for _, tc := range []struct {
-		name     string
-		in       string
-		rss, hwm int64
-		ok       bool
+		name string
+		in   string
+		want memStatus
+		ok   bool
 	}{
-		{"linux", "Name:\tcagnotte\nVmPeak:\t 900 kB\nVmHWM:\t  5120 kB\nVmRSS:\t  4096 kB\n", 4096, 5120, true},
-		{"no rss", "Name:\tzombie\n", 0, 0, false},
-		{"garbage", "VmRSS:\tlots kB\n", 0, 0, false},
+		{"linux", "Name:\tcagnotte\nVmPeak:\t 900 kB\nVmHWM:\t  5120 kB\nVmRSS:\t  4096 kB\nRssAnon:\t  3000 kB\nRssFile:\t  1096 kB\n", memStatus{4096, 5120, 3000, 1096}, true},
+		{"no rss", "Name:\tzombie\n", memStatus{}, false},
+		{"garbage", "VmRSS:\tlots kB\n", memStatus{}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rss, hwm, ok := parseStatus([]byte(tc.in))
-			if rss != tc.rss || hwm != tc.hwm || ok != tc.ok {
-				t.Errorf("parseStatus = %d, %d, %v; want %d, %d, %v", rss, hwm, ok, tc.rss, tc.hwm, tc.ok)
+			got, ok := parseStatus([]byte(tc.in))
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("parseStatus = %+v, %v; want %+v, %v", got, ok, tc.want, tc.ok)
 			}
 		})
 	}

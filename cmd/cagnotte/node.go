@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,7 +13,7 @@ import (
 )
 
 func newNodeCmd(g *globals) *cobra.Command {
-	var dataDir, bundle, httpAddr string
+	var dataDir, bundle, httpAddr, pprofAddr string
 	var aloneInSync bool
 	net := p2p.DefaultConfig()
 	var sf stripeFlags
@@ -34,6 +35,15 @@ See docs/operations.md, "Networking".`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkDataDir(dataDir, bundle != ""); err != nil {
 				return err
+			}
+			if pprofAddr != "" { // before node.New: its start is profiled too
+				pctx, stopPprof := context.WithCancel(cmd.Context())
+				_, done, err := servePprof(pctx, pprofAddr, g.logger())
+				if err != nil {
+					stopPprof()
+					return err
+				}
+				defer func() { stopPprof(); <-done }()
 			}
 			if bundle != "" {
 				ops, err := node.ReadBundle(bundle)
@@ -68,6 +78,7 @@ See docs/operations.md, "Networking".`,
 	cmd.Flags().StringArrayVar(&net.ListenAddrs, "listen", net.ListenAddrs, "p2p listen multiaddr (repeatable), e.g. /ip4/0.0.0.0/tcp/4001 and /ip4/0.0.0.0/udp/4001/quic-v1")
 	cmd.Flags().StringArrayVar(&net.Bootstrap, "bootstrap", nil, "bootstrap peer, a multiaddr ending in /p2p/<peer id> (repeatable)")
 	cmd.Flags().BoolVar(&net.MDNS, "mdns", true, "find the federation's nodes on the local network by mDNS")
+	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
 	cmd.Flags().BoolVar(&aloneInSync, "alone-in-sync", false, "count this node in sync when it knows no other venue (only for a federation of a single venue; otherwise such a node is isolated until the others connect)")
 	cmd.Flags().StringArrayVar(&net.Relays, "relay", nil, "static circuit relay for when this node is behind a NAT, a multiaddr ending in /p2p/<peer id> (repeatable)")
 	sf.register(cmd)
