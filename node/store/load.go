@@ -35,7 +35,7 @@ func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 	}
 	defer s.release()
 	start := time.Now()
-	st, gen, ok, err := s.readRecords()
+	st, gen, gobCards, ok, err := s.readRecords()
 	if err != nil {
 		return nil, err
 	}
@@ -51,6 +51,15 @@ func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 		return nil, err
 	}
 	set := crdt.FromStored(cfg, st)
+	if len(gobCards) > 0 {
+		// Before anything changes them: the records written are the
+		// state just read.
+		if err := s.rewriteCards(gobCards); err != nil {
+			s.log.Warn("card records left in gob (rewritten at the next start)", "cards", len(gobCards), "err", err)
+		} else {
+			s.log.Info("card records rewritten in binary", "cards", len(gobCards))
+		}
+	}
 	var loaded uint64
 	refolded := set.Stale
 	if set.Stale {

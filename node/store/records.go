@@ -111,8 +111,9 @@ func deletePrefix(txn *badger.Txn, p []byte) error {
 }
 
 // eachCard reads the card records: binary, or gob as the first format-2
-// stores wrote them.
-func eachCard(txn *badger.Txn, fn func(*crdt.Card)) error {
+// stores wrote them (fn's second argument is true for those: decoding
+// one costs a gob type exchange, 20 times a binary record).
+func eachCard(txn *badger.Txn, fn func(c *crdt.Card, wasGob bool)) error {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixCard}, PrefetchValues: true, PrefetchSize: 256})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
@@ -128,7 +129,7 @@ func eachCard(txn *badger.Txn, fn func(*crdt.Card)) error {
 					return err
 				}
 			}
-			fn(c)
+			fn(c, !ok)
 			return nil
 		})
 		if err != nil {
@@ -140,7 +141,7 @@ func eachCard(txn *badger.Txn, fn func(*crdt.Card)) error {
 
 // readRecords reads the state's records; ok is false when the store holds
 // none (a new store, or one written by format 1).
-func (s *Store) readRecords() (st crdt.Stored, gen uint32, ok bool, err error) {
+func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card, ok bool, err error) {
 	err = s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyMeta)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -184,7 +185,12 @@ func (s *Store) readRecords() (st crdt.Stored, gen uint32, ok bool, err error) {
 		}); err != nil {
 			return err
 		}
-		if err := eachCard(txn, func(c *crdt.Card) { st.Cards = append(st.Cards, c) }); err != nil {
+		if err := eachCard(txn, func(c *crdt.Card, wasGob bool) {
+			st.Cards = append(st.Cards, c)
+			if wasGob {
+				gobCards = append(gobCards, c)
+			}
+		}); err != nil {
 			return err
 		}
 		if err := each(prefixVenue, func(d *gob.Decoder) error {
@@ -207,5 +213,28 @@ func (s *Store) readRecords() (st crdt.Stored, gen uint32, ok bool, err error) {
 			return d.Decode(c)
 		})
 	})
-	return st, gen, ok, err
+	return st, gen, gobCards, ok, err
+}
+
+// rewriteCards writes cards in their binary record, in transactions of
+// up to 2,000 cards: Load does it once for the cards a store still holds
+// in gob, so that the next starts decode them quickly. The records hold
+// the same state, so a crash in the middle loses nothing.
+func (s *Store) rewriteCards(cards []*crdt.Card) error {
+	for len(cards) > 0 {
+		n := min(len(cards), 2000)
+		part := cards[:n]
+		cards = cards[n:]
+		if err := s.db.Update(func(txn *badger.Txn) error {
+			for _, c := range part {
+				if err := txn.Set(recordKey(prefixCard, []byte(c.ID)), c.AppendBinary(nil)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("store: rewrite card records: %w", err)
+		}
+	}
+	return nil
 }
