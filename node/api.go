@@ -500,7 +500,11 @@ type SyncStatus struct {
 	OfflineCents  uint64            `json:"offline_cents,omitempty"`
 	Conflicts     int               `json:"conflicts"`
 	Pending       int               `json:"pending"`
-	Membership                      // revoked, revoked_after_seq, authors
+	// DiskFull is set while the node refuses writes because its disk is
+	// full (507 disk_full), since DiskFullSince.
+	DiskFull      bool      `json:"disk_full,omitempty"`
+	DiskFullSince time.Time `json:"disk_full_since,omitzero"`
+	Membership              // revoked, revoked_after_seq, authors
 }
 
 // Status returns the node's sync status.
@@ -508,6 +512,9 @@ func (n *Node) Status() SyncStatus {
 	iso := n.Isolation()
 	s := SyncStatus{Node: n.nodeID(), VersionVector: map[string]uint64{}, Peers: []PeerStatus{},
 		Isolated: iso.Isolated, IsolationWhy: iso.Reason, IsolatedSince: iso.Since, OfflineCents: iso.Offline}
+	if d := n.Disk(); d.Full {
+		s.DiskFull, s.DiskFullSince = true, d.Since
+	}
 	var peers []p2p.PeerState
 	if n.net != nil {
 		peers = n.net.Peers() // outside View: it reads the replica itself

@@ -38,6 +38,8 @@ func (n *Node) Ready() (bool, []ReadyCheck) {
 	switch {
 	case n.failed.Load():
 		storeErr = fmt.Errorf("a write to storage failed: writes are refused until the node restarts")
+	case n.Disk().Full:
+		storeErr = fmt.Errorf("the disk is full: writes are refused until space is freed on the node's disk")
 	default:
 		if _, _, err := n.store.Idempotency("readyz-probe"); err != nil {
 			storeErr = fmt.Errorf("the store does not answer: %w", err)

@@ -94,6 +94,11 @@ type Config struct {
 	Checkpoints CheckpointConfig
 	// Security bounds token guessing over HTTP (see SecurityConfig).
 	Security SecurityConfig
+	// MinFreeBytes is the free space kept on the store's disk: below it,
+	// writes are refused with 507 disk_full until space is freed (see
+	// store.Config.MinFreeBytes). Default 0: store.DefaultMinFreeBytes
+	// (128 MiB); negative turns the check off.
+	MinFreeBytes int64
 }
 
 func (c *Config) setDefaults() error {
@@ -178,6 +183,7 @@ type Node struct {
 	started time.Time
 	net     *p2p.Network // nil without networking
 	failed  atomic.Bool  // storage failed: writes refused until restart
+	disk    diskState    // disk full: writes refused until space is back (diskfull.go)
 	metrics *metrics
 	iso     isolation
 
@@ -218,7 +224,7 @@ func New(cfg Config) (*Node, error) {
 	for _, t := range cfg.StaffTokens {
 		n.tokens = append(n.tokens, sha256.Sum256([]byte(t)))
 	}
-	st, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, StoreDir), Logger: n.log})
+	st, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, StoreDir), Logger: n.log, MinFreeBytes: cfg.MinFreeBytes})
 	if err != nil {
 		return nil, fmt.Errorf("node: open store: %w", err)
 	}

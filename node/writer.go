@@ -308,12 +308,22 @@ func (n *Node) process(batch []*writeReq) {
 	start := time.Now()
 	tx := &writeTx{n: n, idemSeen: map[string]store.IdemRecord{}}
 	results := make([]result, len(batch))
+	// A full disk refuses the whole batch before anything touches the set
+	// (diskfull.go).
+	var full error
+	if space := n.checkDisk(); space != nil {
+		full = n.diskFull(space, len(batch))
+	}
 	// The set stays locked until the batch is durable: nothing a reader
 	// sees (sync, heartbeats, the API's digest) is lost by a crash.
 	n.mu.Lock()
 	for i, r := range batch {
 		if n.failed.Load() {
 			results[i] = result{err: errStorageFailed}
+			continue
+		}
+		if full != nil {
+			results[i] = result{err: full}
 			continue
 		}
 		if err := r.ctx.Err(); err != nil {
@@ -338,15 +348,27 @@ func (n *Node) process(batch []*writeReq) {
 	committed, err := n.commitLocked(tx)
 	n.mu.Unlock()
 	if err != nil {
-		n.log.Error("commit failed: reloading from disk", "err", err)
-		if errors.Is(err, store.ErrFailed) || errors.Is(err, store.ErrClosed) {
+		// Nothing of the batch is acknowledged, and the set goes back to
+		// what the disk holds.
+		var answer error
+		switch {
+		case store.IsDiskFull(err):
+			answer = n.diskFull(err, len(batch))
+		case errors.Is(err, store.ErrFailed) || errors.Is(err, store.ErrClosed):
+			n.log.Error("commit failed: reloading from disk", "err", err)
 			// The disk failed under Badger: nothing more can be made
 			// durable until the node restarts. Refuse writes, keep reads.
 			n.failed.Store(true)
+		default:
+			n.log.Error("commit failed: reloading from disk", "err", err)
 		}
 		n.reload()
 		for i := range results {
-			results[i] = result{err: fmt.Errorf("node: write not durable: %w", err)}
+			if answer != nil {
+				results[i] = result{err: answer}
+			} else {
+				results[i] = result{err: fmt.Errorf("node: write not durable: %w", err)}
+			}
 		}
 	}
 	n.notify(committed)
@@ -514,7 +536,10 @@ func (n *Node) reload() {
 	defer n.mu.Unlock()
 	set, err := n.store.Load(n.fed)
 	if err != nil {
-		n.log.Error("reload failed", "err", err)
+		// The set may hold what the disk does not: refuse writes until
+		// a restart reloads it.
+		n.log.Error("reload after a failed commit failed: writes are refused until the node restarts", "err", err)
+		n.failed.Store(true)
 		return
 	}
 	n.set = set

@@ -149,8 +149,10 @@ func (s *Store) commit(b Batch) error {
 	if err := <-done; err != nil {
 		s.index.discard()
 		if IsDiskFull(err) {
-			// Badger refused the write before it reached the memtable
-			// (its value log write failed): the store stays usable.
+			// ENOSPC from Badger: the transaction may or may not have
+			// reached its memtable, wholly or not at all; the caller
+			// reloads its state with Load, which reads what Badger
+			// holds. The store stays usable (ops counter is a statistic).
 			s.mu.Lock()
 			s.opsStored -= nops
 			s.mu.Unlock()
