@@ -171,9 +171,14 @@ func decodeAuthor(r *reader) *AuthorState {
 	r.fixed(a.RevokedHead[:])
 	a.PinLimit = r.uvarint()
 	n := r.count()
-	for range n {
+	var prev OpID
+	for i := range n {
 		var id OpID
 		r.fixed(id[:])
+		if i > 0 && string(id[:]) <= string(prev[:]) {
+			r.fail(fmt.Errorf("%w: pinned ops out of order", ErrNonCanonical)) // the writer sorts them, once each
+		}
+		prev = id
 		if a.Pinned == nil {
 			a.Pinned = map[OpID]bool{}
 		}
@@ -229,7 +234,11 @@ func decodeCard(r *reader) *Card {
 	c.NPayments = r.uvarint()
 	c.StampedCounter = r.uvarint()
 	for range r.count() {
-		c.Outliers = append(c.Outliers, r.uvarint())
+		o := r.uvarint()
+		if n := len(c.Outliers); n > 0 && o < c.Outliers[n-1] {
+			r.fail(fmt.Errorf("%w: card outliers out of order", ErrNonCanonical)) // the writer sorts them
+		}
+		c.Outliers = append(c.Outliers, o)
 	}
 	c.Registered = r.boolean()
 	c.Blocked = r.boolean()
