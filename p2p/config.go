@@ -180,6 +180,12 @@ type Config struct {
 	// (the history older than a checkpoint, fetched in the background).
 	// Default 1024.
 	HistoryBatch int
+
+	// Limits bounds the connections, streams and memory peers may take of
+	// the host: libp2p's resource manager and connection manager enforce
+	// them (rcmgr.go). Zero fields take the defaults of DefaultLimits: a
+	// venue node with about 100 peers and 512 MiB or less.
+	Limits Limits
 }
 
 // DefaultConfig returns the defaults: TCP and QUIC on every interface,
@@ -212,6 +218,7 @@ func DefaultConfig() Config {
 		SyncSessionBytes:  16 << 20,
 		SyncSessionTime:   20 * time.Second,
 		HistoryBatch:      1024,
+		Limits:            DefaultLimits(),
 	}
 }
 
@@ -258,6 +265,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if err := c.Limits.setDefaults(c); err != nil {
+		return err
 	}
 	if c.SyncBatch > MaxSyncBatchOps {
 		return fmt.Errorf("p2p: SyncBatch %d is over %d", c.SyncBatch, MaxSyncBatchOps)

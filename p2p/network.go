@@ -63,6 +63,8 @@ type Network struct {
 	// the reporter given in HostOptions when it has totals (nil otherwise
 	// and with a caller-supplied host).
 	bw bandwidthTotals
+	// limits counts what the resource manager refused (rcmgr.go).
+	limits *limitCounter
 
 	ps       *pubsub.PubSub
 	opsTopic *pubsub.Topic
@@ -219,6 +221,7 @@ func New(ctx context.Context, cfg Config, rep Replica, key *crdt.Signer) (*Netwo
 		slot:         make(chan struct{}, 1),
 		wants:        map[peer.ID]*want{},
 		syncWake:     make(chan struct{}, 1),
+		limits:       newLimitCounter(),
 	}
 	n.log = cfg.Logger.With("component", "p2p")
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -290,6 +293,9 @@ func (n *Network) buildHost(priv crypto.PrivKey, relays []peer.AddrInfo) (host.H
 		opts = append(opts, libp2p.EnableAutoRelayWithStaticRelays(relays))
 	}
 	opts = append(opts, n.cfg.HostOptions...)
+	// Resource and connection managers (rcmgr.go), unless HostOptions
+	// gave their own.
+	opts = append(opts, n.limitOption())
 	// libp2p takes one bandwidth reporter: a reporter in HostOptions (a
 	// simulation counting bytes) replaces the network's own counter, and
 	// Stats reads its totals if it keeps any.

@@ -1,0 +1,360 @@
+package p2p
+
+import (
+	"fmt"
+	"maps"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	"github.com/libp2p/go-libp2p/config"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+)
+
+// Limits against rogue peers (docs/operations.md, "Limits against rogue
+// peers"). The connection gater keeps non-members out and the protocol
+// handlers check membership, but an admitted venue gone rogue, a peer on
+// probation (join.go) or a stranger still mid-handshake can open
+// connections and streams. libp2p's resource manager bounds them before
+// any handler runs: a stream past a limit is reset when it opens or when
+// its protocol is negotiated, and counted (LimitStats). The connection
+// manager trims connections past a high water mark.
+
+// Limits bounds what peers may take of this node's libp2p host: its
+// resource manager (connections, streams, memory, file descriptors; for
+// the whole host, per peer and per protocol) and its connection manager.
+// The defaults suit a venue node: at most about 100 peers, on a small
+// machine giving the node 512 MiB or less. Zero fields take their
+// defaults. The limits apply when the network builds its host; a
+// caller-supplied Config.Host keeps its own, and a resource or connection
+// manager given in Config.HostOptions replaces the network's.
+type Limits struct {
+	// Memory bounds, in bytes, what libp2p may reserve for all connections
+	// together: every open stream reserves its 256 KiB receive window, and
+	// windows grow past it only with what is left (a stream that cannot
+	// reserve its window is refused). About 100 peers keep two or three
+	// streams open each (GossipSub both ways, pings). Default 128 MiB, a
+	// quarter of a 512 MiB node.
+	Memory int64
+	// MemoryPerPeer bounds what one peer's connections may reserve.
+	// Default 16 MiB: 64 streams at their initial window.
+	MemoryPerPeer int64
+	// Conns bounds the open connections, inbound and outbound (each also
+	// takes a file descriptor). Default 256: about 100 venues with one or
+	// two connections each (TCP and QUIC), relays, and room for dials
+	// crossing.
+	Conns int
+	// ConnsPerPeer bounds the connections with one peer. Default 4.
+	ConnsPerPeer int
+	// PendingConns bounds the connections not yet attached to a peer:
+	// handshakes in progress, where a stranger's connection waits for the
+	// gater's verdict. Streams whose protocol is being negotiated are
+	// bounded to four times as many. Default 32.
+	PendingConns int
+	// Streams bounds the open streams, inbound and outbound. Default 2048.
+	Streams int
+	// StreamsPerPeer bounds the inbound streams one peer has open at once,
+	// every protocol together (outbound: twice as many). Default 64.
+	StreamsPerPeer int
+	// SyncStreamsPerPeer bounds the inbound anti-entropy streams one peer
+	// has open at once. The sync handler serves one session per peer and
+	// answers busy to the others; past this bound they are reset before
+	// the handler runs. All peers together: 16 × MaxInboundSyncs.
+	// Default 4.
+	SyncStreamsPerPeer int
+	// ReserveStreamsPerPeer bounds the reservation requests one peer has in
+	// flight at once (one per card it is charging above the floor limit).
+	// All peers together: 16 times as many. Default 32.
+	ReserveStreamsPerPeer int
+	// JoinStreamsPerPeer bounds the inbound streams one peer has open at
+	// once on each of the join and checkpoint protocols (a member asks
+	// once per connection, a new venue fetches one checkpoint) and on
+	// GossipSub (one stream a connection) twice as many. All peers
+	// together: 64 join streams and 16 checkpoint streams. Default 2.
+	JoinStreamsPerPeer int
+	// ConnLowWater and ConnHighWater drive the connection manager: past
+	// ConnHighWater connections it closes the least useful ones (GossipSub
+	// tags its mesh peers; connections younger than ConnGrace are spared)
+	// down to ConnLowWater. Defaults 128 and 192: never reached by a
+	// federation of about 100 venues, whose connections the network keeps
+	// at TargetPeers and up, but a bound on a flood of connections. The
+	// low water mark must be at least TargetPeers.
+	ConnLowWater  int
+	ConnHighWater int
+	// ConnGrace is how long a new connection is spared by the connection
+	// manager. Default 20 s.
+	ConnGrace time.Duration
+}
+
+// DefaultLimits returns the limits of a venue node: about 100 peers, 512
+// MiB or less for the node.
+func DefaultLimits() Limits {
+	return Limits{
+		Memory:                128 << 20,
+		MemoryPerPeer:         16 << 20,
+		Conns:                 256,
+		ConnsPerPeer:          4,
+		PendingConns:          32,
+		Streams:               2048,
+		StreamsPerPeer:        64,
+		SyncStreamsPerPeer:    4,
+		ReserveStreamsPerPeer: 32,
+		JoinStreamsPerPeer:    2,
+		ConnLowWater:          128,
+		ConnHighWater:         192,
+		ConnGrace:             20 * time.Second,
+	}
+}
+
+// setDefaults fills zero fields and checks the others against each other
+// and against the network's configuration.
+func (l *Limits) setDefaults(cfg *Config) error {
+	d := DefaultLimits()
+	num := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	if l.Memory <= 0 {
+		l.Memory = d.Memory
+	}
+	if l.MemoryPerPeer <= 0 {
+		l.MemoryPerPeer = d.MemoryPerPeer
+	}
+	num(&l.Conns, d.Conns)
+	num(&l.ConnsPerPeer, d.ConnsPerPeer)
+	num(&l.PendingConns, d.PendingConns)
+	num(&l.Streams, d.Streams)
+	num(&l.StreamsPerPeer, d.StreamsPerPeer)
+	num(&l.SyncStreamsPerPeer, d.SyncStreamsPerPeer)
+	num(&l.ReserveStreamsPerPeer, d.ReserveStreamsPerPeer)
+	num(&l.JoinStreamsPerPeer, d.JoinStreamsPerPeer)
+	num(&l.ConnLowWater, d.ConnLowWater)
+	num(&l.ConnHighWater, d.ConnHighWater)
+	if l.ConnGrace <= 0 {
+		l.ConnGrace = d.ConnGrace
+	}
+	const window = 256 << 10 // a stream's initial receive window (yamux)
+	switch {
+	case l.MemoryPerPeer > l.Memory:
+		return fmt.Errorf("p2p: Limits.MemoryPerPeer %d is over Limits.Memory %d", l.MemoryPerPeer, l.Memory)
+	case l.MemoryPerPeer < 8*window:
+		return fmt.Errorf("p2p: Limits.MemoryPerPeer %d holds fewer than 8 streams (%d bytes each)", l.MemoryPerPeer, window)
+	case l.ConnHighWater <= l.ConnLowWater:
+		return fmt.Errorf("p2p: Limits.ConnHighWater %d must be over ConnLowWater %d", l.ConnHighWater, l.ConnLowWater)
+	case l.ConnLowWater < cfg.TargetPeers:
+		return fmt.Errorf("p2p: Limits.ConnLowWater %d is under TargetPeers %d: the connection manager would close what discovery dials", l.ConnLowWater, cfg.TargetPeers)
+	case l.ConnHighWater > l.Conns:
+		return fmt.Errorf("p2p: Limits.ConnHighWater %d is over Limits.Conns %d", l.ConnHighWater, l.Conns)
+	case l.StreamsPerPeer < 8:
+		return fmt.Errorf("p2p: Limits.StreamsPerPeer %d is under 8", l.StreamsPerPeer)
+	}
+	return nil
+}
+
+// limitConfig builds the resource manager's limits: libp2p's defaults
+// (with its service limits for identify, ping, relays and hole punching)
+// at the scale of Memory, then this node's own.
+func (l *Limits) limitConfig(maxInboundSyncs int) rcmgr.ConcreteLimitConfig {
+	scaling := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&scaling)
+	fds := l.Conns + 64
+	base := scaling.Scale(l.Memory, fds)
+
+	v := func(n int) rcmgr.LimitVal { return rcmgr.LimitVal(n) }
+	all := func(conns, streamsIn, streamsOut, fd int, mem int64) rcmgr.ResourceLimits {
+		r := rcmgr.ResourceLimits{
+			Streams: v(streamsIn + streamsOut), StreamsInbound: v(streamsIn), StreamsOutbound: v(streamsOut),
+			Memory: rcmgr.LimitVal64(mem),
+		}
+		if conns > 0 {
+			r.Conns, r.ConnsInbound, r.ConnsOutbound, r.FD = v(conns), v(conns), v(conns), v(fd)
+		}
+		return r
+	}
+	streams := func(in, out int) rcmgr.ResourceLimits {
+		return rcmgr.ResourceLimits{Streams: v(in + out), StreamsInbound: v(in), StreamsOutbound: v(out)}
+	}
+	system := all(l.Conns, l.Streams, l.Streams, fds, l.Memory)
+	system.Streams = v(l.Streams)
+	transient := all(l.PendingConns, 4*l.PendingConns, 4*l.PendingConns, l.PendingConns, l.Memory/8)
+	perPeer := all(l.ConnsPerPeer, l.StreamsPerPeer, 2*l.StreamsPerPeer, l.ConnsPerPeer, l.MemoryPerPeer)
+
+	protocols := map[protocol.ID]rcmgr.ResourceLimits{
+		SyncProtocol:       streams(16*maxInboundSyncs, 64),
+		JoinProtocol:       streams(2*maxProbation, 2*maxProbation),
+		CheckpointProtocol: streams(4*maxCheckpointServes, 16),
+		ReserveProtocol:    streams(16*l.ReserveStreamsPerPeer, 16*l.ReserveStreamsPerPeer),
+		// Every connected peer pings in a quorum round and identifies on
+		// connect: libp2p's totals (64 at this scale) are below the
+		// connections a venue keeps.
+		ping.ID:     streams(l.Conns, l.Conns),
+		identify.ID: streams(l.Conns, l.Conns),
+	}
+	perPeerProtocols := map[protocol.ID]rcmgr.ResourceLimits{
+		SyncProtocol:       streams(l.SyncStreamsPerPeer, l.SyncStreamsPerPeer),
+		JoinProtocol:       streams(l.JoinStreamsPerPeer, l.JoinStreamsPerPeer),
+		CheckpointProtocol: streams(l.JoinStreamsPerPeer, l.JoinStreamsPerPeer),
+		ReserveProtocol:    streams(l.ReserveStreamsPerPeer, l.ReserveStreamsPerPeer),
+	}
+	for _, id := range pubsub.GossipSubDefaultProtocols {
+		perPeerProtocols[id] = streams(2*l.JoinStreamsPerPeer, 2*l.JoinStreamsPerPeer)
+	}
+	partial := rcmgr.PartialLimitConfig{
+		System:               system,
+		Transient:            transient,
+		AllowlistedSystem:    system,
+		AllowlistedTransient: transient,
+		PeerDefault:          perPeer,
+		Protocol:             protocols,
+		ProtocolPeer:         perPeerProtocols,
+		Service: map[string]rcmgr.ResourceLimits{
+			ping.ServiceName:     streams(l.Conns, l.Conns),
+			identify.ServiceName: streams(l.Conns, l.Conns),
+		},
+	}
+	return partial.Build(base)
+}
+
+// limitOption is the host option that sets the resource manager and the
+// connection manager, unless Config.HostOptions set them already (it is
+// applied after them).
+func (n *Network) limitOption() libp2p.Option {
+	return func(c *config.Config) error {
+		if c.ResourceManager == nil {
+			mgr, err := rcmgr.NewResourceManager(
+				rcmgr.NewFixedLimiter(n.cfg.Limits.limitConfig(n.cfg.MaxInboundSyncs)),
+				rcmgr.WithMetrics(n.limits),
+			)
+			if err != nil {
+				return fmt.Errorf("p2p: resource manager: %w", err)
+			}
+			c.ResourceManager = mgr
+		}
+		if c.ConnManager == nil {
+			cm, err := connmgr.NewConnManager(n.cfg.Limits.ConnLowWater, n.cfg.Limits.ConnHighWater,
+				connmgr.WithGracePeriod(n.cfg.Limits.ConnGrace))
+			if err != nil {
+				if c.ResourceManager != nil {
+					_ = c.ResourceManager.Close()
+				}
+				return fmt.Errorf("p2p: connection manager: %w", err)
+			}
+			c.ConnManager = cm
+		}
+		return nil
+	}
+}
+
+// LimitStats counts what the resource manager refused since the network
+// started. All zero with a caller-supplied host.
+type LimitStats struct {
+	// Conns counts connections refused: too many in all, pending, or with
+	// one peer.
+	Conns uint64
+	// Streams counts streams refused before their protocol was known: too
+	// many in all, pending, or with one peer.
+	Streams uint64
+	// Protocols counts, per protocol, streams refused by the protocol's
+	// limits (all peers together, or one peer's) or by its service's.
+	Protocols map[protocol.ID]uint64
+	// Memory counts memory reservations refused (a stream's window not
+	// grown, or a stream refused).
+	Memory uint64
+}
+
+// LimitStats returns what the resource manager refused.
+func (n *Network) LimitStats() LimitStats {
+	return n.limits.stats()
+}
+
+// limitCounter is the resource manager's metrics reporter: it counts what
+// was refused.
+type limitCounter struct {
+	conns, streams, memory atomic.Uint64
+	mu                     sync.Mutex
+	protocols              map[protocol.ID]uint64
+	services               map[string]uint64
+}
+
+var _ rcmgr.MetricsReporter = (*limitCounter)(nil)
+
+func newLimitCounter() *limitCounter {
+	return &limitCounter{protocols: map[protocol.ID]uint64{}, services: map[string]uint64{}}
+}
+
+func (c *limitCounter) stats() LimitStats {
+	if c == nil {
+		return LimitStats{Protocols: map[protocol.ID]uint64{}}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := LimitStats{Conns: c.conns.Load(), Streams: c.streams.Load(), Memory: c.memory.Load(), Protocols: maps.Clone(c.protocols)}
+	for svc, k := range c.services {
+		out.Protocols[protocol.ID(svc)] += k
+	}
+	return out
+}
+
+func (c *limitCounter) protocol(p protocol.ID) {
+	c.mu.Lock()
+	c.protocols[p]++
+	c.mu.Unlock()
+}
+
+func (c *limitCounter) service(s string) {
+	c.mu.Lock()
+	c.services[s]++
+	c.mu.Unlock()
+}
+
+// AllowConn implements rcmgr.MetricsReporter.
+func (c *limitCounter) AllowConn(network.Direction, bool) {}
+
+// BlockConn implements rcmgr.MetricsReporter.
+func (c *limitCounter) BlockConn(network.Direction, bool) { c.conns.Add(1) }
+
+// AllowStream implements rcmgr.MetricsReporter.
+func (c *limitCounter) AllowStream(peer.ID, network.Direction) {}
+
+// BlockStream implements rcmgr.MetricsReporter.
+func (c *limitCounter) BlockStream(peer.ID, network.Direction) { c.streams.Add(1) }
+
+// AllowPeer implements rcmgr.MetricsReporter.
+func (c *limitCounter) AllowPeer(peer.ID) {}
+
+// BlockPeer implements rcmgr.MetricsReporter: a connection refused by its
+// peer's limits.
+func (c *limitCounter) BlockPeer(peer.ID) { c.conns.Add(1) }
+
+// AllowProtocol implements rcmgr.MetricsReporter.
+func (c *limitCounter) AllowProtocol(protocol.ID) {}
+
+// BlockProtocol implements rcmgr.MetricsReporter.
+func (c *limitCounter) BlockProtocol(p protocol.ID) { c.protocol(p) }
+
+// BlockProtocolPeer implements rcmgr.MetricsReporter.
+func (c *limitCounter) BlockProtocolPeer(p protocol.ID, _ peer.ID) { c.protocol(p) }
+
+// AllowService implements rcmgr.MetricsReporter.
+func (c *limitCounter) AllowService(string) {}
+
+// BlockService implements rcmgr.MetricsReporter.
+func (c *limitCounter) BlockService(s string) { c.service(s) }
+
+// BlockServicePeer implements rcmgr.MetricsReporter.
+func (c *limitCounter) BlockServicePeer(s string, _ peer.ID) { c.service(s) }
+
+// AllowMemory implements rcmgr.MetricsReporter.
+func (c *limitCounter) AllowMemory(int) {}
+
+// BlockMemory implements rcmgr.MetricsReporter.
+func (c *limitCounter) BlockMemory(int) { c.memory.Add(1) }
