@@ -110,18 +110,20 @@ func NewLab(ctx context.Context, cfg NetConfig) (*Lab, error) {
 			[]string{"ip", "-n", br, "link", "set", port, "master", "br0", "up"},
 			[]string{"ip", "-n", ns, "addr", "add", l.IP(i) + "/24", "dev", "eth0"},
 			[]string{"ip", "-n", ns, "link", "set", "eth0", "up"},
-			// Two chains the faults fill and flush: partitions, and
-			// impairments (loss, delay).
-			[]string{"ip", "netns", "exec", ns, "iptables", "-N", "CGF-PART"},
-			[]string{"ip", "netns", "exec", ns, "iptables", "-N", "CGF-IMP"},
-			[]string{"ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-i", "eth0", "-j", "CGF-PART"},
-			[]string{"ip", "netns", "exec", ns, "iptables", "-A", "OUTPUT", "-o", "eth0", "-j", "CGF-PART"},
-			[]string{"ip", "netns", "exec", ns, "iptables", "-A", "INPUT", "-i", "eth0", "-j", "CGF-IMP"},
-			[]string{"ip", "netns", "exec", ns, "iptables", "-A", "OUTPUT", "-o", "eth0", "-j", "CGF-IMP"},
 		)
 	}
 	for _, c := range cmds {
 		if err := l.run(ctx, c...); err != nil {
+			_ = l.Cleanup(context.WithoutCancel(ctx))
+			return nil, err
+		}
+	}
+	// Two chains the faults fill and flush: partitions, and impairments
+	// (loss), on eth0 both ways.
+	for i := 0; i < cfg.Hosts; i++ {
+		if err := l.restore(ctx, i, ":CGF-PART - [0:0]\n:CGF-IMP - [0:0]\n"+
+			"-A INPUT -i eth0 -j CGF-PART\n-A OUTPUT -o eth0 -j CGF-PART\n"+
+			"-A INPUT -i eth0 -j CGF-IMP\n-A OUTPUT -o eth0 -j CGF-IMP\n"); err != nil {
 			_ = l.Cleanup(context.WithoutCancel(ctx))
 			return nil, err
 		}
@@ -160,6 +162,19 @@ func (l *Lab) run(ctx context.Context, argv ...string) error {
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("faults: %s: %w: %s", strings.Join(argv, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// restore applies iptables rules (iptables-restore's format, filter
+// table, without flushing other chains) in host i's namespace, at once.
+func (l *Lab) restore(ctx context.Context, i int, rules string) error {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.NS(i), "iptables-restore", "--noflush")
+	cmd.Stdin = strings.NewReader("*filter\n" + rules + "COMMIT\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("faults: iptables-restore in %s: %w: %s", l.NS(i), err, bytes.TrimSpace(out))
 	}
 	return nil
 }
@@ -249,23 +264,17 @@ func (l *Lab) Partition(ctx context.Context, groups ...[]int) error {
 			group[h] = g + 1
 		}
 	}
-	if err := l.Heal(ctx); err != nil {
-		return err
-	}
 	for i := 0; i < l.cfg.Hosts; i++ {
+		var rules strings.Builder
+		rules.WriteString("-F CGF-PART\n")
 		for j := 0; j < l.cfg.Hosts; j++ {
 			if i == j || (group[i] != 0 && group[i] == group[j]) {
 				continue
 			}
-			ns := l.NS(i)
-			for _, c := range [][]string{
-				{"ip", "netns", "exec", ns, "iptables", "-A", "CGF-PART", "-s", l.IP(j), "-j", "DROP"},
-				{"ip", "netns", "exec", ns, "iptables", "-A", "CGF-PART", "-d", l.IP(j), "-j", "DROP"},
-			} {
-				if err := l.run(ctx, c...); err != nil {
-					return err
-				}
-			}
+			fmt.Fprintf(&rules, "-A CGF-PART -s %s -j DROP\n-A CGF-PART -d %s -j DROP\n", l.IP(j), l.IP(j))
+		}
+		if err := l.restore(ctx, i, rules.String()); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -274,7 +283,7 @@ func (l *Lab) Partition(ctx context.Context, groups ...[]int) error {
 // Heal removes every partition rule.
 func (l *Lab) Heal(ctx context.Context) error {
 	for i := 0; i < l.cfg.Hosts; i++ {
-		if err := l.run(ctx, "ip", "netns", "exec", l.NS(i), "iptables", "-F", "CGF-PART"); err != nil {
+		if err := l.restore(ctx, i, "-F CGF-PART\n"); err != nil {
 			return err
 		}
 	}
@@ -313,7 +322,7 @@ func (l *Lab) Impair(ctx context.Context, i int, imp Impairment) (string, error)
 	}
 	if imp.Loss > 0 {
 		p := fmt.Sprintf("%.4f", imp.Loss)
-		if err := l.run(ctx, "ip", "netns", "exec", ns, "iptables", "-A", "CGF-IMP", "-m", "statistic", "--mode", "random", "--probability", p, "-j", "DROP"); err != nil {
+		if err := l.restore(ctx, i, "-A CGF-IMP -m statistic --mode random --probability "+p+" -j DROP\n"); err != nil {
 			return "", err
 		}
 		how = append(how, fmt.Sprintf("iptables statistic DROP p=%s each way", p))
@@ -336,7 +345,7 @@ func (l *Lab) Impair(ctx context.Context, i int, imp Impairment) (string, error)
 // ClearImpairments removes what Impair applied to host i.
 func (l *Lab) ClearImpairments(ctx context.Context, i int) error {
 	ns := l.NS(i)
-	if err := l.run(ctx, "ip", "netns", "exec", ns, "iptables", "-F", "CGF-IMP"); err != nil {
+	if err := l.restore(ctx, i, "-F CGF-IMP\n"); err != nil {
 		return err
 	}
 	// No root qdisc left is fine: only report other failures.
