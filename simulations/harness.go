@@ -93,6 +93,18 @@ type Harness struct {
 	// (crdt.BlockAfterRefusal).
 	Blocks        int
 	RefusalBlocks int
+	// gen counts the changes of the network's layout (partitions, heals,
+	// tills added or retired); evaluate skips the venues' quorum when
+	// neither it, the clock nor the admitted venues changed since.
+	gen       uint64
+	evalKey   evalKey
+	evalValid bool
+}
+
+// evalKey is what the venues' sync state depends on.
+type evalKey struct {
+	now, gen uint64
+	venues   int
 }
 
 // heldOp is an op made while gossip is held, with the group it goes to.
@@ -239,6 +251,7 @@ func (h *Harness) Partition(groups [][]int) error {
 	}
 	h.refreshHeard() // they heard each other up to now
 	h.group = next
+	h.gen++
 	h.evaluate()
 	return nil
 }
@@ -253,6 +266,7 @@ func (h *Harness) Heal() error {
 		return err
 	}
 	clear(h.group)
+	h.gen++
 	h.refreshHeard()
 	for _, dst := range h.venues {
 		if dst.Retired {
@@ -483,6 +497,14 @@ func (h *Harness) reachable(v int, k crdt.PublicKey) (int, bool) {
 // the offline ledger is rebuilt from the venue's own payments since the
 // quorum was last heard; on regaining it, it is emptied.
 func (h *Harness) evaluate() {
+	k := evalKey{now: uint64(h.now), gen: h.gen}
+	for _, v := range h.venues {
+		k.venues += len(v.Replica.Set.State.Venues)
+	}
+	if h.evalValid && k == h.evalKey {
+		return // nothing the quorum reads changed
+	}
+	h.evalKey, h.evalValid = k, true
 	if h.cfg.DetectionLag {
 		h.refreshHeard()
 	}
@@ -958,6 +980,7 @@ func (h *Harness) CopyVenue(v int) (int, error) {
 		h.heardAt[u] = append(h.heardAt[u], h.heardAt[u][v])
 	}
 	h.heardAt = append(h.heardAt, slices.Clone(h.heardAt[v]))
+	h.gen++
 	h.evaluate()
 	return i, nil
 }
@@ -969,7 +992,10 @@ func (h *Harness) CopyVenue(v int) (int, error) {
 const tillSkew = 7
 
 // Retire switches a till off: it takes no traffic and signs nothing more.
-func (h *Harness) Retire(v int) { h.venues[v].Retired = true }
+func (h *Harness) Retire(v int) {
+	h.venues[v].Retired = true
+	h.gen++
+}
 
 // Active returns the indices of the venues not retired, in order.
 func (h *Harness) Active() []int {

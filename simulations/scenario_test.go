@@ -3,6 +3,7 @@ package simulations
 import (
 	"context"
 	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,4 +149,26 @@ func TestScenarioValidationErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+var fullScenario = flag.String("simulate.full", "", "run this committed scenario (e.g. territory.toml) at full size in TestScenarioFull; -simulate.hours cuts its duration")
+var fullHours = flag.Float64("simulate.hours", 0, "with -simulate.full: play only this many simulated hours (0: the whole duration)")
+
+// TestScenarioFull runs one committed scenario at full size when
+// -simulate.full names it (for profiling: -cpuprofile); skipped otherwise.
+func TestScenarioFull(t *testing.T) {
+	if *fullScenario == "" {
+		t.Skip("-simulate.full not set (a full-size run is long: use it to profile)")
+	}
+	sc := loadScenario(t, *fullScenario, func(sc *Scenario) {
+		sc.Libp2p.Nodes = 0
+		if *fullHours > 0 {
+			sc.Duration.Duration = time.Duration(*fullHours * float64(time.Hour))
+		}
+	})
+	res, err := RunScenario(context.Background(), sc, ScenarioOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: ops %d, heals %d, checks %d, wall %s", sc.Name, res.Ops, len(res.Heals), res.Checks, res.Wall)
 }
