@@ -55,6 +55,15 @@ const (
 	// maxCheckpointServes bounds the checkpoint exchanges served at once.
 	maxCheckpointServes = 4
 	checkpointVersion   = 1
+
+	// HistoryProtocol serves the ops older than a checkpoint, one bounded
+	// range per stream (see FetchHistory).
+	HistoryProtocol = "/cagnotte/history/1"
+	// maxHistoryServes bounds the history requests served at once: a
+	// joiner's background fetch never takes capacity that payments or
+	// anti-entropy need.
+	maxHistoryServes = 2
+	historyVersion   = 1
 )
 
 // Checkpoint frame types (ops and end are JoinProtocol's).
@@ -96,6 +105,7 @@ type checkpointState struct {
 	mu      sync.Mutex
 	src     CheckpointSource
 	serving chan struct{}
+	history chan struct{}
 	topic   *pubsub.Topic
 	sub     *pubsub.Subscription
 	// held: the network started with Config.HoldCatchUp and holds its
@@ -137,15 +147,18 @@ func (n *Network) ServeCheckpoints(src CheckpointSource) {
 	n.cp.src = src
 	if n.cp.serving == nil {
 		n.cp.serving = make(chan struct{}, maxCheckpointServes)
+		n.cp.history = make(chan struct{}, maxHistoryServes)
 	}
 	n.cp.mu.Unlock()
 	n.host.SetStreamHandler(CheckpointProtocol, n.handleCheckpoint)
+	n.host.SetStreamHandler(HistoryProtocol, n.handleHistory)
 }
 
 // closeCheckpoints is called by Close once the goroutines stopped.
 func (n *Network) closeCheckpoints() {
 	if n.host != nil {
 		n.host.RemoveStreamHandler(CheckpointProtocol)
+		n.host.RemoveStreamHandler(HistoryProtocol)
 	}
 	n.cp.mu.Lock()
 	defer n.cp.mu.Unlock()
@@ -425,4 +438,203 @@ func (n *Network) validateAttestation(_ context.Context, from peer.ID, msg *pubs
 	}
 	msg.ValidatorData = a
 	return pubsub.ValidationAccept
+}
+
+// History older than a checkpoint. A venue that started from a checkpoint
+// holds each author's chain state at the checkpoint but not the ops it
+// summarizes; it may fetch them in the background, one bounded range at a
+// time, from the venues in turn:
+//
+//	asker → server: ask (1): history version (uvarint, = 1) | author (32) |
+//	                         from (uvarint) | to (uvarint)
+//	server → asker: ops (2): count | count × (length | canonical op), one
+//	                         contiguous run of the author from from on
+//	                end (3)
+//
+// The server sends at most Config.HistoryBatch ops (the run stops earlier
+// at the first op it lacks: a server that started from a checkpoint too
+// may hold none), in frames of at most MaxMessageSize, each write with a
+// StreamTimeout deadline. At most maxHistoryServes requests are served at
+// once (others are reset: the asker tries another venue), only to members,
+// and what is sent is charged to the peer's sync byte budget
+// (Config.SyncPeerBudget), a peer in debt being refused. The asker
+// verifies everything (FetchHistory's caller: the chain links down from
+// the attested head, every signature).
+
+// historyAsk is a request of HistoryProtocol.
+type historyAsk struct {
+	author   crdt.PublicKey
+	from, to uint64
+}
+
+func (n *Network) handleHistory(s network.Stream) {
+	p, ok := n.acceptMember(s)
+	if !ok {
+		return
+	}
+	defer n.wg.Done()
+	n.cp.mu.Lock()
+	sem := n.cp.history
+	n.cp.mu.Unlock()
+	sx := n.sx()
+	if sx.credit(p, &n.cfg, time.Now()) == 0 {
+		_ = s.Reset()
+		return
+	}
+	select {
+	case sem <- struct{}{}:
+		defer func() { <-sem }()
+	default:
+		_ = s.Reset()
+		return
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.SyncTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	sent, err := n.serveHistory(ctx, s)
+	sx.charge(p, sent)
+	if err != nil {
+		_ = s.Reset()
+		if n.ctx.Err() == nil {
+			n.log.Info("history: could not serve a peer", "peer", p, "err", err)
+		}
+		return
+	}
+	_ = s.Close()
+}
+
+func (n *Network) serveHistory(ctx context.Context, s network.Stream) (uint64, error) {
+	jc := n.checkpointConn(s)
+	t, p, err := jc.read()
+	if err != nil {
+		return 0, fmt.Errorf("ask: %w", err)
+	}
+	if t != cpAsk {
+		return 0, malformed("history frame %d where an ask was expected", t)
+	}
+	ask, err := decodeHistoryAsk(p)
+	if err != nil {
+		return 0, err
+	}
+	to := min(ask.to, ask.from+uint64(n.cfg.HistoryBatch)-1)
+	limit := n.cfg.MaxMessageSize - 1 - 10
+	var sent uint64
+	var ops []crdt.Op
+	size := 0
+	flush := func() error {
+		if len(ops) == 0 {
+			return nil
+		}
+		f := appendOps([]byte{frameOps}, ops)
+		if err := jc.write(f); err != nil {
+			return err
+		}
+		sent += uint64(len(f))
+		ops, size = ops[:0], 0
+		return nil
+	}
+	err = n.rep.ReadRange(ask.author, ask.from, to, func(op crdt.Op) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if len(ops) > 0 && (size+op.Size()+3 > limit || len(ops) >= n.cfg.SyncBatch) {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		ops = append(ops, op)
+		size += op.Size() + 3
+		return nil
+	})
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return sent, err
+	}
+	return sent + 2, jc.write([]byte{frameEnd})
+}
+
+func appendHistoryAsk(a historyAsk) []byte {
+	b := binary.AppendUvarint([]byte{cpAsk}, historyVersion)
+	b = append(b, a.author[:]...)
+	b = binary.AppendUvarint(b, a.from)
+	return binary.AppendUvarint(b, a.to)
+}
+
+func decodeHistoryAsk(p []byte) (historyAsk, error) {
+	var a historyAsk
+	v, k := binary.Uvarint(p)
+	if k <= 0 || v != historyVersion {
+		return a, malformed("history version")
+	}
+	p = p[k:]
+	if len(p) < len(a.author) {
+		return a, malformed("history author")
+	}
+	copy(a.author[:], p)
+	p = p[len(a.author):]
+	if a.from, k = binary.Uvarint(p); k <= 0 {
+		return a, malformed("history from")
+	}
+	p = p[k:]
+	if a.to, k = binary.Uvarint(p); k <= 0 || k != len(p) {
+		return a, malformed("history to")
+	}
+	if a.from == 0 || a.to < a.from {
+		return a, malformed("history range %d-%d", a.from, a.to)
+	}
+	return a, nil
+}
+
+// FetchHistory asks p for the ops of author with from <= seq <= to (p
+// sends at most its Config.HistoryBatch of them, and stops at the first
+// it lacks). It returns the run received, contiguous from from on, not
+// verified beyond its shape: the caller checks the chain links and the
+// signatures. An empty run means p holds none of them.
+func (n *Network) FetchHistory(ctx context.Context, p peer.ID, author crdt.PublicKey, from, to uint64) ([]crdt.Op, error) {
+	if from == 0 || to < from {
+		return nil, fmt.Errorf("p2p: history range %d-%d", from, to)
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.SyncTimeout)
+	defer cancel()
+	s, err := n.host.NewStream(network.WithNoDial(ctx, "history"), p, HistoryProtocol)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: open history stream: %w", err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	defer stop()
+	defer s.Reset() // after the exchange, or on error
+	jc := n.checkpointConn(s)
+	if err := jc.write(appendHistoryAsk(historyAsk{author: author, from: from, to: to})); err != nil {
+		return nil, fmt.Errorf("p2p: history ask: %w", err)
+	}
+	var out []crdt.Op
+	want := to - from + 1
+	for {
+		t, f, err := jc.read()
+		if err != nil {
+			return out, fmt.Errorf("p2p: history: %w", err)
+		}
+		if t == frameEnd {
+			_ = s.CloseWrite()
+			return out, nil
+		}
+		if t != frameOps {
+			return out, malformed("history frame %d where ops were expected", t)
+		}
+		ops, err := decodeRun(f)
+		if err != nil {
+			return out, err
+		}
+		if len(ops) == 0 {
+			return out, malformed("empty history run")
+		}
+		next := from + uint64(len(out))
+		if ops[0].Author != author || ops[0].Seq != next || uint64(len(out)+len(ops)) > want {
+			return out, malformed("history run %s#%d+%d where %s#%d was expected", ops[0].Author.Short(), ops[0].Seq, len(ops), author.Short(), next)
+		}
+		out = append(out, ops...)
+	}
 }

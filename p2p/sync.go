@@ -785,6 +785,16 @@ func (sx *syncState) noteSession(sent uint64, took time.Duration, cut bool) {
 	sx.mu.Unlock()
 }
 
+// charge takes bytes sent to p outside a session (history) from its
+// credit.
+func (sx *syncState) charge(p peer.ID, sent uint64) {
+	sx.mu.Lock()
+	defer sx.mu.Unlock()
+	if sp := sx.peers[p]; sp != nil {
+		sp.credit -= float64(sent)
+	}
+}
+
 // credit returns the bytes p may still be sent (0 when in debt).
 func (sx *syncState) credit(p peer.ID, cfg *Config, now time.Time) uint64 {
 	sx.mu.Lock()
