@@ -29,6 +29,23 @@ import (
 //
 // Crashers land in testdata/fuzz/<target>/ and stay there as seeds.
 
+// fuzzFederation is testFederation on a fixed clock: every fuzzing
+// process builds the same chain, so that seeds and inputs found by one
+// worker mean the same in the others.
+func fuzzFederation(tb testing.TB, venues ...*crdt.Signer) []crdt.Op {
+	tb.Helper()
+	clock := crdt.NewClock(func() int64 { return fuzzEpoch.UnixMilli() })
+	fed := crdt.NewAuthor(seedSigner(tb, 1), clock, 0, crdt.OpID{})
+	ops := []crdt.Op{fed.Make(&crdt.Genesis{Name: "Test", Currency: "EUR", Settings: crdt.DefaultSettings()})}
+	for i, v := range venues {
+		ops = append(ops, fed.Make(&crdt.Admit{Venue: v.Public(), Name: string(rune('A' + i))}))
+	}
+	return ops
+}
+
+// fuzzEpoch is the fixed time of fuzzFederation and of the heartbeats.
+var fuzzEpoch = time.UnixMilli(1_700_000_000_000)
+
 // fuzzPair is an honest node and a member whose streams the fuzzer writes.
 type fuzzPair struct {
 	fed            []crdt.Op
@@ -53,7 +70,7 @@ func (p *fuzzPair) LatestCheckpoint() ([]byte, []crdt.Attestation, error) {
 func newFuzzPair(tb testing.TB, now func() time.Time) *fuzzPair {
 	tb.Helper()
 	sa, sb := seedSigner(tb, 0x41), seedSigner(tb, 0x42)
-	p := &fuzzPair{fed: testFederation(tb, sa, sb), honestSigner: sa, rogueSigner: sb}
+	p := &fuzzPair{fed: fuzzFederation(tb, sa, sb), honestSigner: sa, rogueSigner: sb}
 	start := func(s *crdt.Signer, boot []string, now func() time.Time) (*Network, *MemReplica) {
 		rep, err := NewMemReplica(p.fed, s, nil)
 		if err != nil {
@@ -239,7 +256,7 @@ func FuzzJoinFrames(f *testing.F) {
 	for i := range 4 {
 		venues = append(venues, seedSigner(f, byte(0x50+i)))
 	}
-	fed := testFederation(f, venues...)
+	fed := fuzzFederation(f, venues...)
 	other := topUps(f, venues[0], 2)
 	run := func(ops ...crdt.Op) []byte { return appendOps([]byte{joinOps}, ops) }
 	for _, s := range [][]byte{
@@ -454,7 +471,7 @@ func FuzzCheckpointAsk(f *testing.F) {
 // signed heartbeat is accepted, and then recorded (onHeartbeat) and
 // counted by the quorum check without harm.
 func FuzzHeartbeatQuorum(f *testing.F) {
-	at := time.Now()
+	at := fuzzEpoch.Add(time.Minute)
 	p := newFuzzPair(f, func() time.Time { return at })
 	outsider := seedSigner(f, 0x77)
 	hb := p.rogue.makeHeartbeat()
