@@ -93,6 +93,11 @@ type Config struct {
 	// the members it learns of (bootstrap peers are always dialed).
 	// Default 16.
 	TargetPeers int
+	// MaxDialBackoff bounds the wait between two dials of a disconnected
+	// bootstrap peer or member (the wait doubles from 1 s up to it), so
+	// that a link that comes back is found within it however long it was
+	// down. Default 2 s.
+	MaxDialBackoff time.Duration
 	// MaxPublishQueue bounds the own ops waiting to be published; past it,
 	// ops are left to anti-entropy. Default 10,000.
 	MaxPublishQueue int
@@ -207,6 +212,7 @@ func DefaultConfig() Config {
 		MaxVVEntries:      4096,
 		MeshDegree:        4,
 		TargetPeers:       16,
+		MaxDialBackoff:    2 * time.Second,
 		MaxPublishQueue:   10000,
 		IngestWorkers:     4,
 		MaxInboundSyncs:   4,
@@ -249,6 +255,7 @@ func (c *Config) setDefaults() error {
 	num(&c.MaxVVEntries, d.MaxVVEntries)
 	num(&c.MeshDegree, d.MeshDegree)
 	num(&c.TargetPeers, d.TargetPeers)
+	dur(&c.MaxDialBackoff, d.MaxDialBackoff)
 	num(&c.MaxPublishQueue, d.MaxPublishQueue)
 	num(&c.IngestWorkers, d.IngestWorkers)
 	num(&c.MaxInboundSyncs, d.MaxInboundSyncs)

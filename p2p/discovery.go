@@ -4,22 +4,39 @@ import (
 	"context"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 )
 
 // Discovery and membership upkeep: the maintenance loop closes connections
 // to peers that are no longer members (a revocation arrived) or are
 // blocked, dials the bootstrap peers and, up to TargetPeers connections,
-// the members whose addresses it learnt (identify, heartbeats, mDNS), each
-// with exponential backoff.
+// the members whose addresses it learnt (identify, heartbeats, mDNS).
+//
+// Reconnection after a partition must not wait on a backoff grown while
+// the links were down, however long that was. So:
+//   - a peer's redials back off from 1 s to only Config.MaxDialBackoff
+//     (default 2 s: a dial is a few packets, cheap for a federation of
+//     100 venues), counted from the start of the failed dial (a dial that
+//     hung until dialTimeout has waited already);
+//   - libp2p's own per-address dial backoff (swarm, 5 s growing to 5 min)
+//     is cleared before each of our dials: ours paces them;
+//   - any sign that the network is back resets every backoff and dials at
+//     once: a member connecting, a heartbeat (relayed by others) from a
+//     member we are not connected to, a change of the host's addresses;
+//   - a connection that opens starts an anti-entropy session at once
+//     (onConnected).
 
 const (
 	maintainInterval = time.Second
-	dialTimeout      = 10 * time.Second
-	minDialBackoff   = time.Second
-	maxDialBackoff   = time.Minute
-	maxDialsAtOnce   = 8
+	// dialTimeout bounds one dial. Over a link that drops packets TCP
+	// sends its SYN at 0, 1 and 3 s: a 5 s bound then a new dial leaves
+	// no gap of more than 2 s without a SYN after the link comes back.
+	dialTimeout    = 5 * time.Second
+	minDialBackoff = time.Second
+	maxDialsAtOnce = 8
 )
 
 func (n *Network) maintainLoop() {
@@ -132,6 +149,7 @@ func (n *Network) startDial(p peer.ID, done func()) bool {
 		if done != nil {
 			defer done()
 		}
+		n.clearSwarmBackoff(p)
 		ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
 		err := n.host.Connect(ctx, peer.AddrInfo{ID: p})
 		cancel()
@@ -139,8 +157,9 @@ func (n *Network) startDial(p peer.ID, done func()) bool {
 		pi := n.peer(p)
 		pi.dialing = false
 		if err != nil {
-			pi.dialBackoff = min(max(2*pi.dialBackoff, minDialBackoff), maxDialBackoff)
-			pi.nextDial = time.Now().Add(jitter(pi.dialBackoff, 0.2))
+			lo := min(minDialBackoff, n.cfg.MaxDialBackoff)
+			pi.dialBackoff = min(max(2*pi.dialBackoff, lo), n.cfg.MaxDialBackoff)
+			pi.nextDial = now.Add(jitter(pi.dialBackoff, 0.2))
 		} else {
 			pi.dialBackoff, pi.nextDial = 0, time.Time{}
 		}
@@ -171,4 +190,59 @@ func (m mdnsNotifee) HandlePeerFound(ai peer.AddrInfo) {
 	}
 	n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, heartbeatAddrTTL)
 	wake(n.maintainWake)
+}
+
+// clearSwarmBackoff forgets libp2p's dial backoff for p (the swarm's, when
+// the host has one): the maintenance loop paces the dials itself, and the
+// swarm's backoff, grown over a long partition, would refuse the dial that
+// finds the link back.
+func (n *Network) clearSwarmBackoff(p peer.ID) {
+	if sw, ok := n.host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
+	}
+}
+
+// redialNow resets the dial backoff of the given peers (every peer if
+// none is given) and wakes the maintenance loop: something showed that
+// the network, or the way to these peers, is back.
+func (n *Network) redialNow(peers ...peer.ID) {
+	n.peersMu.Lock()
+	if len(peers) == 0 {
+		for _, pi := range n.peers {
+			pi.nextDial, pi.dialBackoff = time.Time{}, 0
+		}
+	}
+	for _, p := range peers {
+		if pi := n.peers[p]; pi != nil {
+			pi.nextDial, pi.dialBackoff = time.Time{}, 0
+		}
+	}
+	n.peersMu.Unlock()
+	wake(n.maintainWake)
+}
+
+// addrLoop redials every disconnected peer at once when the host's own
+// addresses change (an interface came up, a new lease, a port mapping):
+// the way to them may be back.
+func (n *Network) addrLoop() {
+	sub, err := n.host.EventBus().Subscribe(new(event.EvtLocalAddressesUpdated))
+	if err != nil {
+		n.log.Warn("cannot watch the host's addresses", "err", err)
+		return
+	}
+	defer sub.Close()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case e, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			if ev, isEv := e.(event.EvtLocalAddressesUpdated); isEv && ev.Diffs {
+				n.log.Debug("host addresses changed: redialing", "addrs", len(ev.Current))
+				n.redialNow()
+			}
+		}
+	}
 }

@@ -177,7 +177,7 @@ func (n *Network) onHeartbeat(p peer.ID, hb *Heartbeat) {
 	connected := n.host.Network().Connectedness(p) == network.Connected
 	if !connected && len(hb.Addrs) > 0 && !n.gater.isBlocked(p) {
 		n.host.Peerstore().AddAddrs(p, hb.Addrs, heartbeatAddrTTL)
-		wake(n.maintainWake)
+		n.redialNow(p) // it is alive and reachable by others: dial it now
 	}
 	if connected && !recent && n.behind(hb) {
 		// After GapSyncDelay, and only if the peer's latest heartbeat

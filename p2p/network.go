@@ -335,7 +335,7 @@ func (n *Network) start(ctx context.Context) error {
 		n.host.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.PermanentAddrTTL)
 	}
 	n.rep.OnChange(n.onChange)
-	for _, f := range []func(){n.publishLoop, n.readOps, n.readHeartbeats, n.heartbeatLoop, n.syncLoop, n.maintainLoop} {
+	for _, f := range []func(){n.publishLoop, n.readOps, n.readHeartbeats, n.heartbeatLoop, n.syncLoop, n.maintainLoop, n.addrLoop} {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -624,6 +624,8 @@ func (n *Network) onConnected(p peer.ID) {
 	pi.lastSeen = n.cfg.Now()
 	pi.nextDial, pi.dialBackoff = time.Time{}, 0
 	n.peersMu.Unlock()
+	// A member reached: the network may be back for the others too.
+	n.redialNow()
 	wake(n.hbWake)
 	// Anti-entropy on connect, after a short random delay so that two
 	// peers connecting to each other rarely start at the same instant.
