@@ -213,8 +213,19 @@
 //
 // # Discovery
 //
-// Bootstrap peers (Config.Bootstrap) are dialed at start and redialed with
-// exponential backoff (1 s to 1 min) whenever disconnected. mDNS
+// Bootstrap peers (Config.Bootstrap) are dialed at start and, like the
+// members whose addresses are known (up to Config.TargetPeers
+// connections), redialed whenever disconnected, with a backoff that
+// doubles from 1 s to only Config.MaxDialBackoff (default 2 s), counted
+// from the start of the failed dial; a dial gives up after 5 s. A
+// reconnection after a partition must not wait on a backoff grown while
+// the links were down, however long that was: libp2p's own dial backoff
+// (the swarm's, 5 s growing to 5 min per address) is cleared before each
+// dial, and every backoff is reset, with a dial at once, when a member
+// connects, when a heartbeat (relayed by others) arrives from a member
+// this node is not connected to, and when the host's addresses change.
+// Each connection that opens starts an anti-entropy session at once.
+// mDNS
 // (Config.MDNS) finds the federation's nodes on the LAN under the service
 // name "_cagnotte-<first 8 hex digits of the federation key>._udp".
 // Behind NATs, libp2p's own features are configured: port mapping
