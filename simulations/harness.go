@@ -38,6 +38,10 @@ type HarnessConfig struct {
 	// or refund taken in sync: today's behaviour before reservations, to
 	// measure the in-sync exposure they close.
 	NoReservations bool
+	// RefundWithoutQuorum is for tests only, a broken rule: refunds are
+	// decided (crdt.State.DecideRefund) as if the venue were in sync with
+	// a quorum, whatever its isolation state and its quorum check say.
+	RefundWithoutQuorum bool
 }
 
 // Venue is one simulated node: a replica, the author of its ops and the
@@ -936,7 +940,11 @@ func (h *Harness) Refund(v int, card crdt.CardID, amount uint64, reason string) 
 	if err != nil {
 		return crdt.Op{}, 0, err
 	}
-	bal, err := ven.Replica.Set.State.DecideRefund(crdt.RefundInput{Card: card, Amount: amount, Isolated: ven.Isolated || lost})
+	isolated := ven.Isolated || lost
+	if h.cfg.RefundWithoutQuorum {
+		isolated = false // the broken rule: the quorum input bypassed
+	}
+	bal, err := ven.Replica.Set.State.DecideRefund(crdt.RefundInput{Card: card, Amount: amount, Isolated: isolated})
 	if err != nil {
 		h.release(v, card)
 		return crdt.Op{}, 0, err
@@ -983,6 +991,31 @@ func (h *Harness) CopyVenue(v int) (int, error) {
 	h.gen++
 	h.evaluate()
 	return i, nil
+}
+
+// ErrAckLost is returned by Restart when the replica a node restarts
+// with lacks an op the venue had signed (and so acknowledged).
+var ErrAckLost = errors.New("simulations: an acknowledged op is lost")
+
+// Restart replaces venue v's node after a crash (kill -9): rep is its
+// replica as read back from its store, the author continues its chain
+// from rep's head, the reservation table (memory) starts empty, and the
+// sync state and offline ledger are evaluated anew, as a node does when it
+// starts. rep must hold every op v signed (ErrAckLost otherwise).
+func (h *Harness) Restart(v int, rep *crdt.Replica) error {
+	ven := h.venues[v]
+	seq, head := rep.Set.Head(ven.Key())
+	if seq != ven.Author.Seq() {
+		return fmt.Errorf("%w: venue %d signed %d ops, restarts with %d", ErrAckLost, v, ven.Author.Seq(), seq)
+	}
+	ven.Replica = rep
+	ven.Author = crdt.NewAuthor(ven.Signer, crdt.NewClock(h.Now), seq, head)
+	ven.Reserve = crdt.NewReservationTable(0)
+	ven.Isolated = false
+	ven.Ledger.Reset(0)
+	h.gen++
+	h.evaluate()
+	return nil
 }
 
 // tillSkew is how far a copied till's clock runs ahead of the virtual

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,18 @@ type Scenario struct {
 	Clones     ScenarioClones      `toml:"clones"`
 	Federation ScenarioFederation  `toml:"federation"`
 	Libp2p     ScenarioLibp2p      `toml:"libp2p"`
+	// Refunds are card holders asking for their balance back.
+	Refunds ScenarioRefunds `toml:"refunds"`
+	// Events are the agenda: venues publish events as ops.
+	Events ScenarioEvents `toml:"events"`
+	// RandomCrashes kills nodes at random moments (kill -9).
+	RandomCrashes ScenarioRandomCrashes `toml:"random_crashes"`
+	// Store is "memory" (default) or "badger": each venue's ops also go to
+	// a real node/store Badger database in a temporary directory,
+	// committed before the venue acknowledges what it made, and a crash
+	// reopens the database from the files as the killed process left
+	// them.
+	Store string `toml:"store"`
 
 	src []byte
 }
@@ -68,14 +81,72 @@ type ScenarioVenues struct {
 	Close string `toml:"close"`
 	// Uplink is every venue's link.
 	Uplink ScenarioUplink `toml:"uplink"`
+	// Override gives some venues their own opening hours or uplink; a
+	// zero field keeps the value above.
+	Override []ScenarioVenueOverride `toml:"override"`
+}
+
+// ScenarioVenueOverride is one venue's own opening hours and uplink.
+type ScenarioVenueOverride struct {
+	// Venue is a name or a 0-based index as a string.
+	Venue string `toml:"venue"`
+	// Open and Close are the venue's hours ("HH:MM"), or "always" in Open
+	// for a venue that never closes.
+	Open  string `toml:"open"`
+	Close string `toml:"close"`
+	// Latency, BandwidthKbps, Loss, FlapsPerHour and FlapDuration are
+	// the venue's uplink (see ScenarioUplink).
+	Latency       Duration `toml:"latency"`
+	BandwidthKbps int      `toml:"bandwidth_kbps"`
+	Loss          float64  `toml:"loss"`
+	FlapsPerHour  float64  `toml:"flaps_per_hour"`
+	FlapDuration  Duration `toml:"flap_duration"`
+}
+
+// ScenarioRefunds describes refunds.
+type ScenarioRefunds struct {
+	// Share of the card holders ask, once, at a random moment of the run,
+	// for their balance back in cash at one of their venues (default 0);
+	// a refund refused (the venue isolated, or without a quorum now) is
+	// asked again at the next visit. The card then leaves the traffic.
+	Share float64 `toml:"share"`
+	// Clones also ask every venue they reach on the far side of a
+	// partition, after their payments, for the card's balance in cash.
+	Clones bool `toml:"clones"`
+}
+
+// ScenarioEvents describes the agenda's traffic.
+type ScenarioEvents struct {
+	// PerVenuePerDay is how many events a venue publishes per simulated
+	// day (Poisson; default 0), each an event_upsert op with a title, a
+	// time and a description of DescriptionBytes (default 300); UpdateShare
+	// of the publications update an event the venue published before
+	// (default 0.3).
+	PerVenuePerDay   float64 `toml:"per_venue_per_day"`
+	DescriptionBytes int     `toml:"description_bytes"`
+	UpdateShare      float64 `toml:"update_share"`
+}
+
+// ScenarioRandomCrashes describes random node crashes.
+type ScenarioRandomCrashes struct {
+	// PerVenuePerDay is how often a venue's node is killed (kill -9), per
+	// simulated day (Poisson; default 0); it restarts MinDown..MaxDown
+	// later (default "1m".."10m").
+	PerVenuePerDay float64  `toml:"per_venue_per_day"`
+	MinDown        Duration `toml:"min_down"`
+	MaxDown        Duration `toml:"max_down"`
 }
 
 // ScenarioUplink is a venue's internet link.
 type ScenarioUplink struct {
-	// Latency (default "30ms") and BandwidthKbps (default 2000) estimate
-	// the catch-up time after each heal (latency + bytes / bandwidth).
+	// Latency (default "30ms"), BandwidthKbps (default 2000) and Loss (a
+	// packet loss share, 0..0.9, default 0) estimate the time an op takes
+	// to reach the other venues (latency of both ends + bytes / bandwidth)
+	// and the catch-up time after each heal (3 × latency + bytes /
+	// bandwidth), both divided by 1 − loss (retransmissions).
 	Latency       Duration `toml:"latency"`
 	BandwidthKbps int      `toml:"bandwidth_kbps"`
+	Loss          float64  `toml:"loss"`
 	// FlapsPerHour is how often, on average, one venue's uplink drops
 	// (each venue independently; 0: never), for FlapDuration (default
 	// "2m"): the venue is alone for that time (a flaky uplink).
@@ -366,6 +437,44 @@ func (sc *Scenario) defaults() error {
 		return sc.errf("venues.uplink.flaps_per_hour", "between 0 and 60")
 	case u.FlapDuration.Duration < 0:
 		return sc.errf("venues.uplink.flap_duration", "not negative")
+	case u.Loss < 0 || u.Loss > 0.9:
+		return sc.errf("venues.uplink.loss", "between 0 and 0.9")
+	}
+	overridden := map[int]bool{}
+	for i, o := range v.Override {
+		f := fmt.Sprintf("venues.override[%d]", i)
+		k, err := sc.VenueIndex(o.Venue)
+		if err != nil {
+			return sc.errf(f+".venue", "%v", err)
+		}
+		if overridden[k] {
+			return sc.errf(f+".venue", "venue %q overridden twice", o.Venue)
+		}
+		overridden[k] = true
+		switch {
+		case o.Open == "always" && o.Close == "":
+		case (o.Open == "") != (o.Close == ""):
+			return sc.errf(f+".open", "open and close go together (or open = \"always\")")
+		case o.Open != "":
+			if _, err := parseClock(o.Open); err != nil {
+				return sc.errf(f+".open", "%v", err)
+			}
+			if _, err := parseClock(o.Close); err != nil {
+				return sc.errf(f+".close", "%v", err)
+			}
+		}
+		switch {
+		case o.Latency.Duration < 0 || o.Latency.Duration > time.Minute:
+			return sc.errf(f+".latency", "between 0 and 1m")
+		case o.BandwidthKbps < 0:
+			return sc.errf(f+".bandwidth_kbps", "at least 1")
+		case o.Loss < 0 || o.Loss > 0.9:
+			return sc.errf(f+".loss", "between 0 and 0.9")
+		case o.FlapsPerHour < 0 || o.FlapsPerHour > 60:
+			return sc.errf(f+".flaps_per_hour", "between 0 and 60")
+		case o.FlapDuration.Duration < 0:
+			return sc.errf(f+".flap_duration", "not negative")
+		}
 	}
 	c := &sc.Cards
 	if c.Count < 1 || c.Count > 100_000 {
@@ -483,6 +592,45 @@ func (sc *Scenario) defaults() error {
 	case cl.Count > 0 && len(sc.Partitions) == 0 && r.Count == 0 && u.FlapsPerHour == 0:
 		return sc.errf("clones.count", "clones attack during partitions: schedule some")
 	}
+	rf := &sc.Refunds
+	if rf.Share < 0 || rf.Share > 1 {
+		return sc.errf("refunds.share", "between 0 and 1")
+	}
+	ev := &sc.Events
+	if ev.DescriptionBytes == 0 {
+		ev.DescriptionBytes = 300
+	}
+	if ev.UpdateShare == 0 {
+		ev.UpdateShare = 0.3
+	}
+	switch {
+	case ev.PerVenuePerDay < 0 || ev.PerVenuePerDay > 1000:
+		return sc.errf("events.per_venue_per_day", "between 0 and 1000")
+	case ev.DescriptionBytes < 0 || ev.DescriptionBytes > crdt.MaxTextLen:
+		return sc.errf("events.description_bytes", "between 0 and %d", crdt.MaxTextLen)
+	case ev.UpdateShare < 0 || ev.UpdateShare > 1:
+		return sc.errf("events.update_share", "between 0 and 1")
+	}
+	rc := &sc.RandomCrashes
+	if rc.MinDown.Duration == 0 {
+		rc.MinDown.Duration = time.Minute
+	}
+	if rc.MaxDown.Duration == 0 {
+		rc.MaxDown.Duration = 10 * time.Minute
+	}
+	switch {
+	case rc.PerVenuePerDay < 0 || rc.PerVenuePerDay > 100:
+		return sc.errf("random_crashes.per_venue_per_day", "between 0 and 100")
+	case rc.MinDown.Duration <= 0 || rc.MaxDown.Duration < rc.MinDown.Duration:
+		return sc.errf("random_crashes.max_down", "0 < min_down <= max_down")
+	}
+	switch sc.Store {
+	case "":
+		sc.Store = StoreMemory
+	case StoreMemory, StoreBadger:
+	default:
+		return sc.errf("store", "\"memory\" or \"badger\" (got %q)", sc.Store)
+	}
 	fed := &sc.Federation
 	if fed.MinPeersPercent > 100 {
 		return sc.errf("federation.min_peers_percent", "at most 100")
@@ -500,6 +648,77 @@ func (sc *Scenario) defaults() error {
 		sc.Libp2p.OpsPerSide = 200
 	}
 	return nil
+}
+
+// Store kinds (Scenario.Store).
+const (
+	StoreMemory = "memory"
+	StoreBadger = "badger"
+)
+
+// Uplink is one venue's link, with the overrides applied.
+type Uplink struct {
+	LatencyMs     int64
+	BandwidthKbps int
+	Loss          float64
+	FlapsPerHour  float64
+	FlapMs        int64
+}
+
+// TransferMs estimates the time to send bytes over the link after rtts
+// round trips: (rtts × latency + bytes / bandwidth) / (1 − loss).
+func (u Uplink) TransferMs(rtts int, bytes int64) int64 {
+	ms := float64(int64(rtts)*u.LatencyMs) + float64(bytes)*8/float64(u.BandwidthKbps)
+	return int64(math.Ceil(ms / (1 - u.Loss)))
+}
+
+// override returns venue i's override, or nil.
+func (sc *Scenario) override(i int) *ScenarioVenueOverride {
+	for k := range sc.Venues.Override {
+		if j, _ := sc.VenueIndex(sc.Venues.Override[k].Venue); j == i {
+			return &sc.Venues.Override[k]
+		}
+	}
+	return nil
+}
+
+// VenueUplink returns venue i's uplink: venues.uplink with its override.
+func (sc *Scenario) VenueUplink(i int) Uplink {
+	u := sc.Venues.Uplink
+	out := Uplink{LatencyMs: u.Latency.Ms(), BandwidthKbps: u.BandwidthKbps, Loss: u.Loss, FlapsPerHour: u.FlapsPerHour, FlapMs: u.FlapDuration.Ms()}
+	if o := sc.override(i); o != nil {
+		if o.Latency.Duration > 0 {
+			out.LatencyMs = o.Latency.Ms()
+		}
+		if o.BandwidthKbps > 0 {
+			out.BandwidthKbps = o.BandwidthKbps
+		}
+		if o.Loss > 0 {
+			out.Loss = o.Loss
+		}
+		if o.FlapsPerHour > 0 {
+			out.FlapsPerHour = o.FlapsPerHour
+		}
+		if o.FlapDuration.Duration > 0 {
+			out.FlapMs = o.FlapDuration.Ms()
+		}
+	}
+	return out
+}
+
+// VenueHours returns venue i's opening hours in minutes after midnight;
+// always is true for a venue that never closes.
+func (sc *Scenario) VenueHours(i int) (open, close int, always bool) {
+	o, c := sc.Venues.Open, sc.Venues.Close
+	if ov := sc.override(i); ov != nil && ov.Open != "" {
+		o, c = ov.Open, ov.Close
+	}
+	if o == "" || o == "always" {
+		return 0, 0, true
+	}
+	open, _ = parseClock(o)
+	close, _ = parseClock(c)
+	return open, close, false
 }
 
 // VenueName returns venue i's name.

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -124,6 +126,163 @@ func TestScenarioBrokenCapsRuleIsCaught(t *testing.T) {
 	}
 }
 
+const refundAttackScenario = `name = "refund-attack"
+seed = 11
+duration = "2h"
+[venues]
+count = 4
+[cards]
+count = 30
+[[partitions]]
+at = "30m"
+for = "30m"
+isolate = ["3"]
+[clones]
+count = 3
+topup_cents = 15000
+[refunds]
+share = 0.3
+clones = true
+`
+
+// TestBrokenRuleRefundWithoutQuorumCaught: the clones ask the isolated
+// venue for the card's balance in cash. With the node's rule
+// (crdt.State.DecideRefund fed the venue's isolation and quorum check)
+// every such refund is refused and the loss stays within the caps' bound;
+// with the test-only broken rule (the quorum input bypassed) the refunds
+// are paid out and the run stops on the clone-loss invariant, listing the
+// refunds.
+func TestBrokenRuleRefundWithoutQuorumCaught(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		broken bool
+	}{
+		{"quorum checked", false},
+		{"quorum bypassed", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc, err := ParseScenario([]byte(refundAttackScenario))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := RunScenario(context.Background(), sc, ScenarioOptions{RefundWithoutQuorum: tc.broken})
+			if !tc.broken {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.CloneRefunds != 0 || res.CloneRefundsRefused == 0 || res.Refunds == 0 {
+					t.Fatalf("clone refunds %d accepted, %d refused; holder refunds %d: want 0, > 0, > 0", res.CloneRefunds, res.CloneRefundsRefused, res.Refunds)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvariant) || res == nil || res.Violation == nil {
+				t.Fatalf("want an invariant violation, got %v", err)
+			}
+			v := res.Violation
+			if v.Invariant != "clone loss ≤ the caps' bound" || !strings.Contains(strings.Join(v.Ops, "\n"), "refund card") {
+				t.Fatalf("violation %q with ops %q: want the clone-loss invariant listing the refunds", v.Invariant, v.Ops)
+			}
+			t.Log(v)
+		})
+	}
+}
+
+// TestBrokenRuleAntiEntropyOffCaught: with anti-entropy off, venues that
+// come back together only resume gossip, and the ops made apart never
+// reach the other side: the run stops on "one digest everywhere after
+// each heal", listing the ops each venue lacks.
+func TestBrokenRuleAntiEntropyOffCaught(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		broken bool
+	}{
+		{"anti-entropy on", false},
+		{"anti-entropy off", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc, err := ParseScenario([]byte(attackScenario))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := RunScenario(context.Background(), sc, ScenarioOptions{NoAntiEntropy: tc.broken})
+			if !tc.broken {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvariant) || res == nil || res.Violation == nil {
+				t.Fatalf("want an invariant violation, got %v", err)
+			}
+			v := res.Violation
+			if v.Invariant != "one digest everywhere after each heal" || !strings.Contains(strings.Join(v.Ops, "\n"), "lacks ") {
+				t.Fatalf("violation %q with ops %q: want the digest invariant with the ops lacking", v.Invariant, v.Ops)
+			}
+			t.Log(v)
+		})
+	}
+}
+
+const crashScenario = `name = "crashes"
+seed = 5
+duration = "6h"
+start = "18:00"
+store = "%s"
+[venues]
+count = 3
+open = "18:00"
+close = "23:00"
+[[venues.override]]
+venue = "2"
+open = "always"
+latency = "300ms"
+bandwidth_kbps = 64
+loss = 0.1
+[cards]
+count = 40
+visits_per_evening = 6
+[events]
+per_venue_per_day = 40
+[refunds]
+share = 0.2
+[[crashes]]
+venue = "0"
+at = "1h"
+for = "5m"
+[random_crashes]
+per_venue_per_day = 6
+`
+
+// TestScenarioCrashesLoseNothingAcknowledged kills nodes (a scheduled
+// crash and random ones) in a run with events, refunds, per-venue hours
+// and uplinks, with memory stores and with real Badger stores (reopened
+// from their files as the killed process left them): every restart holds
+// every op the venue acknowledged, and every invariant holds.
+func TestScenarioCrashesLoseNothingAcknowledged(t *testing.T) {
+	for _, store := range []string{StoreMemory, StoreBadger} {
+		t.Run(store, func(t *testing.T) {
+			sc, err := ParseScenario([]byte(fmt.Sprintf(crashScenario, store)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := runScenario(t, sc, ScenarioOptions{TempDir: t.TempDir()})
+			t.Logf("%s: ops %d, crashes %d, events %d (%.0f B/op), refunds %d (%d refused offline), closed %d, wall %s",
+				store, res.Ops, res.Crashes, res.Events, res.EventBytesPerOp, res.Refunds, res.RefundsRefusedOffline, res.HonestClosed, res.Wall)
+			if res.Crashes < 2 || res.Events == 0 || res.Refunds == 0 || res.HonestClosed == 0 || len(res.EventVisibilityMs) == 0 {
+				t.Fatalf("crashes %d, events %d, refunds %d, closed %d: want crashes, events, refunds and closed hours", res.Crashes, res.Events, res.Refunds, res.HonestClosed)
+			}
+			if store == StoreBadger && res.VenueFigures[0].StoreBytes == 0 {
+				t.Fatalf("no Badger store measured: %+v", res.VenueFigures[0])
+			}
+			// Venue 2 never closes and has the slow uplink: the slowest
+			// gossip delay is at least its latency.
+			if slices.Max(res.VisibilityMs) < 300 {
+				t.Fatalf("visibility max %d ms: want at least venue 2's latency", slices.Max(res.VisibilityMs))
+			}
+		})
+	}
+}
+
 // TestScenarioValidationErrors checks that a bad scenario is refused with
 // the line and the field.
 func TestScenarioValidationErrors(t *testing.T) {
@@ -141,6 +300,14 @@ func TestScenarioValidationErrors(t *testing.T) {
 		{"stamp policy", base + "[random_partitions]\ncount = 1\n[clones]\ncount = 1\nstamps = \"sticky\"\n", "line 11: clones.stamps"},
 		{"too many hosts", base + "[libp2p]\nnodes = 31\n", "line 8: libp2p.nodes"},
 		{"syntax", base + "[cards\n", "line 8: expected"},
+		{"store", "store = \"disk\"\n" + base, "line 1: store"},
+		{"override venue", base + "[[venues.override]]\nvenue = \"0\"\n[[venues.override]]\nvenue = \"9\"\n", "line 10: venues.override[1].venue"},
+		{"override loss", base + "[[venues.override]]\nvenue = \"1\"\nloss = 2.0\n", "line 9: venues.override[0].loss"},
+		{"override hours", base + "[[venues.override]]\nvenue = \"1\"\nopen = \"25:00\"\nclose = \"02:00\"\n", "line 9: venues.override[0].open"},
+		{"uplink loss", base + "[venues.uplink]\nloss = 1\n", "line 8: venues.uplink.loss"},
+		{"events", base + "[events]\nper_venue_per_day = -1\n", "line 8: events.per_venue_per_day"},
+		{"refunds", base + "[refunds]\nshare = 1.5\n", "line 8: refunds.share"},
+		{"random crashes", base + "[random_crashes]\nmin_down = \"10m\"\nmax_down = \"1m\"\n", "line 9: random_crashes.max_down"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseScenario([]byte(tc.src))

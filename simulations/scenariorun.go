@@ -1,6 +1,7 @@
 package simulations
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -30,6 +33,20 @@ type ScenarioOptions struct {
 	// lifted (a broken rule), while the checker still bounds the loss by
 	// the scenario's caps, so the clone-loss invariant must fail.
 	IgnoreCaps bool
+	// NoAntiEntropy is for tests only, a broken rule: when the network
+	// heals (or venues come to one side) they only resume gossip, never
+	// running the catch-up sync, so the "one digest everywhere after each
+	// heal" invariant must fail.
+	NoAntiEntropy bool
+	// RefundWithoutQuorum is for tests only, a broken rule: refunds are
+	// decided by crdt.State.DecideRefund as if the venue were in sync with
+	// a quorum (HarnessConfig.RefundWithoutQuorum), so a clone's refund on
+	// the far side of a partition overdraws its card beyond the caps'
+	// bound.
+	RefundWithoutQuorum bool
+	// TempDir holds the venues' Badger stores (store = "badger"; default
+	// os.TempDir()); they are removed when the run ends.
+	TempDir string
 }
 
 // ScenarioProgress is where a run is.
@@ -104,6 +121,12 @@ type VenueFigures struct {
 	// gossip payload, not wire bytes).
 	DiskBytes       int64   `json:"disk_bytes"`
 	RecvBytesPerDay float64 `json:"recv_bytes_per_day"`
+	// StoreBytes is the size of the venue's Badger directory at the end
+	// (store = "badger"; 0 otherwise).
+	StoreBytes int64 `json:"store_bytes"`
+	// Events is the agenda ops the venue published; Crashes its crashes.
+	Events  int `json:"events"`
+	Crashes int `json:"crashes"`
 }
 
 // ScenarioResult is what RunScenario measured.
@@ -146,6 +169,29 @@ type ScenarioResult struct {
 	Conflicts            int `json:"conflicts"`
 	BlockedCards         int `json:"blocked_cards"`
 
+	// Refunds are the holders' refunds accepted (RefundedCents in all);
+	// RefundsRefusedOffline those refused because the venue was isolated
+	// or without a quorum (asked again later); CloneRefunds* the clones'.
+	Refunds               int   `json:"refunds"`
+	RefundedCents         int64 `json:"refunded_cents"`
+	RefundsRefusedOffline int   `json:"refunds_refused_offline"`
+	CloneRefunds          int   `json:"clone_refunds"`
+	CloneRefundCents      int64 `json:"clone_refund_cents"`
+	CloneRefundsRefused   int   `json:"clone_refunds_refused"`
+
+	// Events is the agenda ops published (new events and updates);
+	// EventBytesPerOp their mean size; EventVisibilityMs the delay of
+	// each until every venue holds it.
+	Events            int     `json:"events"`
+	EventBytesPerOp   float64 `json:"event_bytes_per_op"`
+	EventVisibilityMs []int64 `json:"event_visibility_ms"`
+
+	// Crashes is the nodes killed (kill -9) and restarted; each restart
+	// is checked to hold every op the venue acknowledged.
+	Crashes int `json:"crashes"`
+	// Store is "memory" or "badger".
+	Store string `json:"store"`
+
 	// BytesPerOp is the mean encoded op size; BytesPerOpPerNode what one
 	// op costs the federation per receiving node (its size, received once).
 	BytesPerOp float64 `json:"bytes_per_op"`
@@ -169,6 +215,7 @@ type cut struct {
 	labels   []int
 	down     int // venue down (crash), or -1
 	attack   bool
+	killed   bool // the crash has happened
 }
 
 type scCard struct {
@@ -179,6 +226,15 @@ type scCard struct {
 	stamp   []byte
 	cloned  bool
 	clone   []byte // the clone's stamp
+	// refundAt is when the holder asks for the balance back (-1: never);
+	// refunded once they got it (the card leaves the traffic).
+	refundAt int64
+	refunded bool
+}
+
+type pendingOp struct {
+	at    int64
+	event bool
 }
 
 type scPay struct {
@@ -189,6 +245,7 @@ type scPay struct {
 	counter uint64
 	offline bool
 	period  int
+	refund  bool // a refund (no counter)
 }
 
 type scRun struct {
@@ -209,8 +266,17 @@ type scRun struct {
 	splitAt  int64
 	pays     []scPay
 	ops      []crdt.Op
-	pending  []int64 // creation times of ops not yet everywhere
+	pending  []pendingOp // ops not yet everywhere
 	down     []bool
+	uplinks  []Uplink
+	// refunds lists the holders who will ask for a refund, by time.
+	refunds []*scCard
+	// events[v] is the ids of the events venue v published.
+	events [][]string
+	stores []*durable
+	tmp    string
+	// eventBytes sums the encoded size of the agenda ops.
+	eventBytes int64
 	check    crdt.Settings // the caps the checker bounds the loss by
 	lastLoss int64
 	lastBnd  int64
@@ -230,13 +296,13 @@ func RunScenario(ctx context.Context, sc *Scenario, opts ScenarioOptions) (*Scen
 	wall := time.Now()
 	settings := sc.Settings()
 	run := settings
-	if opts.IgnoreCaps {
+	if opts.IgnoreCaps { // the broken rule (tests only)
 		run.OfflinePaymentMax, run.OfflineCardMax, run.OfflineVenueBudget = crdt.MaxAmount, crdt.MaxAmount, crdt.MaxAmount
 		run.OfflineCardCount = 1_000_000
 	}
 	startClock, _ := parseClock(sc.Start)
 	start := time.Date(2026, 6, 5, 0, 0, 0, 0, time.UTC).UnixMilli() + int64(startClock)*minute
-	h, err := NewHarness(HarnessConfig{Venues: sc.Venues.Count, Seed: sc.Seed, Settings: run, Start: start})
+	h, err := NewHarness(HarnessConfig{Venues: sc.Venues.Count, Seed: sc.Seed, Settings: run, Start: start, RefundWithoutQuorum: opts.RefundWithoutQuorum})
 	if err != nil {
 		return nil, fmt.Errorf("simulations: scenario %s: %w", sc.Name, err)
 	}
@@ -246,11 +312,24 @@ func RunScenario(ctx context.Context, sc *Scenario, opts ScenarioOptions) (*Scen
 		res: &ScenarioResult{
 			Scenario: sc.Name, Seed: sc.Seed, Venues: sc.Venues.Count, Cards: sc.Cards.Count,
 			DurationMs: sc.Duration.Ms(), Settings: run, Engine: "virtual clock (simulations.Harness, crdt rules)",
-			Clones: sc.Clones.Count,
+			Clones: sc.Clones.Count, Store: sc.Store,
 		},
+		events: make([][]string, sc.Venues.Count),
+	}
+	for v := range sc.Venues.Count {
+		r.uplinks = append(r.uplinks, sc.VenueUplink(v))
+	}
+	if sc.Store == StoreBadger {
+		if err := r.openStores(); err != nil {
+			r.closeStores()
+			return nil, err
+		}
 	}
 	r.schedule()
 	err = r.run(ctx)
+	if cerr := r.closeStores(); err == nil && cerr != nil {
+		err = cerr
+	}
 	r.res.Wall = time.Since(wall)
 	if err != nil {
 		return r.res, err
@@ -302,16 +381,31 @@ func (r *scRun) schedule() {
 		}
 		r.cuts = append(r.cuts, &cut{from: from, to: from + r.between(sc.Random.MinFor.Ms(), sc.Random.MaxFor.Ms()), labels: labels, down: -1, attack: true})
 	}
-	if f := sc.Venues.Uplink.FlapsPerHour; f > 0 {
+	for v := range n {
+		u := r.uplinks[v]
+		if u.FlapsPerHour <= 0 {
+			continue
+		}
+		for t := int64(0); ; {
+			t += int64(r.rng.ExpFloat64() / u.FlapsPerHour * 3_600_000)
+			if t >= end {
+				break
+			}
+			labels := make([]int, n)
+			labels[v] = 1
+			r.cuts = append(r.cuts, &cut{from: t, to: t + u.FlapMs, labels: labels, down: -1})
+		}
+	}
+	if f := sc.RandomCrashes.PerVenuePerDay; f > 0 {
 		for v := range n {
 			for t := int64(0); ; {
-				t += int64(r.rng.ExpFloat64() / f * 3_600_000)
+				t += int64(r.rng.ExpFloat64() / f * 86_400_000)
 				if t >= end {
 					break
 				}
 				labels := make([]int, n)
 				labels[v] = 1
-				r.cuts = append(r.cuts, &cut{from: t, to: t + sc.Venues.Uplink.FlapDuration.Ms(), labels: labels, down: -1})
+				r.cuts = append(r.cuts, &cut{from: t, to: t + r.between(sc.RandomCrashes.MinDown.Ms(), sc.RandomCrashes.MaxDown.Ms()), labels: labels, down: v})
 			}
 		}
 	}
@@ -350,13 +444,29 @@ func (r *scRun) newCardID() crdt.CardID {
 	}
 }
 
+// emitted records an op venue v made. Made while the network is whole,
+// it reaches every venue by gossip: its visibility delay is the time to
+// send it on v's uplink and receive it on the slowest other uplink; made
+// while split, it waits for the next heal (then its catch-up).
 func (r *scRun) emitted(v int, op crdt.Op) {
 	r.ops = append(r.ops, op)
 	r.res.VenueFiguresAt(v, r.sc).OpsMade++
-	r.pending = append(r.pending, r.now)
-	if r.layout == "" {
-		r.res.VisibilityMs = append(r.res.VisibilityMs, 0)
-		r.pending = r.pending[:len(r.pending)-1]
+	event := op.Kind == crdt.KindEventUpsert || op.Kind == crdt.KindEventCancel
+	if r.layout != "" {
+		r.pending = append(r.pending, pendingOp{at: r.now, event: event})
+		return
+	}
+	size := int64(op.Size())
+	var recv int64
+	for u, up := range r.uplinks {
+		if u != v {
+			recv = max(recv, up.TransferMs(1, size))
+		}
+	}
+	d := r.uplinks[v].TransferMs(1, size) + recv
+	r.res.VisibilityMs = append(r.res.VisibilityMs, d)
+	if event {
+		r.res.EventVisibilityMs = append(r.res.EventVisibilityMs, d)
 	}
 }
 
@@ -372,7 +482,7 @@ func (r *scRun) run(ctx context.Context) error {
 	sc := r.sc
 	// Issue the cards while the network is whole.
 	for range sc.Cards.Count {
-		c := &scCard{id: r.newCardID()}
+		c := &scCard{id: r.newCardID(), refundAt: -1}
 		for _, v := range r.rng.Perm(sc.Venues.Count)[:sc.Cards.HomeVenues] {
 			c.homes = append(c.homes, v)
 		}
@@ -381,6 +491,14 @@ func (r *scRun) run(ctx context.Context) error {
 		if err := r.topUp(c.homes[0], c, sc.TopUps.InitialCents, false); err != nil {
 			return err
 		}
+		if sc.Refunds.Share > 0 && r.rng.Float64() < sc.Refunds.Share {
+			c.refundAt = r.between(0, sc.Duration.Ms())
+			r.refunds = append(r.refunds, c)
+		}
+	}
+	slices.SortStableFunc(r.refunds, func(a, b *scCard) int { return cmp.Compare(a.refundAt, b.refundAt) })
+	if err := r.commitStores(); err != nil {
+		return err
 	}
 	step, end := sc.Step.Ms(), sc.Duration.Ms()
 	wall := time.Now()
@@ -389,6 +507,9 @@ func (r *scRun) run(ctx context.Context) error {
 			return fmt.Errorf("simulations: scenario %s: %w", sc.Name, err)
 		}
 		r.h.AdvanceTo(r.start + r.now)
+		if err := r.crashes(); err != nil {
+			return err
+		}
 		if err := r.applyLayout(); err != nil {
 			return err
 		}
@@ -405,6 +526,15 @@ func (r *scRun) run(ctx context.Context) error {
 			}
 		}
 		if err := r.traffic(step); err != nil {
+			return err
+		}
+		if err := r.holderRefunds(); err != nil {
+			return err
+		}
+		if err := r.publish(step); err != nil {
+			return err
+		}
+		if err := r.commitStores(); err != nil {
 			return err
 		}
 		r.sample()
@@ -477,7 +607,11 @@ func (r *scRun) applyLayout() error {
 	if err := r.h.Partition(groups); err != nil {
 		return fmt.Errorf("simulations: partition: %w", err)
 	}
-	// Venues newly on one side run anti-entropy with each other.
+	// Venues newly on one side run anti-entropy with each other (unless
+	// the test-only broken rule turns it off).
+	if r.opts.NoAntiEntropy {
+		return nil
+	}
 	for _, g := range groups {
 		for _, a := range g {
 			for _, b := range g {
@@ -513,17 +647,40 @@ func (r *scRun) heal() error {
 		rec.MissingBytes += b
 		rec.MaxVenueBytes = max(rec.MaxVenueBytes, b)
 	}
-	u := r.sc.Venues.Uplink
-	rec.EstConvergeMs = 3*u.Latency.Ms() + rec.MaxVenueBytes*8/int64(u.BandwidthKbps)
+	for v, vv := range vvs {
+		if v >= len(r.uplinks) {
+			break
+		}
+		var ops int64
+		for a, s := range union {
+			ops += int64(s - min(s, vv[a]))
+		}
+		rec.EstConvergeMs = max(rec.EstConvergeMs, r.uplinks[v].TransferMs(3, int64(float64(ops)*mean)))
+	}
 	r.layout = ""
-	if err := r.h.Heal(); err != nil {
+	if r.opts.NoAntiEntropy {
+		// The broken rule: gossip resumes, no catch-up runs.
+		if err := r.h.Partition([][]int{r.h.Active()}); err != nil {
+			return fmt.Errorf("simulations: reconnect: %w", err)
+		}
+	} else if err := r.h.Heal(); err != nil {
 		return r.violate("one digest everywhere after each heal", err.Error(), r.digestOps())
 	}
 	ds := r.h.Digests()
+	for i := range ds {
+		if ds[i] != ds[0] {
+			return r.violate("one digest everywhere after each heal", fmt.Sprintf("after the heal at %s, venue %s has digest %x and venue %s %x",
+				fmtSim(r.now), r.sc.VenueName(r.h.Active()[i]), ds[i][:6], r.sc.VenueName(r.h.Active()[0]), ds[0][:6]), r.digestOps())
+		}
+	}
 	rec.Digest = hex.EncodeToString(ds[0][:6])
 	r.res.Heals = append(r.res.Heals, rec)
-	for _, t := range r.pending {
-		r.res.VisibilityMs = append(r.res.VisibilityMs, r.now-t)
+	for _, p := range r.pending {
+		d := r.now - p.at + rec.EstConvergeMs
+		r.res.VisibilityMs = append(r.res.VisibilityMs, d)
+		if p.event {
+			r.res.EventVisibilityMs = append(r.res.EventVisibilityMs, d)
+		}
 	}
 	r.pending = r.pending[:0]
 	return r.checkAll(false)
@@ -540,12 +697,31 @@ func (r *scRun) meanOpSize() float64 {
 	return float64(s) / float64(len(r.ops))
 }
 
+// digestOps lists each venue's digest and the ops the run made that it
+// lacks.
 func (r *scRun) digestOps() []string {
 	var out []string
-	for i, d := range r.h.Digests() {
-		out = append(out, fmt.Sprintf("venue %s digest %x ops %d", r.sc.VenueName(i), d[:6], r.h.Venue(i).Replica.Set.Len()))
+	for _, v := range r.h.Active() {
+		rep := r.h.Venue(v).Replica
+		d := rep.Set.Digest()
+		out = append(out, fmt.Sprintf("venue %s digest %x ops %d", r.sc.VenueName(v), d[:6], rep.Set.Len()))
+		for i := range r.ops {
+			op := &r.ops[i]
+			if !holds(rep, op.Author, op.Seq, op.ID()) {
+				out = append(out, "  lacks "+opDesc(op.ID(), fmt.Sprintf("%s seq %d by %s", op.Kind, op.Seq, r.authorName(op.Author))))
+			}
+		}
 	}
 	return out
+}
+
+func (r *scRun) authorName(k crdt.PublicKey) string {
+	for v := range r.sc.Venues.Count {
+		if r.h.Venue(v).Key() == k {
+			return r.sc.VenueName(v)
+		}
+	}
+	return k.Short()
 }
 
 func (r *scRun) violate(inv, detail string, ops []string) error {
@@ -578,7 +754,7 @@ func (r *scRun) checkAll(all bool) error {
 		for _, c := range st.Cards {
 			sum += c.Balance
 		}
-		if sum != st.Credits-st.Debits || st.Credits != r.res.ToppedUpCents || st.Debits != r.res.PaidCents {
+		if sum != st.Credits-st.Debits || st.Credits != r.res.ToppedUpCents || st.Debits != r.res.PaidCents+r.res.RefundedCents {
 			var ops []string
 			for _, c := range r.cards {
 				if sc := st.Cards[c.id]; sc == nil || sc.Credits != c.credits || sc.Debits != c.debits {
@@ -589,8 +765,8 @@ func (r *scRun) checkAll(all bool) error {
 					}
 				}
 			}
-			return r.violate("conservation of money", fmt.Sprintf("venue %s: Σ balances %s, credits %s − debits %s; the run topped up %s and paid %s",
-				r.sc.VenueName(v), euros(sum), euros(st.Credits), euros(st.Debits), euros(r.res.ToppedUpCents), euros(r.res.PaidCents)), ops)
+			return r.violate("conservation of money", fmt.Sprintf("venue %s: Σ balances %s, credits %s − debits %s; the run topped up %s, paid %s and refunded %s",
+				r.sc.VenueName(v), euros(sum), euros(st.Credits), euros(st.Debits), euros(r.res.ToppedUpCents), euros(r.res.PaidCents), euros(r.res.RefundedCents)), ops)
 		}
 		// No acknowledged op lost (across crashes and forks).
 		var lost []string
@@ -606,6 +782,9 @@ func (r *scRun) checkAll(all bool) error {
 		// Every double spend reported, no false conflict.
 		byCounter := map[counterKey][]scPay{}
 		for _, p := range r.pays {
+			if p.refund {
+				continue
+			}
 			k := counterKey{card: p.card, counter: p.counter}
 			byCounter[k] = append(byCounter[k], p)
 		}
@@ -652,8 +831,12 @@ func (r *scRun) checkAll(all bool) error {
 		if r.check.MinPeersPercent >= 50 && loss > bound {
 			var ops []string
 			for _, p := range r.pays {
-				if c := r.byID[p.card]; c.cloned && p.offline {
-					ops = append(ops, opDesc(p.id, fmt.Sprintf("offline payment card %s %s at %s (period %d)", p.card, euros(int64(p.amount)), r.sc.VenueName(p.venue), p.period)))
+				if c := r.byID[p.card]; c.cloned && (p.offline || p.refund) {
+					what := fmt.Sprintf("offline payment card %s %s at %s (period %d)", p.card, euros(int64(p.amount)), r.sc.VenueName(p.venue), p.period)
+					if p.refund {
+						what = fmt.Sprintf("refund card %s %s at %s (isolated: %v)", p.card, euros(int64(p.amount)), r.sc.VenueName(p.venue), p.offline)
+					}
+					ops = append(ops, opDesc(p.id, what))
 				}
 			}
 			return r.violate("clone loss ≤ the caps' bound", fmt.Sprintf("loss %s > bound %s (caps: payment %s, card %s, %d payments, venue %s)",
@@ -683,7 +866,7 @@ func (r *scRun) lossAndBound(st *crdt.State) (loss, bound int64, over []string) 
 	}
 	per := map[periodKey]map[crdt.CardID]bool{}
 	for _, p := range r.pays {
-		if p.offline && overdrawn[p.card] {
+		if p.offline && !p.refund && overdrawn[p.card] {
 			k := periodKey{p.venue, p.period}
 			if per[k] == nil {
 				per[k] = map[crdt.CardID]bool{}
@@ -722,6 +905,9 @@ func (r *scRun) finish() {
 		f.DiskBytes = int64(float64(held) * res.BytesPerOp)
 		f.RecvBytesPerDay = float64(total-made[v]) / days
 	}
+	if res.Events > 0 {
+		res.EventBytesPerOp = float64(r.eventBytes) / float64(res.Events)
+	}
 	st := r.h.Venue(0).Replica.Set.State
 	for _, c := range st.Cards {
 		if c.Blocked {
@@ -746,15 +932,15 @@ func (r *scRun) sample() {
 	r.res.Samples = append(r.res.Samples, s)
 }
 
+// open reports whether venue v sells now: up, and within its hours.
 func (r *scRun) open(v int) bool {
 	if r.down[v] {
 		return false
 	}
-	if r.sc.Venues.Open == "" {
+	o, c, always := r.sc.VenueHours(v)
+	if always {
 		return true
 	}
-	o, _ := parseClock(r.sc.Venues.Open)
-	c, _ := parseClock(r.sc.Venues.Close)
 	s, _ := parseClock(r.sc.Start)
 	m := int((int64(s) + r.now/minute) % 1440)
 	if o <= c {
@@ -783,7 +969,7 @@ func (r *scRun) traffic(step int64) error {
 	lambda := float64(len(r.cards)) * sc.Cards.VisitsPerEvening / (6 * 60 * minute) * float64(step)
 	for range r.poisson(lambda) {
 		c := r.cards[r.rng.IntN(len(r.cards))]
-		if c.cloned {
+		if c.cloned || c.refunded {
 			continue
 		}
 		v := c.homes[r.rng.IntN(len(c.homes))]
@@ -900,7 +1086,7 @@ func (r *scRun) pay(v int, c *scCard, amount uint64, stamp *[]byte, write bool) 
 func (r *scRun) cloneOne() error {
 	var honest []*scCard
 	for _, c := range r.cards {
-		if !c.cloned {
+		if !c.cloned && !c.refunded {
 			honest = append(honest, c)
 		}
 	}
@@ -966,6 +1152,11 @@ func (r *scRun) attack() error {
 				if g == main {
 					break
 				}
+				if r.sc.Refunds.Clones {
+					if err := r.cloneRefund(v, c); err != nil {
+						return err
+					}
+				}
 			}
 		}
 	}
@@ -1009,4 +1200,221 @@ func (r *scRun) spree(v int, c *scCard, stamp *[]byte, write bool) error {
 // fmtSim formats a simulated offset as h:mm.
 func fmtSim(ms int64) string {
 	return fmt.Sprintf("%d:%02d", ms/3_600_000, ms/minute%60)
+}
+
+// refund is a cash refund at venue v by the node's rule (Harness.Refund:
+// the quorum check, crdt.State.DecideRefund); clone says the attacker
+// asks. A refusal is returned as it is.
+func (r *scRun) refund(v int, c *scCard, amount uint64, clone bool) error {
+	op, _, err := r.h.Refund(v, c.id, amount, "sim: balance back in cash")
+	if err != nil {
+		return err
+	}
+	r.emitted(v, op)
+	c.debits += int64(amount)
+	r.res.RefundedCents += int64(amount)
+	ven := r.h.Venue(v)
+	r.pays = append(r.pays, scPay{card: c.id, id: op.ID(), venue: v, amount: amount, offline: ven.Isolated, period: ven.Periods, refund: true})
+	if clone {
+		r.res.CloneRefunds++
+		r.res.CloneRefundCents += int64(amount)
+	} else {
+		r.res.Refunds++
+	}
+	return nil
+}
+
+// cloneRefund has the clone ask venue v for the card's balance as v sees
+// it, in cash.
+func (r *scRun) cloneRefund(v int, c *scCard) error {
+	card := r.h.Venue(v).Replica.Set.State.Card(c.id)
+	if card == nil || card.Balance <= 0 || card.Blocked {
+		return nil
+	}
+	err := r.refund(v, c, uint64(card.Balance), true)
+	if err != nil && !refusal(err) && !errors.Is(err, crdt.ErrRefundOffline) {
+		return err
+	}
+	if err != nil {
+		r.res.CloneRefundsRefused++
+	}
+	return nil
+}
+
+// holderRefunds has the holders whose time has come ask one of their
+// venues (open) for their balance back; a refusal because the venue is
+// offline (or busy, or behind) is asked again at the next step.
+func (r *scRun) holderRefunds() error {
+	keep := r.refunds[:0]
+	for i, c := range r.refunds {
+		if c.refundAt > r.now {
+			keep = append(keep, r.refunds[i:]...)
+			break
+		}
+		if c.cloned || c.refunded {
+			continue
+		}
+		v := c.homes[r.rng.IntN(len(c.homes))]
+		if !r.open(v) {
+			keep = append(keep, c)
+			continue
+		}
+		amount := c.credits - c.debits
+		if amount <= 0 {
+			c.refunded = true
+			continue
+		}
+		err := r.refund(v, c, uint64(amount), false)
+		switch {
+		case err == nil:
+			c.refunded = true
+		case errors.Is(err, crdt.ErrRefundOffline):
+			r.res.RefundsRefusedOffline++
+			keep = append(keep, c)
+		case refusal(err):
+			keep = append(keep, c)
+		default:
+			return err
+		}
+	}
+	r.refunds = keep
+	return nil
+}
+
+// publish has each venue that is up publish its events of this step:
+// event_upsert ops (a new event, or an update of one it published).
+func (r *scRun) publish(step int64) error {
+	ev := r.sc.Events
+	if ev.PerVenuePerDay <= 0 {
+		return nil
+	}
+	lambda := ev.PerVenuePerDay * float64(step) / 86_400_000
+	for v := range r.sc.Venues.Count {
+		if r.down[v] {
+			continue
+		}
+		for range r.poisson(lambda) {
+			body := &crdt.EventUpsert{Fields: crdt.FieldTitle | crdt.FieldStartsAt | crdt.FieldEndsAt | crdt.FieldDescription | crdt.FieldLocation}
+			if mine := r.events[v]; len(mine) > 0 && r.rng.Float64() < ev.UpdateShare {
+				body.EventID = mine[r.rng.IntN(len(mine))]
+				body.Fields = crdt.FieldDescription | crdt.FieldStartsAt | crdt.FieldEndsAt
+			} else {
+				body.EventID = fmt.Sprintf("ev-%d-%d", v, len(mine))
+				r.events[v] = append(r.events[v], body.EventID)
+			}
+			body.Title = fmt.Sprintf("Concert %d at %s", len(r.events[v]), r.sc.VenueName(v))
+			body.StartsAt = r.start + r.now + r.between(3_600_000, 14*86_400_000)
+			body.EndsAt = body.StartsAt + 3*3_600_000
+			body.Description = filler(r.rng, ev.DescriptionBytes)
+			body.Location = r.sc.VenueName(v)
+			op, err := r.h.emit(v, body)
+			if err != nil {
+				return fmt.Errorf("simulations: publish an event: %w", err)
+			}
+			r.emitted(v, op)
+			r.res.Events++
+			r.eventBytes += int64(op.Size())
+			r.res.VenueFiguresAt(v, r.sc).Events++
+		}
+	}
+	return nil
+}
+
+// filler is n bytes of text.
+func filler(rng *rand.Rand, n int) string {
+	const words = "live music jazz quartet folk night open mic dj set brunch quiz tasting local beers "
+	var b strings.Builder
+	for b.Len() < n {
+		i := rng.IntN(len(words) - 12)
+		b.WriteString(words[i : i+12])
+	}
+	return b.String()[:n]
+}
+
+// crashes kills (kill -9) the nodes whose crash starts now and restarts
+// them at once from what their store holds (the venue then stays down,
+// cut off, until the crash's end). The restarted node must hold every op
+// the venue acknowledged: "no acknowledged payment lost across crashes".
+func (r *scRun) crashes() error {
+	for _, c := range r.cuts {
+		if c.down < 0 || c.killed || c.from > r.now || c.to <= r.now {
+			continue
+		}
+		c.killed = true
+		v := c.down
+		ven := r.h.Venue(v)
+		rep := ven.Replica
+		if r.stores != nil {
+			var err error
+			next := filepath.Join(r.tmp, fmt.Sprintf("venue-%d-restart-%d", v, r.res.VenueFiguresAt(v, r.sc).Crashes+1))
+			if rep, err = r.stores[v].kill(next); err != nil {
+				return fmt.Errorf("simulations: crash of %s: %w", r.sc.VenueName(v), err)
+			}
+		}
+		// Every op the venue signed (hence acknowledged) and every op
+		// acknowledged to it that it had committed must be back.
+		var lost []string
+		for i := range r.ops {
+			op := &r.ops[i]
+			if op.Author == ven.Key() && !holds(rep, op.Author, op.Seq, op.ID()) {
+				lost = append(lost, opDesc(op.ID(), fmt.Sprintf("%s seq %d by %s", op.Kind, op.Seq, r.sc.VenueName(v))))
+			}
+		}
+		if before, after := ven.Replica.Set.Digest(), rep.Set.Digest(); before != after && len(lost) == 0 {
+			lost = append(lost, fmt.Sprintf("venue %s: digest %x before the crash, %x after the restart (%d ops, then %d)",
+				r.sc.VenueName(v), before[:6], after[:6], ven.Replica.Set.Len(), rep.Set.Len()))
+		}
+		if len(lost) > 0 {
+			return r.violate("no acknowledged payment lost across crashes", fmt.Sprintf("%s restarted without %d acknowledged ops", r.sc.VenueName(v), len(lost)), lost)
+		}
+		if err := r.h.Restart(v, rep); err != nil {
+			return r.violate("no acknowledged payment lost across crashes", err.Error(), nil)
+		}
+		r.res.Crashes++
+		r.res.VenueFiguresAt(v, r.sc).Crashes++
+	}
+	return nil
+}
+
+// openStores gives every venue a Badger store in a temporary directory.
+func (r *scRun) openStores() error {
+	dir, err := os.MkdirTemp(r.opts.TempDir, "cagnotte-simulate-")
+	if err != nil {
+		return fmt.Errorf("simulations: store: %w", err)
+	}
+	r.tmp = dir
+	fed := r.h.Venue(0).Replica.Set.Federation()
+	for v := range r.sc.Venues.Count {
+		d, err := openDurable(filepath.Join(dir, fmt.Sprintf("venue-%d", v)), fed, r.opts.Logger)
+		if err != nil {
+			return fmt.Errorf("simulations: store of %s: %w", r.sc.VenueName(v), err)
+		}
+		r.stores = append(r.stores, d)
+	}
+	return r.commitStores()
+}
+
+// commitStores commits every venue's new ops to its store (Badger mode).
+func (r *scRun) commitStores() error {
+	for v, d := range r.stores {
+		if err := d.commit(r.h.Venue(v).Replica); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closeStores closes the stores and removes their directory.
+func (r *scRun) closeStores() error {
+	var errs []error
+	for v, d := range r.stores {
+		r.res.VenueFiguresAt(v, r.sc).StoreBytes = d.size()
+		errs = append(errs, d.st.Close())
+	}
+	r.stores = nil
+	if r.tmp != "" {
+		errs = append(errs, os.RemoveAll(r.tmp))
+		r.tmp = ""
+	}
+	return errors.Join(errs...)
 }
