@@ -150,9 +150,11 @@ func TestFaults(t *testing.T) {
 	needNetns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	t0 := time.Now()
 	bin := buildOnce(t)
 	started := time.Now()
 	s := setupRun(t, ctx, bin, uint64(time.Now().UnixNano()), ScenarioConfig{Hold: 3 * time.Second, Isolation: 30 * time.Second, Impaired: 4 * time.Second})
+	t.Logf("binary built in %s, federation of five venues up and paying in %s", started.Sub(t0).Round(time.Millisecond), time.Since(started).Round(time.Millisecond))
 	f := runSteps(t, ctx, s, started)
 	t.Logf("figures:\n%s", f)
 }

@@ -310,6 +310,13 @@ func (n *Node) Start(ctx context.Context) error {
 		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
+	if n.cfg.P2P != nil && n.quorumNeed() > 0 {
+		// Closed before the API serves: a write that arrives before the
+		// network starts must not be signed either (a data dir restored
+		// from an older copy forked its chain in that window: the fault
+		// suite's RestartFromOldCopy). startNetwork opens it.
+		n.gate.arm()
+	}
 	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
