@@ -15,6 +15,7 @@ import (
 
 	"github.com/cagnotte/cagnotte/crdt"
 	"github.com/cagnotte/cagnotte/node/store"
+	"github.com/cagnotte/cagnotte/node/web"
 )
 
 // mountTmpfs mounts a tmpfs of size bytes on a fresh directory, unmounted
@@ -168,6 +169,13 @@ func TestDiskFullRefusesWritesAndRecovers(t *testing.T) {
 	}
 	if st, body := v.do("GET", "/readyz", "", nil); st != 503 || !strings.Contains(body["message"].(string), "disk is full") {
 		t.Fatalf("readyz while full: %d %v", st, body)
+	}
+	wc := newWebClient(t, v)
+	for _, lang := range web.Langs {
+		resp, page := wc.do("GET", "/dashboard?lang="+string(lang), nil, "")
+		if resp.StatusCode != 200 || !strings.Contains(page, `id="disk-full"`) {
+			t.Fatalf("dashboard in %s while full: %s, banner shown %v", lang, resp.Status, strings.Contains(page, `id="disk-full"`))
+		}
 	}
 	if n := len(logs.lines("level=ERROR", "disk full")); n != 1 {
 		t.Fatalf("%d error lines for one disk-full episode, want 1:\n%s", n, logs.String())

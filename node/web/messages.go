@@ -206,6 +206,7 @@ var messages = map[string]message{
 	"dash.insync":          {"synchronisé", "in sync"},
 	"dash.isolated":        {"isolé", "isolated"},
 	"dash.revoked":         {"révoqué", "revoked"},
+	"dash.diskfull":        {"Disque plein depuis le %s : ce nœud refuse encaissements, recharges et toute écriture (rien n'est écrit) jusqu'à ce que de la place soit libérée sur son disque. Les lectures continuent.", "Disk full since %s: this node refuses payments, top-ups and every write (nothing is written) until space is freed on its disk. Reads go on."},
 	"dash.summary":         {"Vu depuis %s : %d opérations, %d conflits.", "Seen from %s: %d ops, %d conflicts."},
 	"dash.rate":            {"Débit :", "Rate:"},
 	"dash.venues":          {"Lieux du réseau", "The network's venues"},
