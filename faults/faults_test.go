@@ -16,6 +16,7 @@ var (
 	runsFlag      = flag.Int("faults.runs", 10, "runs of the full fault suite")
 	isolationFlag = flag.Duration("faults.isolation", 3*time.Minute, "how long the full form isolates one venue")
 	holdFlag      = flag.Duration("faults.hold", 10*time.Second, "how long the full form holds each other fault")
+	strictFlag    = flag.Bool("faults.strict", false, "fail a network fault whose heal takes longer than 5 s to converge (the full form always does)")
 	outFlag       = flag.String("faults.out", "", "file the full form appends its figures to")
 )
 
@@ -153,10 +154,13 @@ func TestFaults(t *testing.T) {
 	t0 := time.Now()
 	bin := buildOnce(t)
 	started := time.Now()
-	s := setupRun(t, ctx, bin, uint64(time.Now().UnixNano()), ScenarioConfig{Hold: 3 * time.Second, Isolation: 30 * time.Second, Impaired: 4 * time.Second})
+	s := setupRun(t, ctx, bin, uint64(time.Now().UnixNano()), ScenarioConfig{Hold: 3 * time.Second, Isolation: 30 * time.Second, Impaired: 4 * time.Second, EnforceBound: *strictFlag})
 	t.Logf("binary built in %s, federation of five venues up and paying in %s", started.Sub(t0).Round(time.Millisecond), time.Since(started).Round(time.Millisecond))
 	f := runSteps(t, ctx, s, started)
 	t.Logf("figures:\n%s", f)
+	if f.OverBound > 0 {
+		t.Logf("NOTE: %d network heal(s) took longer than %s to converge (see docs/reliability.md, Findings; -faults.strict fails on it)", f.OverBound, 5*time.Second)
+	}
 }
 
 // TestFaultsFull is the full form: every fault, one venue isolated for
@@ -177,7 +181,7 @@ func TestFaultsFull(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), *isolationFlag+10**holdFlag+10*time.Minute)
 			defer cancel()
 			started := time.Now()
-			s := setupRun(t, ctx, bin, uint64(time.Now().UnixNano()), ScenarioConfig{Hold: *holdFlag, Isolation: *isolationFlag, Kills: 2})
+			s := setupRun(t, ctx, bin, uint64(time.Now().UnixNano()), ScenarioConfig{Hold: *holdFlag, Isolation: *isolationFlag, Kills: 2, EnforceBound: true})
 			f := runSteps(t, ctx, s, started)
 			f.Run = run
 			all = append(all, f)

@@ -31,6 +31,9 @@ type ScenarioConfig struct {
 	// ConvergeBound is the longest a network heal may take to converge.
 	// Default 5 s.
 	ConvergeBound time.Duration
+	// EnforceBound makes a network heal slower than ConvergeBound fail its
+	// fault; otherwise it is only counted (Figures.OverBound) and logged.
+	EnforceBound bool
 	// ConvergeTimeout is how long the suite waits for any convergence
 	// before failing. Default 2 min.
 	ConvergeTimeout time.Duration
@@ -95,6 +98,8 @@ type Figures struct {
 	Partitions int
 	Kills      int
 	Heals      []Heal
+	// OverBound counts the network heals slower than ConvergeBound.
+	OverBound int
 	// DiskFullRefused counts the payments the full disk refused with 507;
 	// DiskFullAnswer is the answer a payment got while it was full;
 	// DiskRecovery the time from freeing the disk to the first payment
@@ -126,7 +131,7 @@ func (f *Figures) String() string {
 	nw, rs := f.MaxConverge()
 	fmt.Fprintf(&b, "run %d (seed %d): %s, ops %d, payments acknowledged %d (abandoned %d), partitions %d, kills %d, lost %d, duplicated %d\n",
 		f.Run, f.Seed, f.Duration.Round(time.Second), f.Ops, f.Acked, f.Unknown, f.Partitions, f.Kills, f.Lost, f.Dup)
-	fmt.Fprintf(&b, "  converge max: after a network heal %s, after a restart %s\n", nw.Round(time.Millisecond), rs.Round(time.Millisecond))
+	fmt.Fprintf(&b, "  converge max: after a network heal %s (%d of the heals over the bound), after a restart %s\n", nw.Round(time.Millisecond), f.OverBound, rs.Round(time.Millisecond))
 	for _, h := range f.Heals {
 		fmt.Fprintf(&b, "  %-22s down %-8s converged in %s\n", h.Fault, h.Down.Round(100*time.Millisecond), h.Converge.Round(time.Millisecond))
 	}
@@ -315,6 +320,11 @@ func (s *Scenario) converge(ctx context.Context, fault string, network bool, sta
 		return fmt.Errorf("%w (%s)", err, behind)
 	}
 	if network && h.Converge > s.cfg.ConvergeBound {
+		s.Figures.OverBound++
+		if !s.cfg.EnforceBound {
+			s.cfg.Log.Warn("converged slower than the bound after a network heal", "fault", fault, "converge", h.Converge.Round(time.Millisecond), "bound", s.cfg.ConvergeBound)
+			return nil
+		}
 		return fmt.Errorf("%s: converged in %s after the heal, more than %s", fault, h.Converge.Round(time.Millisecond), s.cfg.ConvergeBound)
 	}
 	return nil
@@ -619,7 +629,7 @@ func (s *Scenario) Repair(ctx context.Context) {
 func Summary(runs []*Figures) string {
 	var b strings.Builder
 	var ops uint64
-	var acked, unknown, parts, kills, lost, dup, heals int
+	var acked, unknown, parts, kills, lost, dup, heals, over, netHeals int
 	var nw, rs, disk time.Duration
 	for _, f := range runs {
 		ops += f.Ops
@@ -630,6 +640,12 @@ func Summary(runs []*Figures) string {
 		lost += f.Lost
 		dup += f.Dup
 		heals += len(f.Heals)
+		over += f.OverBound
+		for _, h := range f.Heals {
+			if h.Network {
+				netHeals++
+			}
+		}
 		n, r := f.MaxConverge()
 		nw, rs, disk = max(nw, n), max(rs, r), max(disk, f.DiskRecovery)
 	}
@@ -637,6 +653,7 @@ func Summary(runs []*Figures) string {
 		len(runs), ops, acked, unknown, parts, kills, heals)
 	fmt.Fprintf(&b, "converge max: after a network heal %s, after a restart %s; disk full: first payment %s after space returned (max)\n",
 		nw.Round(time.Millisecond), rs.Round(time.Millisecond), disk.Round(time.Millisecond))
+	fmt.Fprintf(&b, "network heals over the 5 s bound: %d of %d\n", over, netHeals)
 	fmt.Fprintf(&b, "payments lost %d, duplicated %d\n", lost, dup)
 	return b.String()
 }
