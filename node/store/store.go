@@ -66,6 +66,11 @@ type Config struct {
 	// headroom). Default 0 means DefaultMinFreeBytes (128 MiB); negative
 	// turns the check off.
 	MinFreeBytes int64
+	// MappedBudget bounds the resident pages of Badger's memory-mapped
+	// tables (see DefaultMappedBudget): past it, the store asks the kernel
+	// to reclaim them. Default 0 means DefaultMappedBudget (64 MiB);
+	// negative turns it off.
+	MappedBudget int64
 }
 
 // Store is one node's Badger database. Its methods are safe for concurrent
@@ -300,16 +305,20 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// gcLoop deletes the index generations a refold replaced, and reclaims
-// value-log space.
+// gcLoop deletes the index generations a refold replaced, reclaims
+// value-log space and keeps the mapped tables' pages under their budget.
 func (s *Store) gcLoop() {
 	defer close(s.gcDone)
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
+	mapped := time.NewTicker(mappedCheckEvery)
+	defer mapped.Stop()
 	for {
 		select {
 		case <-s.gcStop:
 			return
+		case <-mapped.C:
+			s.trimMapped()
 		case gen := <-s.dropKick:
 			// Deleted key by key in the background: DropPrefix would
 			// block the node's writes while it runs.

@@ -1,0 +1,54 @@
+package store
+
+import "time"
+
+// DefaultMappedBudget is the resident size of Badger's mapped tables above
+// which the store hands their pages back to the kernel, when
+// Config.MappedBudget is zero: 64 MiB.
+//
+// Badger reads and writes its tables (.sst) through memory maps: every
+// page a read touches, and every page of a table a compaction writes,
+// stays resident in the process until the kernel needs the memory. Those
+// pages are clean and reclaimable, but they count in the node's RSS and
+// grow with the history (a 1 M-op store reached 340 MiB of them after its
+// first compaction), so the store keeps them under a budget: past it, it
+// asks the kernel to reclaim the tables' pages (madvise MADV_PAGEOUT,
+// Linux 5.4 or later; elsewhere the budget is not enforced). The pages a
+// read needs again come back from the disk or the page cache.
+const DefaultMappedBudget = 64 << 20
+
+// mappedCheckEvery is how often the store compares the mapped tables'
+// resident size with the budget.
+const mappedCheckEvery = 5 * time.Second
+
+// mappedBudget is the budget in force: Config.MappedBudget, its default,
+// or 0 when it is off.
+func (s *Store) mappedBudget() int64 {
+	switch v := s.cfg.MappedBudget; {
+	case v < 0:
+		return 0
+	case v == 0:
+		return DefaultMappedBudget
+	default:
+		return v
+	}
+}
+
+// trimMapped reclaims the tables' mapped pages when the process holds more
+// file-mapped memory than the budget. It returns the bytes of mappings it
+// advised (0 when under the budget or unsupported).
+func (s *Store) trimMapped() int64 {
+	budget := s.mappedBudget()
+	if budget == 0 {
+		return 0
+	}
+	resident, ok := residentFileBytes()
+	if !ok || resident <= budget {
+		return 0
+	}
+	n, err := pageOutTables(s.cfg.Dir)
+	if err != nil {
+		s.log.Debug("reclaim mapped table pages", "err", err)
+	}
+	return n
+}
