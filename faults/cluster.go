@@ -400,7 +400,7 @@ type Status struct {
 // Status reads venue i's sync status.
 func (c *Cluster) Status(ctx context.Context, i int) (*Status, error) {
 	var s Status
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := c.Do(ctx, i, http.MethodGet, "/api/v1/sync/status", nil, &s); err != nil {
 		return nil, err

@@ -287,7 +287,13 @@ func (s *Scenario) vvs(ctx context.Context) (map[int]map[string]uint64, error) {
 // every op that any running venue held when converge was called (their
 // version vectors dominate the union read then), and records it.
 func (s *Scenario) converge(ctx context.Context, fault string, network bool, start time.Time, down time.Duration) error {
-	first, err := s.vvs(ctx)
+	// A loaded machine may be slow to answer: the first read is retried.
+	var first map[int]map[string]uint64
+	err := poll(ctx, 30*time.Second, fault+": the version vectors at the heal", func() (bool, error) {
+		var err error
+		first, err = s.vvs(ctx)
+		return err == nil, nil
+	})
 	if err != nil {
 		return err
 	}
