@@ -167,7 +167,7 @@ func NewCluster(ctx context.Context, cfg ClusterConfig) (*Cluster, error) {
 		}
 		lab, idx := cfg.Lab, i
 		v.client = &http.Client{
-			Timeout: 5 * time.Second,
+			Timeout: 15 * time.Second, // requests carry their own, shorter deadlines
 			Transport: &http.Transport{
 				DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 					return lab.DialContext(ctx, idx, network, addr)
