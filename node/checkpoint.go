@@ -39,6 +39,23 @@ type CheckpointConfig struct {
 	// Disabled turns checkpoints off: the node neither attests nor starts
 	// from one. Default false.
 	Disabled bool
+	// NoHistory: a venue that started from a checkpoint does not fetch
+	// the history the checkpoint summarizes. By default (false) it
+	// fetches it in the background once it sells, verifies it and keeps
+	// it for audit (docs/checkpoints.md); the command's --full-history
+	// flag, on by default, is its opposite.
+	NoHistory bool
+	// HistoryBatch is the ops asked per history request (the serving
+	// venue sends at most its p2p Config.HistoryBatch). Default 512.
+	HistoryBatch int
+	// HistoryPause is the pause between two history requests, so that the
+	// background fetch stays a small load on this node and its peers.
+	// Default 20 ms.
+	HistoryPause time.Duration
+	// MaxFoldOps bounds the history folded aside, in memory, to check it
+	// against the checkpoint once complete (above it, only the chains and
+	// signatures are verified). Default 2,000,000.
+	MaxFoldOps int
 }
 
 func (c *CheckpointConfig) setDefaults() {
@@ -53,6 +70,15 @@ func (c *CheckpointConfig) setDefaults() {
 	}
 	if c.MaxBytes <= 0 {
 		c.MaxBytes = 1 << 30
+	}
+	if c.HistoryBatch <= 0 {
+		c.HistoryBatch = 512
+	}
+	if c.HistoryPause <= 0 {
+		c.HistoryPause = 20 * time.Millisecond
+	}
+	if c.MaxFoldOps <= 0 {
+		c.MaxFoldOps = 2000000
 	}
 }
 
@@ -85,6 +111,10 @@ type checkpointer struct {
 	joinMu    sync.Mutex
 	installed bool
 	joinedOps uint64 // ops the installed checkpoint stands for
+
+	// hist is the background fetch of the history older than the
+	// checkpoint (checkpoint_history.go).
+	hist historyState
 }
 
 // CheckpointStatus is what the node did with checkpoints.
@@ -97,6 +127,9 @@ type CheckpointStatus struct {
 	// attestations.
 	Saved        bool
 	Attestations int
+	// History is the background fetch of the history the installed
+	// checkpoint summarizes (zero when there is none to fetch).
+	History HistoryStatus
 }
 
 // CheckpointStatus reports the node's checkpoints.
@@ -106,6 +139,7 @@ func (n *Node) CheckpointStatus() CheckpointStatus {
 		c.joinMu.Lock()
 		st.Installed, st.Ops = c.installed, c.joinedOps
 		c.joinMu.Unlock()
+		st.History = c.hist.get()
 	}
 	if info, err := n.store.CheckpointInfo(); err == nil {
 		st.Saved, st.Attestations = true, len(info.Attestations)
@@ -153,6 +187,13 @@ func (n *Node) startCheckpoints(ctx context.Context, nw *p2p.Network) error {
 		defer n.wg.Done()
 		if nw.CatchUpHeld() {
 			c.join(ctx)
+		}
+		if !c.cfg.NoHistory {
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				c.fetchHistory(ctx)
+			}()
 		}
 		c.attestLoop(ctx)
 	}()
@@ -471,6 +512,11 @@ func (c *checkpointer) install(ctx context.Context, cp p2p.Checkpoint) (uint64, 
 		c.joinMu.Lock()
 		c.installed, c.joinedOps = true, ops
 		c.joinMu.Unlock()
+		// Kept: the history fetch verifies against it (after a restart
+		// too), and the node serves it to the next venue that joins.
+		if err := n.store.SaveCheckpoint(cp.Bytes, cp.Attestations); err != nil {
+			n.log.Warn("checkpoint: keep the installed checkpoint", "err", err)
+		}
 	}
 	return ops, r.err
 }

@@ -161,14 +161,43 @@ func benchJoin(b *testing.B) {
 		d2, _ := loaded.Digest()
 		return d1 == d2
 	})
+	storedAtSync := nv.Store().Stats().OpsStored
+	// The history older than the checkpoint, fetched in the background
+	// (CheckpointConfig.NoHistory is false by default).
+	fetched := wait("the older history", func() bool { return nv.CheckpointStatus().History.Done })
+	verified := wait("the history folded", func() bool {
+		h := nv.CheckpointStatus().History
+		return h.Verified || h.Err != ""
+	})
 	b.StopTimer()
+	h := nv.CheckpointStatus().History
+	if h.Err != "" {
+		b.Fatalf("history: %s", h)
+	}
 	b.ReportMetric(installed.Seconds(), "s-installed")
 	b.ReportMetric(sold.Seconds(), "s-sold")
 	b.ReportMetric(synced.Seconds(), "s-synced")
-	b.Logf("history %d ops (%d cards; generated in %v); checkpoint %s, encoded in %v, %d attestations; new venue: installed %v, first payment %v, same digest %v; it stores %d ops, received %d by sync",
+	b.ReportMetric(fetched.Seconds(), "s-history")
+	b.Logf("history %d ops (%d cards; generated in %v); checkpoint %s, encoded in %v, %d attestations; new venue: installed %v, first payment %v, same digest %v; it stores %d ops then, received %d by sync",
 		history, m.Cards, genTook.Round(time.Second), fmtBytes(len(cp)), encodeTook.Round(time.Millisecond), len(atts),
 		installed.Round(time.Millisecond), sold.Round(time.Millisecond), synced.Round(time.Millisecond),
-		nv.Store().Stats().OpsStored, nv.Network().Stats().SyncOpsIn)
+		storedAtSync, nv.Network().Stats().SyncOpsIn)
+	b.Logf("older history in the background: %s after %v, folded and checked by %v; the new venue stores %d ops; process peak RSS %s (both nodes and the generator, one process)",
+		h, fetched.Round(time.Millisecond), verified.Round(time.Millisecond), nv.Store().Stats().OpsStored, peakRSS())
+}
+
+// peakRSS reads the process's peak resident set (VmHWM) from /proc.
+func peakRSS() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("VmHWM:")); ok {
+			return string(bytes.TrimSpace(v))
+		}
+	}
+	return "unknown"
 }
 
 func fmtBytes(n int) string {

@@ -158,7 +158,11 @@ func TestNewVenueJoinsFromAnAttestedCheckpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	d := startCheckpointVenue(t, vs[3], nodes[0].node.Network().P2PAddrs(), cp, nil)
+	// This test counts the ops stored: no older history in the background
+	// (TestJoinerFetchesOlderHistoryInBackground).
+	noHistory := cp
+	noHistory.NoHistory = true
+	d := startCheckpointVenue(t, vs[3], nodes[0].node.Network().P2PAddrs(), noHistory, nil)
 	waitUntil(t, 15*time.Second, "the new venue to install a checkpoint", func() bool { return d.node.CheckpointStatus().Installed })
 	installed := time.Since(start)
 	card := fmt.Sprintf("04CC00%08X", 0)
@@ -282,7 +286,9 @@ func TestForgedCheckpointRefusedByJoiner(t *testing.T) {
 			b.node.Network().Block(dp)
 			c.node.Network().Block(dp)
 			logs := &lockedLog{}
-			d := startCheckpointVenue(t, dv, a.node.Network().P2PAddrs(), cp, slog.New(slog.NewTextHandler(logs, nil)))
+			noHistory := cp // the test counts the ops stored
+			noHistory.NoHistory = true
+			d := startCheckpointVenue(t, dv, a.node.Network().P2PAddrs(), noHistory, slog.New(slog.NewTextHandler(logs, nil)))
 			waitUntil(t, 10*time.Second, "the joiner to refuse A's checkpoint", func() bool {
 				return len(logs.lines("checkpoint refused", a.node.Network().ID().String())) > 0
 			})
