@@ -236,7 +236,7 @@ func decodeReserveRequest(p []byte) (op byte, card crdt.CardID, amount uint64, e
 	}
 	rest := p[3+l:]
 	if op == reserveOpReserve {
-		v, k := binary.Uvarint(rest)
+		v, k := uvarint(rest) // minimal encodings only: one request, one encoding
 		if k <= 0 || v == 0 || v > crdt.MaxAmount {
 			return 0, "", 0, malformed("reservation amount")
 		}
