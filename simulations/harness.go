@@ -7,7 +7,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 
 	"github.com/cagnotte/cagnotte/crdt"
 )
@@ -635,15 +637,112 @@ func (h *Harness) broadcast(v int, body crdt.Body) (crdt.Op, error) {
 		h.held = append(h.held, heldOp{from: v, group: h.group[v], op: op})
 		return op, nil
 	}
+	targets := make([]int, 0, len(h.venues))
 	for u := range h.venues {
-		if u == v || h.group[u] != h.group[v] {
-			continue
+		if u != v && h.group[u] == h.group[v] {
+			targets = append(targets, u)
 		}
-		if err := h.deliver(h.venues[u], op); err != nil {
-			return op, fmt.Errorf("simulations: venue %d refused %s from %d: %w", u, op.Kind, v, err)
+	}
+	errs := h.deliverAll(targets, op)
+	for i, err := range errs {
+		if err != nil {
+			return op, fmt.Errorf("simulations: venue %d refused %s from %d: %w", targets[i], op.Kind, v, err)
 		}
 	}
 	return op, nil
+}
+
+// parallelMin is the number of receivers from which deliverAll splits
+// the work between the cores.
+const parallelMin = 8
+
+// deliverAll delivers op to each target venue and returns each one's
+// error. Every replica checks the op's signature on its own, as a node
+// does: with many receivers the replicas are split between goroutines
+// (one per core, each owning its replicas), which all end before it
+// returns. Replicas share nothing, so the outcome does not depend on the
+// split.
+func (h *Harness) deliverAll(targets []int, op crdt.Op) []error {
+	return h.parallel(len(targets), func(i int) error { return h.deliver(h.venues[targets[i]], op) })
+}
+
+// parallel runs fn(0..n-1), each i touching only its own venue's state,
+// split between goroutines (one per core, at most 4) when n ≥
+// parallelMin; they all end before it returns. It returns each i's error.
+func (h *Harness) parallel(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
+	workers := min(runtime.GOMAXPROCS(0), 4, n/(parallelMin/2))
+	if n < parallelMin || workers < 2 {
+		for i := range n {
+			errs[i] = fn(i)
+		}
+		return errs
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				errs[i] = fn(i)
+			}
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// FlushBatched is Flush for a backlog (cards issued before the run): each
+// venue receives the held ops of one author as one run, added as catch-up
+// adds a range (crdt.OpSet.AddRange: links hashed, the newest signature
+// verified), instead of one op at a time; the venues are served in
+// parallel. Then the venues act on the ledger (settle).
+func (h *Harness) FlushBatched() error {
+	h.hold = false
+	held := h.held
+	h.held = nil
+	if len(held) == 0 {
+		return nil
+	}
+	type run struct {
+		from, group int
+		ops         []crdt.Op
+	}
+	var runs []*run
+	byAuthor := map[crdt.PublicKey]*run{}
+	var cards []crdt.CardID
+	for _, m := range held {
+		r := byAuthor[m.op.Author]
+		if r == nil || r.from != m.from || r.group != m.group {
+			r = &run{from: m.from, group: m.group}
+			byAuthor[m.op.Author] = r
+			runs = append(runs, r)
+		}
+		r.ops = append(r.ops, m.op)
+		if c, ok := opCard(m.op); ok {
+			cards = append(cards, c)
+		}
+	}
+	errs := h.parallel(len(h.venues), func(u int) error {
+		ven := h.venues[u]
+		for _, r := range runs {
+			if u == r.from || h.group[u] != r.group || ven.Retired {
+				continue
+			}
+			if err := ingestRange(ven.Replica, r.ops); err != nil {
+				return fmt.Errorf("simulations: venue %d refused held ops from %d: %w", u, r.from, err)
+			}
+			for i := range r.ops {
+				ven.Reserve.ReleasePayment(&r.ops[i])
+			}
+		}
+		return nil
+	})
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	slices.Sort(cards)
+	return h.settle(slices.Compact(cards))
 }
 
 // settle is the node's automatic block after its ledger changed: each

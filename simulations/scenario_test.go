@@ -49,7 +49,7 @@ func TestScenarioSmallVersions(t *testing.T) {
 		file   string
 		shrink func(*Scenario)
 	}{
-		{"evening.toml", func(sc *Scenario) { sc.Cards.Count = 150 }},
+		{"evening.toml", func(sc *Scenario) { sc.Cards.Count, sc.Store = 150, StoreMemory }},
 		{"festival.toml", func(sc *Scenario) {
 			sc.Cards.Count, sc.Duration.Duration, sc.Libp2p.Nodes = 300, 9*time.Hour, 4
 			sc.Crashes[0].At.Duration = 7 * time.Hour

@@ -277,9 +277,9 @@ type scRun struct {
 	tmp    string
 	// eventBytes sums the encoded size of the agenda ops.
 	eventBytes int64
-	check    crdt.Settings // the caps the checker bounds the loss by
-	lastLoss int64
-	lastBnd  int64
+	check      crdt.Settings // the caps the checker bounds the loss by
+	lastLoss   int64
+	lastBnd    int64
 }
 
 // RunScenario plays a scenario on the virtual-clock harness (the crdt
@@ -480,7 +480,9 @@ func (res *ScenarioResult) VenueFiguresAt(v int, sc *Scenario) *VenueFigures {
 
 func (r *scRun) run(ctx context.Context) error {
 	sc := r.sc
-	// Issue the cards while the network is whole.
+	// Issue the cards while the network is whole; the venues receive
+	// them as a backlog (one run per issuing venue).
+	r.h.HoldGossip()
 	for range sc.Cards.Count {
 		c := &scCard{id: r.newCardID(), refundAt: -1}
 		for _, v := range r.rng.Perm(sc.Venues.Count)[:sc.Cards.HomeVenues] {
@@ -495,6 +497,9 @@ func (r *scRun) run(ctx context.Context) error {
 			c.refundAt = r.between(0, sc.Duration.Ms())
 			r.refunds = append(r.refunds, c)
 		}
+	}
+	if err := r.h.FlushBatched(); err != nil {
+		return fmt.Errorf("simulations: issue the cards: %w", err)
 	}
 	slices.SortStableFunc(r.refunds, func(a, b *scCard) int { return cmp.Compare(a.refundAt, b.refundAt) })
 	if err := r.commitStores(); err != nil {
