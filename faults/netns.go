@@ -127,6 +127,11 @@ func NewLab(ctx context.Context, cfg NetConfig) (*Lab, error) {
 			_ = l.Cleanup(context.WithoutCancel(ctx))
 			return nil, err
 		}
+		// And one in the mangle table, for the delay without netem.
+		if err := l.restoreTable(ctx, i, "mangle", ":CGF-DELAY - [0:0]\n-A POSTROUTING -o eth0 -j CGF-DELAY\n"); err != nil {
+			_ = l.Cleanup(context.WithoutCancel(ctx))
+			return nil, err
+		}
 	}
 	// Probe netem on a throwaway qdisc of host 0's loopback.
 	if l.run(ctx, "tc", "-n", l.NS(0), "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms") == nil {
@@ -169,10 +174,15 @@ func (l *Lab) run(ctx context.Context, argv ...string) error {
 // restore applies iptables rules (iptables-restore's format, filter
 // table, without flushing other chains) in host i's namespace, at once.
 func (l *Lab) restore(ctx context.Context, i int, rules string) error {
+	return l.restoreTable(ctx, i, "filter", rules)
+}
+
+// restoreTable is restore for another table.
+func (l *Lab) restoreTable(ctx context.Context, i int, table, rules string) error {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", l.NS(i), "iptables-restore", "--noflush")
-	cmd.Stdin = strings.NewReader("*filter\n" + rules + "COMMIT\n")
+	cmd.Stdin = strings.NewReader("*" + table + "\n" + rules + "COMMIT\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("faults: iptables-restore in %s: %w: %s", l.NS(i), err, bytes.TrimSpace(out))
 	}
@@ -295,11 +305,11 @@ type Impairment struct {
 	// Loss is the probability a packet is dropped, each way (0 to 1).
 	Loss float64
 	// Delay and Jitter delay packets leaving the host: with netem, Delay ±
-	// Jitter each (which reorders them); without netem, a tbf queue of
-	// Rate whose latency bound is Delay+Jitter.
+	// Jitter each (which reorders them); without netem, a random share
+	// Jitter/(Delay+Jitter) of the packets (half if Jitter is 0) goes
+	// through a slow htb class where a full packet waits about Delay,
+	// and the others overtake them.
 	Delay, Jitter time.Duration
-	// Rate is the tbf rate in kbit/s used when netem is absent. Default 256.
-	Rate int
 }
 
 // Impair applies imp to host i's uplink and returns a sentence saying how
@@ -328,16 +338,32 @@ func (l *Lab) Impair(ctx context.Context, i int, imp Impairment) (string, error)
 		how = append(how, fmt.Sprintf("iptables statistic DROP p=%s each way", p))
 	}
 	if imp.Delay > 0 {
-		rate := imp.Rate
-		if rate == 0 {
-			rate = 256
+		// Without netem: an htb qdisc with a fast default class and a slow
+		// one, and iptables CLASSIFY sending each packet, at random with
+		// probability Jitter/(Delay+Jitter), to the slow class. A full
+		// packet waits about Delay there (its rate sends 1500 bytes in
+		// Delay), more when it queues; the packets that skip it overtake
+		// it: a random delay and reordering.
+		p := 0.5
+		if imp.Delay+imp.Jitter > 0 && imp.Jitter > 0 {
+			p = float64(imp.Jitter) / float64(imp.Delay+imp.Jitter)
 		}
-		lat := imp.Delay + imp.Jitter
-		if err := l.run(ctx, "tc", "-n", ns, "qdisc", "replace", "dev", "eth0", "root", "tbf",
-			"rate", fmt.Sprintf("%dkbit", rate), "burst", "4kb", "latency", fmt.Sprintf("%dms", lat.Milliseconds())); err != nil {
+		rate := max(8, int(1500*8/imp.Delay.Seconds()/1000)) // kbit/s
+		cmds := [][]string{
+			{"tc", "-n", ns, "qdisc", "replace", "dev", "eth0", "root", "handle", "1:", "htb", "default", "10"},
+			{"tc", "-n", ns, "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit"},
+			{"tc", "-n", ns, "class", "add", "dev", "eth0", "parent", "1:", "classid", "1:20", "htb",
+				"rate", fmt.Sprintf("%dkbit", rate), "ceil", fmt.Sprintf("%dkbit", rate), "burst", "1600", "cburst", "1600"},
+		}
+		for _, c := range cmds {
+			if err := l.run(ctx, c...); err != nil {
+				return "", err
+			}
+		}
+		if err := l.restoreTable(ctx, i, "mangle", fmt.Sprintf("-A CGF-DELAY -m statistic --mode random --probability %.4f -j CLASSIFY --set-class 1:20\n", p)); err != nil {
 			return "", err
 		}
-		how = append(how, fmt.Sprintf("tbf %d kbit/s queue up to %s (queueing delay; no netem in this kernel, so no random delay or reordering)", rate, lat))
+		how = append(how, fmt.Sprintf("delay without netem (not in this kernel): %.0f%% of the packets at random through an htb class of %d kbit/s (a full packet waits ~%s there, more when it queues), the others straight past them: random delay and reordering", p*100, rate, imp.Delay))
 	}
 	return strings.Join(how, " + "), nil
 }
@@ -346,6 +372,9 @@ func (l *Lab) Impair(ctx context.Context, i int, imp Impairment) (string, error)
 func (l *Lab) ClearImpairments(ctx context.Context, i int) error {
 	ns := l.NS(i)
 	if err := l.restore(ctx, i, "-F CGF-IMP\n"); err != nil {
+		return err
+	}
+	if err := l.restoreTable(ctx, i, "mangle", "-F CGF-DELAY\n"); err != nil {
 		return err
 	}
 	// No root qdisc left is fine: only report other failures.

@@ -152,6 +152,51 @@ func TestLabPlumbing(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Delay without netem reorders: UDP datagrams numbered in order arrive
+	// out of order, none lost.
+	how, err = lab.Impair(ctx, 0, Impairment{Delay: 100 * time.Millisecond, Jitter: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pc net.PacketConn
+	if err := lab.inNS(1, func() { pc, err = (&net.ListenConfig{}).ListenPacket(ctx, "udp", lab.IP(1)+":7001") }); err != nil || pc == nil {
+		t.Fatalf("udp listen: %v", err)
+	}
+	defer pc.Close()
+	c, err := lab.DialContext(ctx, 0, "udp", lab.IP(1)+":7001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 60
+	for k := 0; k < n; k++ {
+		b := make([]byte, 200)
+		b[0] = byte(k)
+		if _, err := c.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	got, reordered, last := 0, 0, -1
+	buf := make([]byte, 2048)
+	for got < n {
+		_ = pc.SetReadDeadline(time.Now().Add(3 * time.Second))
+		if _, _, err := pc.ReadFrom(buf); err != nil {
+			break
+		}
+		got++
+		if int(buf[0]) < last {
+			reordered++
+		}
+		last = max(last, int(buf[0]))
+	}
+	t.Logf("delay: %s; %d of %d datagrams arrived, %d out of order", how, got, n, reordered)
+	if got != n || reordered == 0 {
+		t.Errorf("delay without loss: %d of %d datagrams arrived, %d out of order; want all, some out of order", got, n, reordered)
+	}
+	if err := lab.ClearImpairments(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+
 	dir, err := lab.MountTmpfs("plumbing", 1<<20)
 	if err != nil {
 		t.Fatal(err)
