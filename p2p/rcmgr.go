@@ -192,6 +192,7 @@ func (l *Limits) limitConfig(maxInboundSyncs int) rcmgr.ConcreteLimitConfig {
 		SyncProtocol:       streams(16*maxInboundSyncs, 64),
 		JoinProtocol:       streams(2*maxProbation, 2*maxProbation),
 		CheckpointProtocol: streams(4*maxCheckpointServes, 16),
+		HistoryProtocol:    streams(4*maxHistoryServes, 16),
 		ReserveProtocol:    streams(16*l.ReserveStreamsPerPeer, 16*l.ReserveStreamsPerPeer),
 		// Every connected peer pings in a quorum round and identifies on
 		// connect: libp2p's totals (64 at this scale) are below the
@@ -203,6 +204,7 @@ func (l *Limits) limitConfig(maxInboundSyncs int) rcmgr.ConcreteLimitConfig {
 		SyncProtocol:       streams(l.SyncStreamsPerPeer, l.SyncStreamsPerPeer),
 		JoinProtocol:       streams(l.JoinStreamsPerPeer, l.JoinStreamsPerPeer),
 		CheckpointProtocol: streams(l.JoinStreamsPerPeer, l.JoinStreamsPerPeer),
+		HistoryProtocol:    streams(l.JoinStreamsPerPeer, l.JoinStreamsPerPeer),
 		ReserveProtocol:    streams(l.ReserveStreamsPerPeer, l.ReserveStreamsPerPeer),
 	}
 	for _, id := range pubsub.GossipSubDefaultProtocols {
