@@ -17,6 +17,7 @@ var (
 	isolationFlag = flag.Duration("faults.isolation", 3*time.Minute, "how long the full form isolates one venue")
 	holdFlag      = flag.Duration("faults.hold", 10*time.Second, "how long the full form holds each other fault")
 	strictFlag    = flag.Bool("faults.strict", false, "fail a network fault whose heal takes longer than 5 s to converge (the full form always does)")
+	prefixFlag    = flag.String("faults.prefix", "cgf", "name prefix of the suite's namespaces and mounts (two suites at once on one machine need two)")
 	outFlag       = flag.String("faults.out", "", "file the full form appends its figures to")
 )
 
@@ -26,7 +27,7 @@ var (
 func setupRun(t *testing.T, ctx context.Context, bin string, seed uint64, scfg ScenarioConfig) *Scenario {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	lab := newTestLab(t, NetConfig{Prefix: "cgf", Hosts: 5})
+	lab := newTestLab(t, NetConfig{Prefix: *prefixFlag, Hosts: 5})
 	dir, err := os.MkdirTemp("", "cgf-run-")
 	if err != nil {
 		t.Fatal(err)
