@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"testing"
+	"time"
+)
+
+func TestMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		env       map[string]string
+		wantLimit int64
+		wantSet   bool
+	}{
+		{"no GOMEMLIMIT: the binary's default", nil, defaultMemoryLimit, true},
+		{"GOMEMLIMIT set: the operator's", map[string]string{"GOMEMLIMIT": "1GiB"}, 0, false},
+		{"GOGC alone: the default limit still", map[string]string{"GOGC": "50"}, defaultMemoryLimit, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			limit, set := memoryLimit(func(k string) string { return tc.env[k] })
+			if limit != tc.wantLimit || set != tc.wantSet {
+				t.Errorf("memoryLimit = %d, %v; want %d, %v", limit, set, tc.wantLimit, tc.wantSet)
+			}
+		})
+	}
+}
+
+func TestServePprof(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tc := range []struct {
+		name    string
+		addr    string
+		wantErr error
+	}{
+		{"loopback v4", "127.0.0.1:0", nil},
+		{"localhost", "localhost:0", nil},
+		{"every interface", "0.0.0.0:0", errPprofNotLoopback},
+		{"no host", ":0", errPprofNotLoopback},
+		{"a LAN address", "192.168.1.10:6060", errPprofNotLoopback},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			addr, done, err := servePprof(ctx, tc.addr, log)
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("servePprof(%q) = %v, want %v", tc.addr, err, tc.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			hc := &http.Client{Timeout: 10 * time.Second}
+			resp, err := hc.Get("http://" + addr + "/debug/pprof/heap")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET /debug/pprof/heap: %s", resp.Status)
+			}
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the pprof server did not stop with its context")
+			}
+		})
+	}
+}
