@@ -189,7 +189,9 @@ func TestDiskFullRefusesWritesAndRecovers(t *testing.T) {
 	if err := os.Remove(filler.Name()); err != nil {
 		t.Fatal(err)
 	}
+	freed := time.Now()
 	waitFor(t, 10*time.Second, "the status to leave disk_full", func() bool { return !v.node.Status().DiskFull })
+	t.Logf("the node saw the space back %s after the filler was deleted (no write meanwhile)", time.Since(freed).Round(time.Millisecond))
 	if len(logs.lines("level=INFO", "disk space is back")) != 1 {
 		t.Fatalf("no recovery line:\n%s", logs.String())
 	}
