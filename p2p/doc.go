@@ -103,6 +103,8 @@
 //	sum      (5): heads digest (32) | fork digest (32) | fork ids (uvarint)
 //	forks    (6): count (uvarint) | count × (key (32) | kind (1) | seq (uvarint) | id (32))
 //	evidence (7): as ops, but ops of any authors, in (author, seq) order
+//	more     (8): ends a list of ops frames, as end does, when the sender
+//	              stopped at its session budget with more to send
 //
 // A responder answers a version 1 hello (a node not yet upgraded) in
 // version 1, and the session then ends as in version 1, after the ops,
@@ -129,6 +131,10 @@
 //     before reading the next, so a slow disk slows the sender through the
 //     stream's flow control and neither side holds more than a frame.
 //  4. I does the same with what R lacks according to R's hello, then end.
+//     If either side ended its ops with more (its session budget, see
+//     the limits below), the session ends here: R sends end once it has
+//     committed, and the side that got more starts another session, with
+//     the next connected member in turn, from its advanced vector.
 //  5. I sends its sum; R, having committed, answers with its own. Equal
 //     sums end the session: both sides hold the same chains and the same
 //     ops of every forked author.
@@ -178,16 +184,25 @@
 //     once, one per peer; past either bound the stream is answered busy at
 //     once and closed, never queued.
 //   - What a node sends a peer as responder is charged to that peer's
-//     budget, Config.SyncPeerBudget (64 MiB) per minute: one session may
-//     overdraw it, so a new venue gets the whole history at once, but a
-//     peer that asks for everything again and again is answered busy
-//     until its budget has refilled.
+//     budget, Config.SyncPeerBudget (64 MiB) per minute; a peer whose
+//     credit is spent is answered busy until it has refilled.
+//   - Sessions are bounded and resumable: each side sends at most
+//     Config.SyncSessionBytes (16 MiB) of ops frames for at most
+//     Config.SyncSessionTime (20 s), and a responder at most the peer's
+//     remaining credit (at least one frame each time). Past that it ends
+//     its ops with a more frame. The receiver has committed every frame
+//     it read (IngestRange, before reading the next), so the next session
+//     starts from its advanced version vector: a long catch-up runs as
+//     several short sessions, with the connected members in turn, none
+//     holding a peer's slot or budget for long, and a session cut midway
+//     (a reset, a timeout) loses only the frame in flight.
 //   - Every frame read and write has a deadline: Config.StreamTimeout
 //     (30 s) at most, and earlier once the time the session spent blocked
 //     on its stream exceeds Config.SyncGrace (10 s) plus its bytes at
 //     Config.SyncMinRate (16 KiB/s). A peer that reads our frames, or sends
 //     its own, slower than that, or not at all, is cut and put on penalty.
-//     A session lasts at most Config.SyncTimeout (2 min).
+//     A session lasts at most Config.SyncTimeout (2 min), a bound that
+//     the session budgets keep it well within.
 //   - The fork comparison is bounded: at most Config.MaxForkIDs (100,000)
 //     ids listed and evidence ops sent per session, 128 probes per author.
 //
@@ -207,7 +222,13 @@
 // topic "/cagnotte/<federation key hex>/attestations/1" carries the
 // venues' attestations ([Network.StartAttestations]). The frames and
 // limits are described in checkpoint.go; the trust model in
-// docs/checkpoints.md. [Config.HoldCatchUp] starts a network with
+// docs/checkpoints.md. Stream protocol "/cagnotte/history/1" serves the
+// ops older than a checkpoint, one bounded range of one author per stream
+// ([Network.FetchHistory], at most Config.HistoryBatch ops, 2 requests
+// served at once, charged to the asker's SyncPeerBudget), for a venue
+// that started from a checkpoint and fetches its history in the
+// background; the asker verifies every op (chain links down from the
+// attested head, signatures). [Config.HoldCatchUp] starts a network with
 // anti-entropy held until [Network.ResumeCatchUp], so that a new venue
 // installs a checkpoint before it pulls any history.
 //
