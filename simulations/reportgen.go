@@ -88,10 +88,10 @@ func writeCSVs(dir string, res *ScenarioResult) error {
 	if err := writeCSV(filepath.Join(dir, "heals.csv"), rows); err != nil {
 		return err
 	}
-	rows = [][]string{{"venue", "ops_made", "payments", "offline_payments", "offline_cents", "disk_bytes", "recv_bytes_per_day"}}
+	rows = [][]string{{"venue", "ops_made", "payments", "offline_payments", "offline_cents", "disk_bytes", "recv_bytes_per_day", "store_bytes", "events", "crashes"}}
 	for _, v := range res.VenueFigures {
 		rows = append(rows, []string{v.Name, itoa(v.OpsMade), itoa(v.Payments), itoa(v.OfflinePayments), itoa(v.OfflineCents), itoa(v.DiskBytes),
-			strconv.FormatFloat(v.RecvBytesPerDay, 'f', 0, 64)})
+			strconv.FormatFloat(v.RecvBytesPerDay, 'f', 0, 64), itoa(v.StoreBytes), itoa(v.Events), itoa(v.Crashes)})
 	}
 	if err := writeCSV(filepath.Join(dir, "venues.csv"), rows); err != nil {
 		return err
@@ -100,7 +100,14 @@ func writeCSVs(dir string, res *ScenarioResult) error {
 	for _, v := range res.VisibilityMs {
 		rows = append(rows, []string{itoa(v)})
 	}
-	return writeCSV(filepath.Join(dir, "visibility.csv"), rows)
+	if err := writeCSV(filepath.Join(dir, "visibility.csv"), rows); err != nil {
+		return err
+	}
+	rows = [][]string{{"event_visibility_ms"}}
+	for _, v := range res.EventVisibilityMs {
+		rows = append(rows, []string{itoa(v)})
+	}
+	return writeCSV(filepath.Join(dir, "event_visibility.csv"), rows)
 }
 
 // namedPlot is one plot of the report.
@@ -194,7 +201,7 @@ func reportPlots(res *ScenarioResult) ([]namedPlot, error) {
 		}
 		p.Add(hist)
 	}
-	if err := add("visibility", "Visibility delay", "Ops made while the network is whole reach every venue at once (gossip); the others at the next heal.", p, nil); err != nil {
+	if err := add("visibility", "Visibility delay", "Ops made while the network is whole reach every venue by gossip (sent on the author's uplink, received on the slowest other: latency + bytes / bandwidth, over 1 − loss); the others at the next heal, plus its catch-up.", p, nil); err != nil {
 		return nil, err
 	}
 	p = plot.New()
@@ -211,7 +218,7 @@ func reportPlots(res *ScenarioResult) ([]namedPlot, error) {
 			return nil, fmt.Errorf("simulations: plot: %w", err)
 		}
 	}
-	if err := add("heals", "Convergence after each heal", "Op bytes the venues lacked at each heal and the catch-up time estimated on the scenario's uplink (3 × latency + bytes / bandwidth).", p, nil); err != nil {
+	if err := add("heals", "Convergence after each heal", "Op bytes the venues lacked at each heal and the catch-up time estimated on each venue's uplink (3 × latency + bytes / bandwidth, over 1 − loss; the slowest venue).", p, nil); err != nil {
 		return nil, err
 	}
 	p = plot.New()
@@ -268,7 +275,7 @@ pre{background:#f6f6f6;padding:.5rem;overflow:auto}
 {{if .R.Violation}}<h2 class="bad" id="violation">Invariant violated: {{.R.Violation.Invariant}}</h2>
 <p>At {{call .Sim .R.Violation.AtMs}}: {{.R.Violation.Detail}}</p><pre>{{range .R.Violation.Ops}}{{.}}
 {{end}}</pre>
-{{else}}<p class="ok" id="invariants">Every invariant held at each of {{.R.Checks}} checks (every heal and the end): conservation of money, one digest everywhere, no acknowledged op lost, every double spend reported and no false conflict, no honest card overdrawn, clone loss ≤ the caps' bound.</p>{{end}}
+{{else}}<p class="ok" id="invariants">Every invariant held at each of {{.R.Checks}} checks (every heal and the end): conservation of money, one digest everywhere, no acknowledged op lost (and at each of {{.R.Crashes}} restarts after a crash), every double spend reported and no false conflict, no honest card overdrawn, clone loss ≤ the caps' bound.</p>{{end}}
 <h2>Figures</h2>
 <table id="figures">
 <tr><th>figure</th><th>value</th></tr>
@@ -286,6 +293,11 @@ pre{background:#f6f6f6;padding:.5rem;overflow:auto}
 <tr><td>double spends detected / made</td><td>{{.R.DoubleSpendsDetected}} / {{.R.DoubleSpends}}</td></tr>
 <tr><td>conflicts; blocked cards</td><td>{{.R.Conflicts}}; {{.R.BlockedCards}}</td></tr>
 <tr><td>mean op size (bytes)</td><td>{{printf "%.0f" .R.BytesPerOp}}</td></tr>
+<tr><td>refunds (refused offline, asked again)</td><td>{{.R.Refunds}}: {{call .Euros .R.RefundedCents}} ({{.R.RefundsRefusedOffline}})</td></tr>
+<tr><td>clone refunds accepted / refused</td><td>{{.R.CloneRefunds}} ({{call .Euros .R.CloneRefundCents}}) / {{.R.CloneRefundsRefused}}</td></tr>
+<tr><td>events published (bytes/op)</td><td>{{.R.Events}} ({{printf "%.0f" .R.EventBytesPerOp}})</td></tr>
+<tr><td>node crashes (kill -9), each restart checked</td><td>{{.R.Crashes}}</td></tr>
+<tr><td>store</td><td>{{.R.Store}}</td></tr>
 <tr><td>heals of the whole network</td><td>{{len .R.Heals}}</td></tr>
 </table>
 {{with .R.Libp2p}}<h2>Heal on real libp2p hosts</h2>
@@ -293,9 +305,9 @@ pre{background:#f6f6f6;padding:.5rem;overflow:auto}
 {{range .Plots}}<figure id="plot-{{.ID}}"><figcaption><b>{{.Title}}.</b> {{.Caption}}</figcaption>{{.SVG}}</figure>
 {{end}}
 <h2>Venues</h2>
-<table id="venues"><tr><th>venue</th><th>ops made</th><th>payments</th><th>offline</th><th>offline takings</th><th>disk (KiB)</th><th>received/day (KiB)</th></tr>
-{{range .R.VenueFigures}}<tr><td>{{.Name}}</td><td>{{.OpsMade}}</td><td>{{.Payments}}</td><td>{{.OfflinePayments}}</td><td>{{call $.Euros .OfflineCents}}</td><td>{{printf "%.1f" (kib .DiskBytes)}}</td><td>{{printf "%.1f" (kibf .RecvBytesPerDay)}}</td></tr>
+<table id="venues"><tr><th>venue</th><th>ops made</th><th>payments</th><th>offline</th><th>offline takings</th><th>op log (KiB)</th><th>Badger dir (KiB)</th><th>received/day (KiB)</th><th>events</th><th>crashes</th></tr>
+{{range .R.VenueFigures}}<tr><td>{{.Name}}</td><td>{{.OpsMade}}</td><td>{{.Payments}}</td><td>{{.OfflinePayments}}</td><td>{{call $.Euros .OfflineCents}}</td><td>{{printf "%.1f" (kib .DiskBytes)}}</td><td>{{printf "%.1f" (kib .StoreBytes)}}</td><td>{{printf "%.1f" (kibf .RecvBytesPerDay)}}</td><td>{{.Events}}</td><td>{{.Crashes}}</td></tr>
 {{end}}</table>
-<p>Raw figures: result.json, samples.csv, heals.csv, venues.csv, visibility.csv (next to this file).</p>
+<p>Raw figures: result.json, samples.csv, heals.csv, venues.csv, visibility.csv, event_visibility.csv (next to this file).</p>
 </body></html>
 `))

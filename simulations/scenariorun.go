@@ -101,8 +101,9 @@ type HealRecord struct {
 	MissingOps    int64 `json:"missing_ops"`
 	MissingBytes  int64 `json:"missing_bytes"`
 	MaxVenueBytes int64 `json:"max_venue_bytes"`
-	// EstConvergeMs estimates the catch-up on the scenario's uplinks:
-	// 3 × latency + MaxVenueBytes / bandwidth.
+	// EstConvergeMs estimates the catch-up on the venues' uplinks: the
+	// largest over venues of (3 × latency + the bytes it lacked /
+	// bandwidth) / (1 − loss).
 	EstConvergeMs int64 `json:"est_converge_ms"`
 	// Digest is the common digest after the heal (hex prefix).
 	Digest string `json:"digest"`

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -21,6 +22,9 @@ type simulateConfig struct {
 	// Progress is the minimum wall time between two progress lines
 	// (default 200 ms).
 	Progress time.Duration
+	// CPUProfile, if set, receives a CPU profile of the run (go tool
+	// pprof); default none.
+	CPUProfile string
 }
 
 // newSimulateCmd is `cagnotte simulate SCENARIO.toml --out DIR`.
@@ -31,13 +35,16 @@ func newSimulateCmd(g *globals) *cobra.Command {
 		Short: "Simulate a territory of venues from a scenario file and write a report",
 		Long: `Play a scenario (a TOML file) on the virtual-clock harness: every venue runs
 the federation's rules (crdt: payments, top-ups, quorum, reservations,
-offline caps, anti-entropy at each heal) in this process; the invariants
-(conservation of money, one digest everywhere after each heal, no
-acknowledged op lost, every double spend reported and no false conflict,
-no honest card overdrawn, clone loss within the caps' bound) are checked at
-every heal and at the end, and the first violation stops the run and
-prints the ops that show it (exit status 1; the report is still written).
-A [libp2p] section adds a heal measured on real libp2p hosts on loopback.
+offline caps, refunds, anti-entropy at each heal) in this process; the
+invariants (conservation of money, one digest everywhere after each heal,
+no acknowledged op lost, also at each restart after a crash, every double
+spend reported and no false conflict, no honest card overdrawn, clone loss
+within the caps' bound) are checked at every heal and at the end, and the
+first violation stops the run and prints the ops that show it (exit status
+1; the report is still written). Stores are in memory, or real Badger
+databases (node/store) with store = "badger"; a crash is kill -9 (the
+store reopened from its files as the process left them). A [libp2p]
+section adds a heal measured on real libp2p hosts on loopback.
 
 The report goes to --out: report.html (self-contained: open it offline),
 result.json and the raw figures as CSV. A progress line with the simulated
@@ -47,13 +54,19 @@ Scenario format (docs/simulate.md; examples in simulations/scenarios/):
 
   name = "evening"          seed = 1
   duration = "8h"           start = "18:00"     step = "1m"
+  store = "memory" | "badger"
   [venues]     count, names, open, close
-  [venues.uplink] latency, bandwidth_kbps, flaps_per_hour, flap_duration
+  [venues.uplink] latency, bandwidth_kbps, loss, flaps_per_hour, flap_duration
+  [[venues.override]] venue, open, close (or open = "always"), latency,
+               bandwidth_kbps, loss, flaps_per_hour, flap_duration
   [cards]      count, home_venues, visits_per_evening, basket_min_cents, basket_max_cents
   [topups]     initial_cents, refill_cents, online_share
   [[partitions]] at, for, isolate = [venues] | groups = [[venues], ...]
   [random_partitions] count, max_groups, min_for, max_for
   [[crashes]]  venue, at, for
+  [random_crashes] per_venue_per_day, min_down, max_down
+  [events]     per_venue_per_day, description_bytes, update_share
+  [refunds]    share, clones
   [clones]     count, topup_cents, attack_after, stamps ("frozen" | "per_group")
   [federation] offline_payment_max_cents, offline_card_max_cents,
                offline_card_count, offline_venue_budget_cents,
@@ -70,6 +83,7 @@ Examples:
 		},
 	}
 	cmd.Flags().StringVar(&cfg.Out, "out", "", `report directory (default "simulate-<scenario name>")`)
+	cmd.Flags().StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
 	return cmd
 }
 
@@ -103,6 +117,17 @@ func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string
 		last = time.Now()
 		fmt.Fprint(g.stderr, progressLine(p))
 	}
+	if cfg.CPUProfile != "" {
+		pf, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return fmt.Errorf("simulate: %w", err)
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return fmt.Errorf("simulate: cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	res, runErr := simulations.RunScenario(cmd.Context(), sc, simulations.ScenarioOptions{Progress: progress, Logger: g.logger()})
 	fmt.Fprintln(g.stderr)
 	if res == nil {
@@ -116,8 +141,8 @@ func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string
 		fmt.Fprintf(g.stdout, "report (with the violation): %s\n", report)
 		return fmt.Errorf("simulate: %w", runErr)
 	}
-	fmt.Fprintf(g.stdout, "%s: %d ops, %d heals, every invariant held at %d checks; loss %s ≤ bound %s; %d/%d double spends reported; wall %s\nreport: %s\n",
-		res.Scenario, res.Ops, len(res.Heals), res.Checks, cents(res.LossCents), cents(res.BoundCents), res.DoubleSpendsDetected, res.DoubleSpends,
+	fmt.Fprintf(g.stdout, "%s: %d ops, %d heals, %d crashes, every invariant held at %d checks; loss %s ≤ bound %s; %d/%d double spends reported; wall %s\nreport: %s\n",
+		res.Scenario, res.Ops, len(res.Heals), res.Crashes, res.Checks, cents(res.LossCents), cents(res.BoundCents), res.DoubleSpendsDetected, res.DoubleSpends,
 		res.Wall.Round(time.Millisecond), report)
 	return nil
 }
