@@ -485,7 +485,7 @@ func (s *Scenario) restartFromOldCopy(ctx context.Context) error {
 	// It signs again: a payment there is acknowledged (no equivocation is
 	// checked at the end with the conflicts).
 	before := s.w.AckedAt(i)
-	return poll(ctx, 30*time.Second, v.Name+" acknowledging payments again", func() (bool, error) {
+	return poll(ctx, 90*time.Second, v.Name+" acknowledging payments again", func() (bool, error) {
 		return s.w.AckedAt(i) > before, nil
 	})
 }
