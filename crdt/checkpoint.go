@@ -571,3 +571,28 @@ func DecodeCardRecord(p []byte) (c *Card, ok bool, err error) {
 	}
 	return c, true, nil
 }
+
+// eventRecordVersion starts an event's binary record (Event.AppendBinary).
+const eventRecordVersion = 0xE1
+
+// AppendBinary appends the event's record in the checkpoint's canonical
+// encoding, for a store to keep (a restart reads every event).
+func (e *Event) AppendBinary(b []byte) []byte {
+	w := &writer{b: append(b, eventRecordVersion)}
+	encodeEvent(w, e)
+	return w.b
+}
+
+// DecodeEventRecord reads a record written by Event.AppendBinary; ok is
+// false when p is not such a record.
+func DecodeEventRecord(p []byte) (e *Event, ok bool, err error) {
+	if len(p) == 0 || p[0] != eventRecordVersion {
+		return nil, false, nil
+	}
+	r := &reader{b: p[1:]}
+	e = decodeEvent(r)
+	if err := r.done(); err != nil {
+		return nil, true, fmt.Errorf("%w: event record: %v", ErrCheckpoint, err)
+	}
+	return e, true, nil
+}

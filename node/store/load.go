@@ -35,7 +35,7 @@ func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 	}
 	defer s.release()
 	start := time.Now()
-	st, gen, gobCards, ok, err := s.readRecords()
+	st, gen, gobCards, gobEvents, ok, err := s.readRecords()
 	if err != nil {
 		return nil, err
 	}
@@ -58,6 +58,13 @@ func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 			s.log.Warn("card records left in gob (rewritten at the next start)", "cards", len(gobCards), "err", err)
 		} else {
 			s.log.Info("card records rewritten in binary", "cards", len(gobCards))
+		}
+	}
+	if len(gobEvents) > 0 {
+		if err := s.rewriteEvents(gobEvents); err != nil {
+			s.log.Warn("event records left in gob (rewritten at the next start)", "events", len(gobEvents), "err", err)
+		} else {
+			s.log.Info("event records rewritten in binary", "events", len(gobEvents))
 		}
 	}
 	var loaded uint64

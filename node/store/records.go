@@ -20,7 +20,7 @@ const (
 	prefixAuthor   = 'a' // author(32) → gob crdt.AuthorState
 	prefixCard     = 'c' // card → gob crdt.Card
 	prefixVenue    = 'u' // venue(32) → gob crdt.Venue
-	prefixEvent    = 'e' // venue(32) id → gob crdt.Event
+	prefixEvent    = 'e' // venue(32) id → binary crdt.Event (gob before)
 	prefixConflict = 'f' // conflict key → gob crdt.Conflict
 )
 
@@ -81,7 +81,8 @@ func writeChanges(txn *badger.Txn, ch *crdt.Changes) error {
 		}
 	}
 	for _, e := range ch.Events {
-		if err := set(recordKey(prefixEvent, e.Key.Venue[:], []byte(e.Key.ID)), e); err != nil {
+		// Binary, like cards: a restart reads every event.
+		if err := txn.Set(eventRecordKey(e), e.AppendBinary(nil)); err != nil {
 			return err
 		}
 	}
@@ -91,6 +92,10 @@ func writeChanges(txn *badger.Txn, ch *crdt.Changes) error {
 		}
 	}
 	return nil
+}
+
+func eventRecordKey(e *crdt.Event) []byte {
+	return recordKey(prefixEvent, e.Key.Venue[:], []byte(e.Key.ID))
 }
 
 // deletePrefix deletes every key under p in txn (the few records of a
@@ -141,7 +146,7 @@ func eachCard(txn *badger.Txn, fn func(c *crdt.Card, wasGob bool)) error {
 
 // readRecords reads the state's records; ok is false when the store holds
 // none (a new store, or one written by format 1).
-func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card, ok bool, err error) {
+func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card, gobEvents []*crdt.Event, ok bool, err error) {
 	err = s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyMeta)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -200,10 +205,11 @@ func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card
 		}); err != nil {
 			return err
 		}
-		if err := each(prefixEvent, func(d *gob.Decoder) error {
-			e := &crdt.Event{}
+		if err := eachEvent(txn, func(e *crdt.Event, wasGob bool) {
 			st.Events = append(st.Events, e)
-			return d.Decode(e)
+			if wasGob {
+				gobEvents = append(gobEvents, e)
+			}
 		}); err != nil {
 			return err
 		}
@@ -213,7 +219,56 @@ func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card
 			return d.Decode(c)
 		})
 	})
-	return st, gen, gobCards, ok, err
+	return st, gen, gobCards, gobEvents, ok, err
+}
+
+// eachEvent reads the event records: binary, or gob as stores wrote them
+// before (fn's second argument is true for those).
+func eachEvent(txn *badger.Txn, fn func(e *crdt.Event, wasGob bool)) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixEvent}, PrefetchValues: true, PrefetchSize: 256})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		err := item.Value(func(v []byte) error {
+			e, ok, err := crdt.DecodeEventRecord(v)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				e = &crdt.Event{}
+				if err := gob.NewDecoder(bytes.NewReader(v)).Decode(e); err != nil {
+					return err
+				}
+			}
+			fn(e, !ok)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%w: event record %q: %v", ErrCorrupt, item.Key(), err)
+		}
+	}
+	return nil
+}
+
+// rewriteEvents writes events in their binary record, in transactions of
+// up to 500 events (see rewriteCards).
+func (s *Store) rewriteEvents(events []*crdt.Event) error {
+	for len(events) > 0 {
+		n := min(len(events), 500)
+		part := events[:n]
+		events = events[n:]
+		if err := s.db.Update(func(txn *badger.Txn) error {
+			for _, e := range part {
+				if err := txn.Set(eventRecordKey(e), e.AppendBinary(nil)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("store: rewrite event records: %w", err)
+		}
+	}
+	return nil
 }
 
 // rewriteCards writes cards in their binary record, in transactions of
