@@ -504,7 +504,11 @@ type SyncStatus struct {
 	// full (507 disk_full), since DiskFullSince.
 	DiskFull      bool      `json:"disk_full,omitempty"`
 	DiskFullSince time.Time `json:"disk_full_since,omitzero"`
-	Membership              // revoked, revoked_after_seq, authors
+	// History is the background fetch of the history older than the
+	// checkpoint the venue started from, "history: 42 % (n of m ops)"
+	// (docs/checkpoints.md); empty when there is none.
+	History    string `json:"history,omitempty"`
+	Membership        // revoked, revoked_after_seq, authors
 }
 
 // Status returns the node's sync status.
@@ -514,6 +518,11 @@ func (n *Node) Status() SyncStatus {
 		Isolated: iso.Isolated, IsolationWhy: iso.Reason, IsolatedSince: iso.Since, OfflineCents: iso.Offline}
 	if d := n.Disk(); d.Full {
 		s.DiskFull, s.DiskFullSince = true, d.Since
+	}
+	if c := n.cps; c != nil {
+		if h := c.hist.get(); h.Total > 0 {
+			s.History = h.String()
+		}
 	}
 	var peers []p2p.PeerState
 	if n.net != nil {
