@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	"github.com/cagnotte/cagnotte/crdt"
@@ -21,7 +22,7 @@ import (
 func (n *Network) startPubSub() error {
 	opsTopic, hbTopic := OpsTopic(n.fed), HeartbeatTopic(n.fed)
 	params, thresholds := scoreParams(opsTopic, hbTopic)
-	params.AppSpecificScore = n.gater.pubsubScore // peers on probation are graylisted
+	params.AppSpecificScore = n.appScore // non-members (peers on probation, revoked venues) are graylisted
 	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
 		// Ops and heartbeats carry their authors' Ed25519 signatures, which
 		// the validators check: signing each pubsub message again would
@@ -96,19 +97,55 @@ func scoreParams(topics ...string) (*pubsub.PeerScoreParams, *pubsub.PeerScoreTh
 		}
 	}
 	t := &pubsub.PeerScoreThresholds{
-		GossipThreshold:             -10,
-		PublishThreshold:            -50,
-		GraylistThreshold:           -80,
+		GossipThreshold:             ScoreGossipThreshold,
+		PublishThreshold:            ScorePublishThreshold,
+		GraylistThreshold:           ScoreGraylistThreshold,
 		AcceptPXThreshold:           20,
 		OpportunisticGraftThreshold: 2,
 	}
 	return p, t
 }
 
+// GossipSub score thresholds (see scoreParams). A peer scoring below
+// ScoreGossipThreshold gets no gossip from this node, below
+// ScorePublishThreshold none of its messages, and below
+// ScoreGraylistThreshold everything it sends is dropped unread.
+const (
+	ScoreGossipThreshold   = -10
+	ScorePublishThreshold  = -50
+	ScoreGraylistThreshold = -80
+)
+
+// appScore is GossipSub's application-specific score: 0 for a member,
+// far below the graylist threshold for anyone else (a peer on probation,
+// see gater.pubsubScore; a venue revoked while connected; a blocked
+// peer), so that nothing is read from a peer the moment it is not a
+// member, whatever its other counters. It follows membership at once: a
+// peer on probation that proves its admission scores normally again.
+func (n *Network) appScore(p peer.ID) float64 {
+	if s := n.gater.pubsubScore(p); s != 0 {
+		return s
+	}
+	if !n.gater.member(p) {
+		return probationScore
+	}
+	return 0
+}
+
 func (n *Network) onScores(scores map[peer.ID]float64) {
 	n.peersMu.Lock()
 	n.scores = scores
 	n.peersMu.Unlock()
+}
+
+// Scores returns the GossipSub score of every peer GossipSub tracks
+// (connected peers, and disconnected ones for 30 minutes), as of its last
+// refresh (every second). A score below ScoreGraylistThreshold means the
+// peer's messages are dropped unread.
+func (n *Network) Scores() map[peer.ID]float64 {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	return maps.Clone(n.scores)
 }
 
 // onChange is the replica's commit hook: it queues the node's own new ops

@@ -111,6 +111,7 @@ func (n *Network) verifyJoin(p peer.ID) {
 		return
 	}
 	n.gater.endProbation(p, true)
+	n.raisePeerLimits(p) // it came in on a stranger's resource limits (rcmgr.go)
 	n.stats.joinsAccepted.Add(1)
 	n.log.Info("a venue joined: its admission is proved", "peer", p, "federation_ops", got)
 	if n.host.Network().Connectedness(p) == network.Connected {

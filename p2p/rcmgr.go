@@ -74,6 +74,16 @@ type Limits struct {
 	// flight at once (one per card it is charging above the floor limit).
 	// All peers together: 16 times as many. Default 32.
 	ReserveStreamsPerPeer int
+	// StrangerStreams and StrangerMemory bound the streams (each way) and
+	// the memory of a peer that is neither a member nor a configured
+	// relay when its first connection opens: a peer on probation (an
+	// unknown venue key proving its admission, a revoked venue trying
+	// again; see join.go), at most 32 at once. Once a peer proves its
+	// admission its bounds are raised to a member's. Defaults 8 streams
+	// and 2 MiB (its streams' initial windows), so that strangers on
+	// probation hold at most 64 MiB together.
+	StrangerStreams int
+	StrangerMemory  int64
 	// JoinStreamsPerPeer bounds the inbound streams one peer has open at
 	// once on each of the join and checkpoint protocols (a member asks
 	// once per connection, a new venue fetches one checkpoint) and on
@@ -108,6 +118,8 @@ func DefaultLimits() Limits {
 		SyncStreamsPerPeer:    4,
 		ReserveStreamsPerPeer: 32,
 		JoinStreamsPerPeer:    2,
+		StrangerStreams:       8,
+		StrangerMemory:        2 << 20,
 		ConnLowWater:          128,
 		ConnHighWater:         192,
 		ConnGrace:             20 * time.Second,
@@ -137,6 +149,10 @@ func (l *Limits) setDefaults(cfg *Config) error {
 	num(&l.SyncStreamsPerPeer, d.SyncStreamsPerPeer)
 	num(&l.ReserveStreamsPerPeer, d.ReserveStreamsPerPeer)
 	num(&l.JoinStreamsPerPeer, d.JoinStreamsPerPeer)
+	num(&l.StrangerStreams, d.StrangerStreams)
+	if l.StrangerMemory <= 0 {
+		l.StrangerMemory = d.StrangerMemory
+	}
 	num(&l.ConnLowWater, d.ConnLowWater)
 	num(&l.ConnHighWater, d.ConnHighWater)
 	if l.ConnGrace <= 0 {
@@ -232,14 +248,23 @@ func (l *Limits) limitConfig(maxInboundSyncs int) rcmgr.ConcreteLimitConfig {
 func (n *Network) limitOption() libp2p.Option {
 	return func(c *config.Config) error {
 		if c.ResourceManager == nil {
-			mgr, err := rcmgr.NewResourceManager(
-				rcmgr.NewFixedLimiter(n.cfg.Limits.limitConfig(n.cfg.MaxInboundSyncs)),
-				rcmgr.WithMetrics(n.limits),
-			)
+			lim := &memberLimiter{
+				Limiter: rcmgr.NewFixedLimiter(n.cfg.Limits.limitConfig(n.cfg.MaxInboundSyncs)),
+				member:  n.gater.dialable,
+				stranger: rcmgr.BaseLimit{
+					Conns: 2, ConnsInbound: 2, ConnsOutbound: 2, FD: 2,
+					Streams: 2 * n.cfg.Limits.StrangerStreams, StreamsInbound: n.cfg.Limits.StrangerStreams,
+					StreamsOutbound: n.cfg.Limits.StrangerStreams, Memory: n.cfg.Limits.StrangerMemory,
+				},
+			}
+			mgr, err := rcmgr.NewResourceManager(lim, rcmgr.WithMetrics(n.limits))
 			if err != nil {
 				return fmt.Errorf("p2p: resource manager: %w", err)
 			}
 			c.ResourceManager = mgr
+			n.limits.mu.Lock()
+			n.limits.manager, n.limits.limiter = mgr, lim
+			n.limits.mu.Unlock()
 		}
 		if c.ConnManager == nil {
 			cm, err := connmgr.NewConnManager(n.cfg.Limits.ConnLowWater, n.cfg.Limits.ConnHighWater,
@@ -254,6 +279,47 @@ func (n *Network) limitOption() libp2p.Option {
 		}
 		return nil
 	}
+}
+
+// memberLimiter gives a peer that is neither a member nor a relay, when
+// its resource scope is made (its first connection), the stranger's
+// limits instead of a member's.
+type memberLimiter struct {
+	rcmgr.Limiter
+	member   func(peer.ID) bool
+	stranger rcmgr.BaseLimit
+}
+
+// GetPeerLimits implements rcmgr.Limiter.
+func (l *memberLimiter) GetPeerLimits(p peer.ID) rcmgr.Limit {
+	if l.member(p) {
+		return l.Limiter.GetPeerLimits(p)
+	}
+	return &l.stranger
+}
+
+// raisePeerLimits gives p, a peer that proved its admission while
+// connected on a stranger's limits, a member's.
+func (n *Network) raisePeerLimits(p peer.ID) {
+	rm := n.host.Network().ResourceManager()
+	lim, ok := n.limiter(rm)
+	if !ok {
+		return
+	}
+	_ = rm.ViewPeer(p, func(s network.PeerScope) error {
+		if sl, ok := s.(rcmgr.ResourceScopeLimiter); ok {
+			sl.SetLimit(lim.Limiter.GetPeerLimits(p))
+		}
+		return nil
+	})
+}
+
+// limiter returns the network's own limiter when rm is the resource
+// manager it built.
+func (n *Network) limiter(rm network.ResourceManager) (*memberLimiter, bool) {
+	n.limits.mu.Lock()
+	defer n.limits.mu.Unlock()
+	return n.limits.limiter, n.limits.limiter != nil && rm == n.limits.manager
 }
 
 // LimitStats counts what the resource manager refused since the network
@@ -285,6 +351,10 @@ type limitCounter struct {
 	mu                     sync.Mutex
 	protocols              map[protocol.ID]uint64
 	services               map[string]uint64
+	// manager and limiter are the resource manager the network built and
+	// its limiter (nil with a caller-supplied host or manager).
+	manager network.ResourceManager
+	limiter *memberLimiter
 }
 
 var _ rcmgr.MetricsReporter = (*limitCounter)(nil)

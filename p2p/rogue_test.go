@@ -1,0 +1,718 @@
+package p2p
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/libp2p/go-libp2p"
+	pubsub "github.com/libp2p/go-libp2p-pubsub"
+	pubsubpb "github.com/libp2p/go-libp2p-pubsub/pb"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	"google.golang.org/protobuf/proto"
+)
+
+// Issue 16, rogue peers, at the p2p level: two honest venues (real libp2p
+// hosts on loopback TCP, Noise, yamux, over MemReplicas) replicate while a
+// rogue host attacks one of them. Node-level: node/rogue_test.go.
+
+// honestPair is two honest venues, A and B, connected, with the keys of
+// the federation's other venues for rogues to use.
+type honestPair struct {
+	fedKey *crdt.Signer
+	fed    []crdt.Op
+	ka, kb *crdt.Signer
+	ra, rb *MemReplica
+	a, b   *Network
+	others []*crdt.Signer // admitted venues without a node
+	card   int
+}
+
+// rogueTestConfig is loopConfig with heartbeats every 200 ms and
+// periodic anti-entropy every second, as a venue runs them (faster), so
+// that what gossip misses is repaired as it would be.
+func rogueTestConfig(c *Config) {
+	c.HeartbeatInterval = 200 * time.Millisecond
+	c.SyncInterval = time.Second
+	c.GapSyncDelay = 100 * time.Millisecond
+}
+
+// newHonestPair starts A and B (rogueTestConfig); others are admitted
+// too (rogue members).
+func newHonestPair(t *testing.T, seed byte, others int) *honestPair {
+	t.Helper()
+	hp := &honestPair{fedKey: seedSigner(t, 1), ka: seedSigner(t, seed), kb: seedSigner(t, seed+1)}
+	venues := []*crdt.Signer{hp.ka, hp.kb}
+	for i := range others {
+		s := seedSigner(t, seed+2+byte(i))
+		hp.others = append(hp.others, s)
+		venues = append(venues, s)
+	}
+	hp.fed = testFederation(t, venues...)
+	hp.ra, hp.rb = memRep(t, hp.fed, hp.ka), memRep(t, hp.fed, hp.kb)
+	hp.a, hp.b = loopNet(t, hp.ra, hp.ka, rogueTestConfig), loopNet(t, hp.rb, hp.kb, rogueTestConfig)
+	link(t, hp.a, hp.b)
+	return hp
+}
+
+// honestOp makes a top-up at A and waits until B holds it.
+func (hp *honestPair) honestOp(t *testing.T) time.Duration {
+	t.Helper()
+	hp.card++
+	start := time.Now()
+	op, err := hp.ra.Make(&crdt.TopUp{Card: crdt.CardID(fmt.Sprintf("04A1B2C3D4%04X", hp.card)), Amount: 500, Method: crdt.MethodCash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "an honest op replicated from A to B", func() bool {
+		return vvOf(hp.rb, hp.ka.Public()) >= op.Seq
+	})
+	return time.Since(start)
+}
+
+// clean checks that A and B hold the same ops, nothing of author beyond
+// seq (0: nothing at all), and nothing outside the authors' chains.
+func (hp *honestPair) clean(t *testing.T, author crdt.PublicKey, seq uint64) {
+	t.Helper()
+	waitUntil(t, 10*time.Second, "A and B in sync", func() bool {
+		da, _ := hp.ra.Digest()
+		db, _ := hp.rb.Digest()
+		return da == db
+	})
+	for name, r := range map[string]*MemReplica{"A": hp.ra, "B": hp.rb} {
+		if got := vvOf(r, author); got != seq {
+			t.Fatalf("venue %s holds the rogue author's ops up to #%d, want %d", name, got, seq)
+		}
+		if ev := r.Evidence(); len(ev) != 0 {
+			t.Fatalf("venue %s holds %d evidence ops after the rogue's traffic", name, len(ev))
+		}
+	}
+	_, na := hp.ra.Digest()
+	var want uint64
+	for _, seq := range hp.ra.VersionVector() {
+		want += seq
+	}
+	if na != want {
+		t.Fatalf("A holds %d ops, its chains %d: ops outside the chains", na, want)
+	}
+}
+
+// rogueHost is a raw libp2p host on loopback with the given key and no
+// resource limits of its own, so that every stream it tries reaches its
+// target. It answers the join protocol by stalling until the test ends,
+// to hold a probation (join.go) as long as it can.
+func rogueHost(t *testing.T, key *crdt.Signer) host.Host {
+	t.Helper()
+	priv, err := PrivKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := libp2p.New(libp2p.Identity(priv), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+		libp2p.DisableRelay(), libp2p.ResourceManager(&network.NullResourceManager{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stall := make(chan struct{})
+	h.SetStreamHandler(JoinProtocol, func(s network.Stream) {
+		select {
+		case <-stall:
+		case <-time.After(2 * JoinTimeout):
+		}
+		_ = s.Reset()
+	})
+	t.Cleanup(func() { close(stall); h.Close() })
+	return h
+}
+
+// rpcFrame is one length-prefixed pubsub RPC publishing data on topic.
+func rpcFrame(topic string, data ...[]byte) []byte {
+	rpc := &pubsubpb.RPC{}
+	for _, d := range data {
+		rpc.Publish = append(rpc.Publish, &pubsubpb.Message{Data: d, Topic: &topic})
+	}
+	b, err := proto.Marshal(rpc)
+	if err != nil {
+		panic(err)
+	}
+	return append(binary.AppendUvarint(nil, uint64(len(b))), b...)
+}
+
+// pubsubRaw writes frames on a fresh GossipSub stream to p, bypassing the
+// rogue's own GossipSub: it reports whether every write went through.
+func pubsubRaw(ctx context.Context, h host.Host, p peer.ID, frames ...[]byte) bool {
+	s, err := h.NewStream(ctx, p, pubsub.GossipSubID_v11)
+	if err != nil {
+		return false
+	}
+	defer s.Close()
+	_ = s.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	for _, f := range frames {
+		if _, err := s.Write(f); err != nil {
+			_ = s.Reset()
+			return false
+		}
+	}
+	return true
+}
+
+// rogueGossip joins the federation's ops and heartbeat topics with plain
+// GossipSub on h.
+func rogueGossip(t *testing.T, ctx context.Context, h host.Host, fed crdt.PublicKey) (ops, hb *pubsub.Topic) {
+	t.Helper()
+	ps, err := pubsub.NewGossipSub(ctx, h, pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
+		pubsub.WithMessageIdFn(MessageID), pubsub.WithMaxMessageSize(8<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ops, err = ps.Join(OpsTopic(fed)); err != nil {
+		t.Fatal(err)
+	}
+	if hb, err = ps.Join(HeartbeatTopic(fed)); err != nil {
+		t.Fatal(err)
+	}
+	return ops, hb
+}
+
+// forgeries are the messages a rogue with key k publishes on the ops and
+// heartbeat topics: ops of its own (a valid signature, for whatever its
+// key is worth), ops in an honest venue's name, a tampered op, a replay
+// of honest ops, garbage, an oversized message and a forged heartbeat.
+func forgeries(t *testing.T, k *crdt.Signer, seq uint64, head crdt.OpID, honest crdt.PublicKey, replay []crdt.Op, maxSize int) (ops, hbs [][]byte) {
+	t.Helper()
+	clock := crdt.NewClock(func() int64 { return time.Now().UnixMilli() })
+	own := crdt.NewAuthor(k, clock, seq, head)
+	mine := make([]crdt.Op, 8)
+	for i := range mine {
+		mine[i] = own.Make(&crdt.TopUp{Card: "04A1B2C3D4E5F6", Amount: 99999, Method: crdt.MethodCash})
+	}
+	impersonated := crdt.NewAuthor(k, clock, 0, crdt.OpID{}).Make(&crdt.TopUp{Card: "04A1B2C3D4E5F7", Amount: 99999, Method: crdt.MethodCash})
+	impersonated.Author = honest
+	tampered := mine[0]
+	tampered.Body = crdt.EncodeBody(&crdt.TopUp{Card: "04A1B2C3D4E5F6", Amount: 1, Method: crdt.MethodCash})
+	badSig := mine[1]
+	badSig.Sig[3] ^= 0x40
+	garbage := make([]byte, 4096)
+	_, _ = rand.Read(garbage)
+	big := append(EncodeOpsMessage(mine[:1]), bytes.Repeat([]byte{0xff}, maxSize+1)...)
+	ops = [][]byte{
+		EncodeOpsMessage(mine),
+		EncodeOpsMessage([]crdt.Op{impersonated}),
+		EncodeOpsMessage([]crdt.Op{tampered}),
+		EncodeOpsMessage([]crdt.Op{badSig}),
+		EncodeOpsMessage(replay),
+		garbage,
+		big,
+		{},
+	}
+	hbs = [][]byte{garbage, big, append([]byte{1}, garbage[:200]...)}
+	return ops, hbs
+}
+
+// flood publishes the forgeries until ctx ends, through the rogue's own
+// GossipSub and on raw streams to the target, and counts the messages.
+func flood(ctx context.Context, h host.Host, target peer.ID, opsT, hbT *pubsub.Topic, ops, hbs [][]byte) *atomic.Int64 {
+	var sent atomic.Int64
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond) // pacing the flood, not waiting for a condition
+		defer tick.Stop()
+		for {
+			for _, m := range ops {
+				if len(m) < 2<<20 && opsT.Publish(ctx, m) == nil {
+					sent.Add(1)
+				}
+			}
+			for _, m := range hbs {
+				if len(m) < 2<<20 && hbT.Publish(ctx, m) == nil {
+					sent.Add(1)
+				}
+			}
+			var frames [][]byte
+			for _, m := range ops {
+				frames = append(frames, rpcFrame(opsT.String(), m))
+			}
+			for _, m := range hbs {
+				frames = append(frames, rpcFrame(hbT.String(), m))
+			}
+			if pubsubRaw(ctx, h, target, frames...) {
+				sent.Add(int64(len(frames)))
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return &sent
+}
+
+// minScore returns p's score at n (0 if not scored).
+func minScore(n *Network, p peer.ID) float64 { return n.Scores()[p] }
+
+// TestRogueUnadmittedKeyFloodsTopics: a host with a valid Ed25519 key the
+// federation never admitted connects to venue A (it gets a probation to
+// prove an admission, and stalls it), and floods both gossip topics with
+// forged, replayed, oversized and garbage messages, through GossipSub and
+// on raw streams, while A and B replicate honest ops. A scores it below
+// the graylist threshold at once, so that nothing it sends reaches a
+// validator; it is dropped when its probation ends and refused after;
+// A and B store nothing of it and keep replicating.
+func TestRogueUnadmittedKeyFloodsTopics(t *testing.T) {
+	hp := newHonestPair(t, 50, 0)
+	hp.honestOp(t)
+	baseline := hp.honestOp(t)
+	stranger := seedSigner(t, 59)
+	rh := rogueHost(t, stranger)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	opsT, hbT := rogueGossip(t, ctx, rh, hp.ra.Federation())
+	var replay []crdt.Op
+	_ = hp.ra.ReadRange(hp.ka.Public(), 1, 2, func(op crdt.Op) error { replay = append(replay, op); return nil })
+	ops, hbs := forgeries(t, stranger, 0, crdt.OpID{}, hp.ka.Public(), replay, hp.a.cfg.MaxMessageSize)
+	if err := rh.Connect(ctx, hp.a.AddrInfo()); err != nil {
+		t.Fatalf("an unknown venue key must get to the join protocol: %v", err)
+	}
+	start := time.Now()
+	fctx, fstop := context.WithCancel(ctx)
+	sent := flood(fctx, rh, hp.a.ID(), opsT, hbT, ops, hbs)
+	defer fstop()
+
+	waitUntil(t, 5*time.Second, "the stranger's score below the graylist threshold", func() bool {
+		return minScore(hp.a, rh.ID()) < ScoreGraylistThreshold
+	})
+	score := minScore(hp.a, rh.ID())
+	var during []time.Duration
+	for rh.Network().Connectedness(hp.a.ID()) == network.Connected && time.Since(start) < JoinTimeout+3*time.Second {
+		during = append(during, hp.honestOp(t))
+	}
+	if rh.Network().Connectedness(hp.a.ID()) == network.Connected {
+		t.Fatal("the stranger is still connected after its probation")
+	}
+	fstop()
+	t.Logf("stranger flooded for %s (%d messages), score at A %.0f (graylist %d); honest op A→B %s before, during: %s",
+		time.Since(start).Round(time.Millisecond), sent.Load(), score, ScoreGraylistThreshold, baseline.Round(time.Microsecond), spread(during))
+	if sent.Load() == 0 {
+		t.Fatal("the stranger sent nothing: the test proves nothing")
+	}
+	if st := hp.a.Stats(); st.MessagesRejected != 0 || st.JoinsRefused != 1 {
+		t.Fatalf("A: %d messages reached the validators and were rejected (want 0: graylisted unread), %d joins refused (want 1)", st.MessagesRejected, st.JoinsRefused)
+	}
+	// Refused for JoinRefusal: its next connection is dropped at once.
+	if err := rh.Connect(ctx, hp.a.AddrInfo()); err == nil {
+		waitUntil(t, 5*time.Second, "the refused stranger dropped", func() bool {
+			return rh.Network().Connectedness(hp.a.ID()) != network.Connected
+		})
+	}
+	hp.honestOp(t)
+	hp.clean(t, stranger.Public(), 0)
+	if hp.b.Stats().MessagesRejected != 0 {
+		t.Fatal("B saw the stranger's messages")
+	}
+}
+
+// TestRevokedVenueReplaysAndFloods: venue R replicates honestly, then
+// its key goes rogue: it replays its old ops and floods both topics with
+// forgeries while still admitted (A scores it down under the graylist
+// threshold), then the federation revokes it. A drops it, the revocation
+// reaches B, and the revoked key keeps reconnecting and flooding with ops
+// it signs after its revocation. A and B never store an op of R past its
+// revocation, and keep replicating.
+func TestRevokedVenueReplaysAndFloods(t *testing.T) {
+	hp := newHonestPair(t, 60, 1)
+	kr := hp.others[0]
+	rr := memRep(t, hp.fed, kr)
+	nr := loopNet(t, rr, kr, rogueTestConfig)
+	link(t, nr, hp.a)
+	var old []crdt.Op
+	for i := range 20 {
+		op, err := rr.Make(&crdt.TopUp{Card: "04A1B2C3D4E5F6", Amount: uint64(100 + i), Method: crdt.MethodCash})
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, op)
+	}
+	waitUntil(t, 10*time.Second, "R's ops at A and B", func() bool {
+		return vvOf(hp.ra, kr.Public()) == 20 && vvOf(hp.rb, kr.Public()) == 20
+	})
+	if err := nr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	baseline := hp.honestOp(t)
+
+	// R's key, on a raw host: still admitted, it connects as a member.
+	rh := rogueHost(t, kr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	opsT, hbT := rogueGossip(t, ctx, rh, hp.ra.Federation())
+	if err := rh.Connect(ctx, hp.a.AddrInfo()); err != nil {
+		t.Fatalf("an admitted key must connect: %v", err)
+	}
+	waitUntil(t, 5*time.Second, "the rogue in A's ops topic", func() bool {
+		for _, p := range opsT.ListPeers() {
+			if p == hp.a.ID() {
+				return true
+			}
+		}
+		return false
+	})
+	last := old[len(old)-1]
+	ops, hbs := forgeries(t, kr, last.Seq, last.ID(), hp.ka.Public(), old, hp.a.cfg.MaxMessageSize)
+	// Forged op #21 onwards are "valid" while R is admitted: the rogue
+	// keeps them for after its revocation, and floods with the rest.
+	after := ops[0]
+	fctx, fstop := context.WithCancel(ctx)
+	sent := flood(fctx, rh, hp.a.ID(), opsT, hbT, ops[1:], hbs)
+	waitUntil(t, 10*time.Second, "the admitted rogue's score below the graylist threshold", func() bool {
+		return minScore(hp.a, rh.ID()) < ScoreGraylistThreshold
+	})
+	scoreAdmitted := minScore(hp.a, rh.ID())
+	rejected := hp.a.Stats().MessagesRejected
+	during := hp.honestOp(t)
+	fstop()
+
+	// The federation revokes R after its op #20.
+	fedAuthor := crdt.NewAuthor(hp.fedKey, crdt.NewClock(func() int64 { return time.Now().UnixMilli() }), uint64(len(hp.fed)), hp.fed[len(hp.fed)-1].ID())
+	rev := fedAuthor.Make(&crdt.Revoke{Venue: kr.Public(), AfterSeq: last.Seq, Head: last.ID(), Reason: "node stolen"})
+	if err := hp.ra.Ingest(ctx, []crdt.Op{rev}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "A to drop the revoked venue and B to learn the revocation", func() bool {
+		return rh.Network().Connectedness(hp.a.ID()) != network.Connected && !hp.rb.IsMember(kr.Public())
+	})
+	// Revoked, it reconnects (a probation: it could have been admitted
+	// anew) and floods with ops signed after its revocation.
+	fctx, fstop = context.WithCancel(ctx)
+	defer fstop()
+	sent2 := flood(fctx, rh, hp.a.ID(), opsT, hbT, [][]byte{after, EncodeOpsMessage(old)}, hbs)
+	reconnects := 0
+	for range 3 {
+		if rh.Connect(ctx, hp.a.AddrInfo()) == nil {
+			reconnects++
+		}
+		if rh.Connect(ctx, hp.b.AddrInfo()) == nil {
+			reconnects++
+		}
+		hp.honestOp(t)
+	}
+	waitUntil(t, 5*time.Second, "the revoked venue scored as a non-member", func() bool {
+		return minScore(hp.a, rh.ID()) <= probationScore
+	})
+	scoreRevoked := minScore(hp.a, rh.ID())
+	fstop()
+	t.Logf("admitted rogue: %d messages, %d rejected by A's validators, score %.1f; revoked: %d more messages, %d connections got through the handshake, score %.0f (graylist %d); honest op A→B %s before, %s during",
+		sent.Load(), rejected, scoreAdmitted, sent2.Load(), reconnects, scoreRevoked, ScoreGraylistThreshold,
+		baseline.Round(time.Microsecond), during.Round(time.Microsecond))
+	if rejected == 0 {
+		t.Fatal("no forged message was rejected while the rogue was admitted")
+	}
+	hp.honestOp(t)
+	hp.clean(t, kr.Public(), last.Seq)
+	for name, r := range map[string]*MemReplica{"A": hp.ra, "B": hp.rb} {
+		if r.IsMember(kr.Public()) {
+			t.Fatalf("%s still counts the revoked venue a member", name)
+		}
+	}
+}
+
+// streamFlood opens n streams of proto from h to p, one after the other,
+// and keeps each open (sending nothing) for hold. It counts the streams
+// the target held open until then, those it answered (a handler's
+// refusal, such as a busy frame) and those it reset or refused.
+func streamFlood(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, n int, hold time.Duration) (held, answered, refused int) {
+	var wg sync.WaitGroup
+	var o, a, r atomic.Int64
+	for range n {
+		s, err := h.NewStream(ctx, p, proto)
+		if err != nil {
+			r.Add(1)
+			continue
+		}
+		_ = s.SetDeadline(time.Now().Add(hold))
+		// The first read completes the protocol negotiation.
+		buf := make([]byte, 1)
+		first := make(chan error, 1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.Reset()
+			_, err := s.Read(buf)
+			first <- err
+			switch {
+			case err == nil:
+				a.Add(1)
+			case isTimeout(err):
+				o.Add(1)
+			default:
+				r.Add(1)
+			}
+		}()
+		// Wait for the verdict of the target on this stream (or 10 ms
+		// that it kept it open) before opening the next.
+		select {
+		case <-first:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	wg.Wait()
+	return int(o.Load()), int(a.Load()), int(r.Load())
+}
+
+// streamBurst opens n streams of proto from h to p at once, sending
+// nothing, and reports how many the target held open for a second.
+func streamBurst(ctx context.Context, h host.Host, p peer.ID, proto protocol.ID, n int) int {
+	var wg sync.WaitGroup
+	var held atomic.Int64
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := h.NewStream(ctx, p, proto)
+			if err != nil {
+				return
+			}
+			defer s.Reset()
+			_ = s.SetDeadline(time.Now().Add(time.Second))
+			if _, err := s.Read(make([]byte, 1)); isTimeout(err) {
+				held.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(held.Load())
+}
+
+func isTimeout(err error) bool {
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
+}
+
+// TestRogueStreamFloodLimited: an admitted venue gone rogue opens 200
+// streams on each protocol A serves (sync, join, checkpoint, reserve,
+// ping for the quorum checks, GossipSub), holding each open, then a
+// thousand sync streams at once. The resource manager lets through at
+// most its per-peer bounds (never more than StreamsPerPeer in all) and
+// refuses the rest; A keeps replicating with B and answering B's quorum
+// pings.
+func TestRogueStreamFloodLimited(t *testing.T) {
+	hp := newHonestPair(t, 70, 1)
+	hp.a.ServeCheckpoints(nil)
+	baseline := hp.honestOp(t)
+	rh := rogueHost(t, hp.others[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rh.Connect(ctx, hp.a.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	lim := hp.a.cfg.Limits
+	protos := []struct {
+		id  protocol.ID
+		max int // streams the per-peer limits let through
+	}{
+		{SyncProtocol, lim.SyncStreamsPerPeer},
+		{JoinProtocol, lim.JoinStreamsPerPeer},
+		{CheckpointProtocol, lim.JoinStreamsPerPeer},
+		{ReserveProtocol, lim.ReserveStreamsPerPeer},
+		{ping.ID, 2}, // libp2p's own per-peer bound
+		{pubsub.GossipSubID_v11, 2 * lim.JoinStreamsPerPeer},
+	}
+	const perProto = 200
+	var mu sync.Mutex
+	peak := 0
+	watch, stopWatch := context.WithCancel(ctx)
+	go func() {
+		tick := time.NewTicker(5 * time.Millisecond) // sampling A's open streams
+		defer tick.Stop()
+		for watch.Err() == nil {
+			_ = hp.a.host.Network().ResourceManager().ViewPeer(rh.ID(), func(s network.PeerScope) error {
+				mu.Lock()
+				peak = max(peak, s.Stat().NumStreamsInbound)
+				mu.Unlock()
+				return nil
+			})
+			select {
+			case <-watch.Done():
+			case <-tick.C:
+			}
+		}
+	}()
+	results := make([][3]int, len(protos))
+	start := time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i, pr := range protos {
+			results[i][0], results[i][1], results[i][2] = streamFlood(ctx, rh, hp.a.ID(), pr.id, perProto, 2*time.Second)
+		}
+	}()
+	// Meanwhile honest traffic and quorum checks go on.
+	var during []time.Duration
+	for flooding := true; flooding; {
+		during = append(during, hp.honestOp(t))
+		if got := hp.b.Reachable(ctx, 1, 2*time.Second); got != 1 {
+			t.Fatal("B cannot reach A during the stream flood")
+		}
+		select {
+		case <-done:
+			flooding = false
+		default:
+		}
+	}
+	took := time.Since(start)
+	ls := hp.a.LimitStats()
+	totalRefused := 0
+	for i, pr := range protos {
+		held, answered, refused := results[i][0], results[i][1], results[i][2]
+		totalRefused += refused
+		t.Logf("%-24s %3d streams held open, %3d answered at once, %3d reset", pr.id, held, answered, refused)
+		if held > pr.max {
+			t.Errorf("%s: %d streams held open, over the per-peer bound %d", pr.id, held, pr.max)
+		}
+	}
+	// A burst: a thousand sync streams at once. yamux reserves each
+	// stream's window before the stream limits see it: past the peer's
+	// memory, A closes the rogue's connection.
+	burst := streamBurst(ctx, rh, hp.a.ID(), SyncProtocol, 1000)
+	stopWatch()
+	lb := hp.a.LimitStats()
+	t.Logf("burst of 1000 sync streams at once: %d held open; resource manager refused %d more streams, %d more memory reservations",
+		burst, lb.Streams-ls.Streams, lb.Memory-ls.Memory)
+	if burst > lim.SyncStreamsPerPeer {
+		t.Errorf("%d sync streams of the burst held open, over %d", burst, lim.SyncStreamsPerPeer)
+	}
+	mu.Lock()
+	t.Logf("%d streams tried in %s: %d reset; A's peak of the rogue's inbound streams %d (bound %d); A's resource manager refused %d connections, %d streams at the peer scope, by protocol %v, %d memory reservations; honest op A→B %s before, during: %s",
+		perProto*len(protos), took.Round(time.Millisecond), totalRefused, peak, lim.StreamsPerPeer, ls.Conns, ls.Streams, ls.Protocols, ls.Memory, baseline.Round(time.Microsecond), spread(during))
+	if peak > lim.StreamsPerPeer {
+		t.Errorf("the rogue held %d inbound streams at A, over StreamsPerPeer %d", peak, lim.StreamsPerPeer)
+	}
+	mu.Unlock()
+	if totalRefused < perProto*len(protos)/2 || ls.Streams+sumCounts(ls.Protocols)+ls.Memory == 0 {
+		t.Fatalf("the limits refused %d streams of %d (resource manager: %+v)", totalRefused, perProto*len(protos), ls)
+	}
+	hp.honestOp(t)
+	hp.clean(t, hp.others[0].Public(), 0)
+}
+
+// spread is the median and the maximum of ds.
+func spread(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return fmt.Sprintf("%d ops, median %s, max %s", len(s), s[len(s)/2].Round(time.Microsecond), s[len(s)-1].Round(time.Microsecond))
+}
+
+func sumCounts(m map[protocol.ID]uint64) uint64 {
+	var s uint64
+	for _, v := range m {
+		s += v
+	}
+	return s
+}
+
+// TestRogueSyncFlood: an admitted venue gone rogue floods A's sync
+// protocol: 200 sessions at once, then one after the other, each a hello
+// of garbage, an oversized frame, a bad version or random bytes. The
+// first malformed session puts it on penalty; the others are refused by
+// the resource manager or answered busy at once. A and B still sync both
+// ways, A's ops are unchanged but for B's, and the rogue stored nothing.
+func TestRogueSyncFlood(t *testing.T) {
+	hp := newHonestPair(t, 80, 1)
+	hp.honestOp(t)
+	rogue := hp.others[0]
+	rh := rogueHost(t, rogue)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rh.Connect(ctx, hp.a.AddrInfo()); err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 64<<10)
+	_, _ = rand.Read(junk)
+	badVersion := emptyHello()
+	badVersion[2] = 99
+	frames := [][]byte{
+		junk,
+		binary.AppendUvarint(nil, 1<<40), // a frame of a terabyte
+		append(binary.AppendUvarint(nil, 3), frameOps, 0xff, 0xff), // ops before any hello
+		badVersion,
+		append(emptyHello(), junk[:1000]...), // a hello, then garbage frames
+		{0},                                  // an empty frame
+	}
+	var answered, busy, refused atomic.Int64
+	session := func(i int) {
+		s, err := rh.NewStream(ctx, hp.a.ID(), SyncProtocol)
+		if err != nil {
+			refused.Add(1)
+			return
+		}
+		defer s.Reset()
+		_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := s.Write(frames[i%len(frames)]); err != nil {
+			refused.Add(1)
+			return
+		}
+		_ = s.CloseWrite()
+		b, err := io.ReadAll(io.LimitReader(s, 1<<20))
+		switch {
+		case len(b) >= 2 && b[1] == frameBusy:
+			busy.Add(1)
+		case len(b) > 0:
+			answered.Add(1)
+		case err != nil:
+			refused.Add(1)
+		default:
+			refused.Add(1) // closed without a word
+		}
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() { defer wg.Done(); session(i) }()
+	}
+	wg.Wait()
+	for i := range 100 {
+		session(i)
+	}
+	took := time.Since(start)
+	if !hp.a.SyncPenalized(rh.ID()) {
+		t.Fatalf("the rogue is not on penalty after 300 malformed sessions: %+v", hp.a.SyncStats())
+	}
+	// Honest anti-entropy both ways, and gossip, still work.
+	for range 3 {
+		if _, err := hp.rb.Make(&crdt.TopUp{Card: "04A1B2C3D4E5AA", Amount: 10, Method: crdt.MethodCash}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sctx, scancel := context.WithTimeout(ctx, 8*time.Second)
+	defer scancel()
+	if err := hp.a.SyncWith(sctx, hp.b.ID()); err != nil {
+		t.Fatalf("A -> B sync after the flood: %v", err)
+	}
+	if err := hp.b.SyncWith(sctx, hp.a.ID()); err != nil {
+		t.Fatalf("B -> A sync after the flood: %v", err)
+	}
+	hp.honestOp(t)
+	ss, ls := hp.a.SyncStats(), hp.a.LimitStats()
+	t.Logf("300 garbage sync sessions in %s: %d answered (a hello before the garbage), %d busy, %d refused or cut; A's sync stats %+v; resource manager refused %d sync streams",
+		took.Round(time.Millisecond), answered.Load(), busy.Load(), refused.Load(), ss, ls.Protocols[SyncProtocol])
+	if ss.Penalties == 0 || busy.Load()+refused.Load() < 250 {
+		t.Fatalf("the flood was not limited: %d busy, %d refused, %+v", busy.Load(), refused.Load(), ss)
+	}
+	hp.clean(t, rogue.Public(), 0)
+}
