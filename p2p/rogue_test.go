@@ -390,9 +390,10 @@ func TestRevokedVenueReplaysAndFloods(t *testing.T) {
 	if err := hp.ra.Ingest(ctx, []crdt.Op{rev}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 5*time.Second, "A to drop the revoked venue and B to learn the revocation", func() bool {
-		return rh.Network().Connectedness(hp.a.ID()) != network.Connected && !hp.rb.IsMember(kr.Public())
+	waitUntil(t, 15*time.Second, "A to drop the revoked venue", func() bool {
+		return rh.Network().Connectedness(hp.a.ID()) != network.Connected
 	})
+	waitUntil(t, 15*time.Second, "B to learn the revocation", func() bool { return !hp.rb.IsMember(kr.Public()) })
 	// Revoked, it reconnects (a probation: it could have been admitted
 	// anew) and floods with ops signed after its revocation.
 	fctx, fstop = context.WithCancel(ctx)
