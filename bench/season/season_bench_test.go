@@ -45,6 +45,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -264,6 +265,21 @@ func (r *result) report(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 }
 
+// storeInUse reports whether a process holds the Badger store in dir
+// (Badger takes an exclusive flock on the directory while open).
+func storeInUse(dir string) bool {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK)
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
+}
+
 // runSeason runs the scenario for one history size.
 func runSeason(b *testing.B, bin string, ops uint64) *result {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -377,6 +393,11 @@ func cachedHistory(b *testing.B, bin string, ops uint64, r *result) (string, *ge
 		r.GenSeconds, r.GenRate, r.GenCached = m.Seconds, m.OpsPerSecond, true
 		b.Logf("history of %d ops cached in %s (generated in %.1f s)", ops, dir, m.Seconds)
 		return dir, m
+	}
+	if storeInUse(filepath.Join(nodeDir, "store")) {
+		// Badger holds its directory's LOCK: a generation (or a node) is
+		// running there; removing it would destroy that run.
+		b.Fatalf("%s is in use by another process (a generation still running?): not regenerating it", dir)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		b.Fatal(err)
@@ -1042,5 +1063,37 @@ func TestLatencyQuantiles(t *testing.T) {
 	}
 	if (latencies{}).q(0.5) != 0 {
 		t.Error("empty quantile")
+	}
+}
+
+func TestStoreInUse(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(store.Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		dir   string
+		close bool // close the store before asking
+		want  bool
+	}{
+		{"open store", dir, false, true},
+		{"closed store", dir, true, false},
+		{"no store", filepath.Join(t.TempDir(), "none"), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.close {
+				if err := st.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := storeInUse(tc.dir); got != tc.want {
+				t.Errorf("storeInUse = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
