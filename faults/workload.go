@@ -81,7 +81,15 @@ type Workload struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	pause  sync.RWMutex // the paying loops hold it for reading around each payment
 }
+
+// Pause waits for the payments in flight and holds the paying loops until
+// Resume.
+func (w *Workload) Pause() { w.pause.Lock() }
+
+// Resume lets the paying loops go on after Pause.
+func (w *Workload) Resume() { w.pause.Unlock() }
 
 // NewWorkload prepares the cards of each venue of c.
 func NewWorkload(c *Cluster, cfg WorkloadConfig) *Workload {
@@ -229,7 +237,9 @@ func (w *Workload) Start(ctx context.Context) {
 				}
 				card := w.cards[i][rng.IntN(len(w.cards[i]))]
 				amount := w.cfg.MinCents + rng.Int64N(w.cfg.MaxCents-w.cfg.MinCents+1)
+				w.pause.RLock()
 				_ = w.Pay(ctx, i, card, amount)
+				w.pause.RUnlock()
 			}
 		}()
 	}
