@@ -127,6 +127,7 @@ func decodeVV(p []byte, max int) (crdt.VersionVector, []byte, error) {
 	}
 	p = p[k:]
 	vv := make(crdt.VersionVector, n)
+	var prev crdt.PublicKey
 	for range n {
 		if len(p) < 33 {
 			return nil, nil, malformed("version vector entry")
@@ -140,6 +141,10 @@ func decodeVV(p []byte, max int) (crdt.VersionVector, []byte, error) {
 		if _, dup := vv[key]; dup {
 			return nil, nil, malformed("author twice in a version vector")
 		}
+		if len(vv) > 0 && cmpKey(key, prev) < 0 {
+			return nil, nil, malformed("version vector out of key order") // appendVV sorts: one encoding
+		}
+		prev = key
 		vv[key] = seq
 		p = p[32+k:]
 	}
