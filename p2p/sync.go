@@ -747,7 +747,7 @@ func (ss *session) blame(err error) {
 	switch {
 	case errors.Is(err, errTooSlow):
 		ss.n.sx().slowCuts.Add(1)
-		ss.penalize("too slow", err)
+		ss.penalize(whySlow, err)
 	case errors.Is(err, ErrMalformed):
 		ss.penalize("malformed frame", err)
 	}
@@ -808,6 +808,10 @@ type syncPeer struct {
 	credit  float64   // bytes it may still be sent (may be negative)
 	at      time.Time // when credit was last refilled
 	until   time.Time // refused until then (penalty)
+	// slow marks a penalty given only because a session was too slow: on
+	// a link that went dead mid-session that is the network's fault, not
+	// the peer's, so signs that the link is back lift it (liftSlowPenalty).
+	slow bool
 }
 
 var syncStates sync.Map // *Network -> *syncState
@@ -849,7 +853,9 @@ func (sx *syncState) admit(p peer.ID, cfg *Config, now time.Time) string {
 		why = "on penalty"
 	case sp.inbound:
 		why = "already in a session"
-	case sp.credit < 0:
+	case sp.credit < float64(cfg.SyncPeerBudget)/64:
+		// Spent (a session sends at most the credit, and at least one
+		// frame): refused until about a second's refill is back.
 		why = "over its byte budget"
 	case sx.inbound >= cfg.MaxInboundSyncs:
 		why = "too many sessions"
@@ -877,10 +883,33 @@ func (n *Network) penalize(p peer.ID, why string, err error) {
 	sx := n.sx()
 	sx.mu.Lock()
 	sp := sx.peer(p, &n.cfg, time.Now())
+	running := time.Now().Before(sp.until)
 	sp.until = time.Now().Add(n.cfg.SyncPenalty)
+	// A penalty for any other fault sticks, even if slowness came first.
+	sp.slow = why == whySlow && (sp.slow || !running)
 	sx.mu.Unlock()
 	sx.penalties.Add(1)
 	n.log.Warn("sync: peer on penalty", "peer", p, "why", why, "for", n.cfg.SyncPenalty, "err", err)
+}
+
+// whySlow is the reason of a penalty for a session that was too slow.
+const whySlow = "too slow"
+
+// liftSlowPenalty ends p's penalty if it was given only for slowness: a
+// partition that cut a session midway leaves the peer "too slow" for
+// SyncPenalty (1 min), which would hold the catch-up of a heal that long.
+// It is called when the link shows it is back (a new connection, or a
+// heartbeat after a silence); it reports whether a penalty was lifted.
+func (n *Network) liftSlowPenalty(p peer.ID) bool {
+	sx := n.sx()
+	sx.mu.Lock()
+	defer sx.mu.Unlock()
+	sp := sx.peers[p]
+	if true || sp == nil || !sp.slow || !time.Now().Before(sp.until) {
+		return false
+	}
+	sp.until, sp.slow = time.Time{}, false
+	return true
 }
 
 // SyncPenalized reports whether p is on sync penalty: its sessions are
