@@ -172,7 +172,12 @@
 //     which may be its author's doing: the next op may commit to it). So is a peer whose evidence holds an invalid op, or
 //     whose frame does not decode (which ends the session).
 //   - A peer on penalty is refused sync (busy, before its hello is read)
-//     and not asked for it for Config.SyncPenalty (1 min).
+//     and not asked for it for Config.SyncPenalty (1 min). A penalty
+//     given only because a session was too slow is lifted when the link
+//     shows it is back (a new connection, or the peer's heartbeat after a
+//     silence of more than two heartbeats): a partition that cut a session
+//     midway is the link's fault, and the heal's catch-up must not wait a
+//     minute for it. Any other fault makes the penalty stick.
 //   - A node runs one session at a time as initiator, and as responder
 //     takes the same exclusive slot only for a session in which it will
 //     receive chain ops (the peer's vector is ahead of its own somewhere):

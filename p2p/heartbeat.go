@@ -170,9 +170,16 @@ func (n *Network) onHeartbeat(p peer.ID, hb *Heartbeat) {
 		n.peersMu.Unlock()
 		return // an older heartbeat arriving late
 	}
+	// Silent for more than two heartbeats: the link was down (a partition
+	// without a disconnection), so a penalty for slowness was the link's.
+	silent := !pi.lastSeen.IsZero() && now.Sub(pi.lastSeen) > 2*n.cfg.HeartbeatInterval
 	pi.hb, pi.hbAt, pi.lastSeen = hb, now, now
 	recent := now.Sub(pi.lastSync) < n.cfg.HeartbeatInterval
 	n.peersMu.Unlock()
+	if silent && n.liftSlowPenalty(p) {
+		n.log.Info("sync: penalty for slowness lifted, the peer is heard again", "peer", p)
+		recent = false
+	}
 
 	connected := n.host.Network().Connectedness(p) == network.Connected
 	if !connected && len(hb.Addrs) > 0 && !n.gater.isBlocked(p) {

@@ -624,6 +624,11 @@ func (n *Network) onConnected(p peer.ID) {
 	pi.lastSeen = n.cfg.Now()
 	pi.nextDial, pi.dialBackoff = time.Time{}, 0
 	n.peersMu.Unlock()
+	// A new connection: a penalty for a session that a dead link made slow
+	// would otherwise hold this heal's catch-up for SyncPenalty.
+	if n.liftSlowPenalty(p) {
+		n.log.Info("sync: penalty for slowness lifted, the peer reconnected", "peer", p)
+	}
 	// A member reached: the network may be back for the others too.
 	n.redialNow()
 	wake(n.hbWake)

@@ -905,7 +905,7 @@ func (n *Network) liftSlowPenalty(p peer.ID) bool {
 	sx.mu.Lock()
 	defer sx.mu.Unlock()
 	sp := sx.peers[p]
-	if true || sp == nil || !sp.slow || !time.Now().Before(sp.until) {
+	if sp == nil || !sp.slow || !time.Now().Before(sp.until) {
 		return false
 	}
 	sp.until, sp.slow = time.Time{}, false
