@@ -55,6 +55,9 @@ func TestBackupWhilePayingRestoreDoesNotFork(t *testing.T) {
 	settings.IsolationAfter = 2000
 	nodes := startNetworked(t, 2, settings)
 	a, b := nodes[0], nodes[1]
+	// In sync before paying: a venue that has not heard its peer yet sells
+	// offline, within the offline caps, which the payments below exceed.
+	waitUntil(t, 10*time.Second, "a in sync", func() bool { return !a.node.Isolation().Isolated })
 	card := "04AABBCCDD1600"
 	if st, r := a.post("/api/v1/topups", map[string]any{"card": card, "amount_cents": 10000, "method": "cash", "idempotency_key": "t1"}); st != 200 {
 		t.Fatal(st, r)

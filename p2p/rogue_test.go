@@ -308,8 +308,11 @@ func TestRogueUnadmittedKeyFloodsTopics(t *testing.T) {
 	if sent.Load() == 0 {
 		t.Fatal("the stranger sent nothing: the test proves nothing")
 	}
-	if st := hp.a.Stats(); st.MessagesRejected != 0 || st.JoinsRefused != 1 {
-		t.Fatalf("A: %d messages reached the validators and were rejected (want 0: graylisted unread), %d joins refused (want 1)", st.MessagesRejected, st.JoinsRefused)
+	// The first RPCs may be read before GossipSub has scored the new peer
+	// (a CI run saw 4 of 5,478): those reach the validators and are
+	// rejected there; after that the stranger is graylisted and unread.
+	if st := hp.a.Stats(); st.MessagesRejected > 16 || st.JoinsRefused != 1 {
+		t.Fatalf("A: %d messages reached the validators and were rejected (want at most the first few: graylisted unread after), %d joins refused (want 1)", st.MessagesRejected, st.JoinsRefused)
 	}
 	// Refused for JoinRefusal: its next connection is dropped at once.
 	if err := rh.Connect(ctx, hp.a.AddrInfo()); err == nil {
