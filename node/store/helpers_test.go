@@ -264,3 +264,28 @@ func rebuild(t testing.TB, st *Store, fed crdt.PublicKey) *crdt.OpSet {
 	}
 	return set
 }
+
+// storeWithHistory opens a store in dir and commits the genesis, then
+// batches of per random venue ops each: a store with some history.
+func storeWithHistory(t testing.TB, dir string, batches, per int) (*world, *Store, *crdt.OpSet) {
+	t.Helper()
+	w := newWorld(t, 2)
+	st := openStore(t, dir, 0)
+	set, err := st.Load(w.fedKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	gen := w.genesis()
+	w.deliver(gen...)
+	addCommit(t, st, set, gen)
+	for range batches {
+		var ops []crdt.Op
+		for range per {
+			op := w.venueOp(w.rng.IntN(2))
+			w.deliver(op)
+			ops = append(ops, op)
+		}
+		addCommit(t, st, set, ops)
+	}
+	return w, st, set
+}

@@ -13,8 +13,6 @@ import (
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
-
-	"github.com/cagnotte/cagnotte/crdt"
 )
 
 func TestParseRssFile(t *testing.T) {
@@ -75,24 +73,8 @@ func TestTableMappings(t *testing.T) {
 // same data.
 func TestMappedTablePagesTrimmed(t *testing.T) {
 	dir := t.TempDir()
-	w := newWorld(t, 2)
-	st := openStore(t, dir, 0)
-	set, err := st.Load(w.fedKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen := w.genesis()
-	w.deliver(gen...)
-	addCommit(t, st, set, gen)
-	for range 40 {
-		var ops []crdt.Op
-		for range 50 {
-			op := w.venueOp(w.rng.IntN(2))
-			w.deliver(op)
-			ops = append(ops, op)
-		}
-		addCommit(t, st, set, ops)
-	}
+	w, st, _ := storeWithHistory(t, dir, 40, 50)
+	var err error
 	if err := st.Close(); err != nil { // flushes the memtable into a table
 		t.Fatal(err)
 	}

@@ -14,24 +14,7 @@ import (
 // decode them quickly.
 func TestGobCardRecordsRewrittenAtLoad(t *testing.T) {
 	dir := t.TempDir()
-	w := newWorld(t, 2)
-	st := openStore(t, dir, 0)
-	set, err := st.Load(w.fedKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen := w.genesis()
-	w.deliver(gen...)
-	addCommit(t, st, set, gen)
-	for range 20 {
-		var ops []crdt.Op
-		for range 10 {
-			op := w.venueOp(w.rng.IntN(2))
-			w.deliver(op)
-			ops = append(ops, op)
-		}
-		addCommit(t, st, set, ops)
-	}
+	w, st, _ := storeWithHistory(t, dir, 20, 10)
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}

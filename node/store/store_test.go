@@ -179,24 +179,7 @@ func TestReadRange(t *testing.T) {
 // same (the ops stay on disk for sync and audit, not for restarts).
 func TestLoadReadsNoOps(t *testing.T) {
 	dir := t.TempDir()
-	w := newWorld(t, 2)
-	st := openStore(t, dir, 0)
-	set, err := st.Load(w.fedKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen := w.genesis()
-	w.deliver(gen...)
-	addCommit(t, st, set, gen)
-	for range 12 {
-		var ops []crdt.Op
-		for range 10 {
-			op := w.venueOp(w.rng.IntN(2))
-			w.deliver(op)
-			ops = append(ops, op)
-		}
-		addCommit(t, st, set, ops)
-	}
+	w, st, set := storeWithHistory(t, dir, 12, 10)
 	heads := map[crdt.PublicKey]uint64{}
 	for k, a := range set.Authors {
 		heads[k] = a.Seq
