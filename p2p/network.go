@@ -50,6 +50,10 @@ func HeartbeatTopic(fed crdt.PublicKey) string { return fmt.Sprintf(HeartbeatTop
 // host, the gossip topics, discovery and anti-entropy. All methods are safe
 // for concurrent use.
 type Network struct {
+	// syncState is anti-entropy's per-peer limits and counters (sx).
+	syncState     *syncState
+	syncStateOnce sync.Once
+
 	cfg     Config
 	log     *slog.Logger
 	rep     Replica

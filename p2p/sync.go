@@ -814,17 +814,11 @@ type syncPeer struct {
 	slow bool
 }
 
-var syncStates sync.Map // *Network -> *syncState
-
+// sx returns the network's anti-entropy limits and counters, made on
+// first use (a Network built by hand in a test has them too).
 func (n *Network) sx() *syncState {
-	if v, ok := syncStates.Load(n); ok {
-		return v.(*syncState)
-	}
-	v, loaded := syncStates.LoadOrStore(n, &syncState{peers: map[peer.ID]*syncPeer{}})
-	if !loaded {
-		context.AfterFunc(n.ctx, func() { syncStates.Delete(n) })
-	}
-	return v.(*syncState)
+	n.syncStateOnce.Do(func() { n.syncState = &syncState{peers: map[peer.ID]*syncPeer{}} })
+	return n.syncState
 }
 
 // peer returns p's state with its credit refilled. Caller holds mu.
