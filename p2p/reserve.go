@@ -407,9 +407,16 @@ func (n *Network) release(card crdt.CardID, coords []crdt.PublicKey) {
 			continue
 		}
 		n.goSafe(func() {
-			ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
-			defer cancel()
-			n.ask(ctx, c, reserveOpRelease, card, 0)
+			// Asked twice at most: a release lost on a busy link would
+			// leave the card held until the coordinator's TTL.
+			for range 2 {
+				ctx, cancel := context.WithTimeout(n.ctx, 2*time.Second)
+				ans := n.ask(ctx, c, reserveOpRelease, card, 0)
+				cancel()
+				if ans.err == nil || n.ctx.Err() != nil {
+					return
+				}
+			}
 		})
 	}
 }
