@@ -1148,3 +1148,18 @@ func (h *Harness) Digests() [][32]byte {
 	}
 	return out
 }
+
+// LargestAllowed returns the largest amount venue v's rules (Decide) let
+// card pay now with stamp, by bisection; the caller knows 1 is allowed.
+func (h *Harness) LargestAllowed(v int, card crdt.CardID, stamp *crdt.CardStamp) uint64 {
+	lo, hi := uint64(1), uint64(crdt.MaxAmount)
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if _, err := h.Decide(v, card, mid, stamp); err == nil {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
+}

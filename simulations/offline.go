@@ -1021,15 +1021,7 @@ func (s *scenario) spree(v int, c *simCard, stamp *[]byte, carry bool, who actor
 			}
 			return nil
 		}
-		lo, hi := uint64(1), uint64(crdt.MaxAmount)
-		for lo < hi {
-			mid := lo + (hi-lo+1)/2
-			if _, err := s.h.Decide(v, c.id, mid, st); err == nil {
-				lo = mid
-			} else {
-				hi = mid - 1
-			}
-		}
+		lo := s.h.LargestAllowed(v, c.id, st)
 		p, err := s.pay(v, c, lo, st, who)
 		if err != nil {
 			return err

@@ -1184,15 +1184,7 @@ func (r *scRun) spree(v int, c *scCard, stamp *[]byte, write bool) error {
 			}
 			return nil
 		}
-		lo, hi := uint64(1), uint64(crdt.MaxAmount)
-		for lo < hi {
-			mid := lo + (hi-lo+1)/2
-			if _, err := r.h.Decide(v, c.id, mid, st); err == nil {
-				lo = mid
-			} else {
-				hi = mid - 1
-			}
-		}
+		lo := r.h.LargestAllowed(v, c.id, st)
 		if _, err := r.pay(v, c, lo, stamp, write); err != nil {
 			if refusal(err) {
 				return nil
