@@ -205,17 +205,11 @@ func (n *Network) handleCheckpoint(s network.Stream) {
 	n.cp.mu.Lock()
 	src, sem := n.cp.src, n.cp.serving
 	n.cp.mu.Unlock()
-	select {
-	case sem <- struct{}{}:
-		defer func() { <-sem }()
-	default:
-		_ = s.Reset()
+	ctx, done, ok := n.serveSlot(s, sem)
+	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.SyncTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
-	defer stop()
+	defer done()
 	if err := n.serveCheckpoint(ctx, s, src); err != nil {
 		_ = s.Reset()
 		if n.ctx.Err() == nil {
@@ -481,17 +475,11 @@ func (n *Network) handleHistory(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
-	select {
-	case sem <- struct{}{}:
-		defer func() { <-sem }()
-	default:
-		_ = s.Reset()
+	ctx, done, ok := n.serveSlot(s, sem)
+	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.SyncTimeout)
-	defer cancel()
-	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
-	defer stop()
+	defer done()
 	sent, err := n.serveHistory(ctx, s)
 	sx.charge(p, sent)
 	if err != nil {
@@ -637,4 +625,19 @@ func (n *Network) FetchHistory(ctx context.Context, p peer.ID, author crdt.Publi
 		}
 		out = append(out, ops...)
 	}
+}
+
+// serveSlot takes one of sem's serving slots for stream s, or resets s
+// when none is free; the context it returns ends after SyncTimeout and
+// then resets s. done gives the slot back.
+func (n *Network) serveSlot(s network.Stream, sem chan struct{}) (ctx context.Context, done func(), ok bool) {
+	select {
+	case sem <- struct{}{}:
+	default:
+		_ = s.Reset()
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.SyncTimeout)
+	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
+	return ctx, func() { stop(); cancel(); <-sem }, true
 }
