@@ -53,18 +53,6 @@ func freeBytes(t *testing.T, dir string) uint64 {
 	return st.Bavail * uint64(st.Bsize)
 }
 
-// waitFor polls cond every 20 ms until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestDiskFullRefusesWritesAndRecovers fills the real tmpfs holding a
 // node's data dir with a filler file until payments fail: every write is
 // refused with 507 disk_full and changes nothing, reads go on, the status
@@ -192,7 +180,7 @@ func TestDiskFullRefusesWritesAndRecovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	freed := time.Now()
-	waitFor(t, 10*time.Second, "the status to leave disk_full", func() bool { return !v.node.Status().DiskFull })
+	waitUntil(t, 10*time.Second, "the status to leave disk_full", func() bool { return !v.node.Status().DiskFull })
 	t.Logf("the node saw the space back %s after the filler was deleted (no write meanwhile)", time.Since(freed).Round(time.Millisecond))
 	if len(logs.lines("level=INFO", "disk space is back")) != 1 {
 		t.Fatalf("no recovery line:\n%s", logs.String())
