@@ -49,6 +49,12 @@ func NewMemReplica(fedOps []crdt.Op, signer *crdt.Signer, now func() time.Time) 
 	return m, nil
 }
 
+// WrapReplica returns a MemReplica over r, a replica that already holds
+// the federation chain, without a signer (Make fails). From then on r must
+// be used only through it, or while nothing else uses it (a simulation
+// that owns r between its steps).
+func WrapReplica(r *crdt.Replica) *MemReplica { return &MemReplica{r: r} }
+
 // Make signs the replica's next own op with body b, adds it and runs the
 // hooks.
 func (m *MemReplica) Make(b crdt.Body) (crdt.Op, error) {

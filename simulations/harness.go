@@ -105,6 +105,31 @@ type Harness struct {
 	gen       uint64
 	evalKey   evalKey
 	evalValid bool
+	// carrier, if set, carries ops between venues instead of the direct
+	// delivery to the group (see SetCarrier).
+	carrier Carrier
+}
+
+// Carrier carries the ops venues make to the other venues, in place of
+// the harness's direct delivery: a real network (see netCarrier).
+type Carrier interface {
+	// Emitted is told of each op venue v made, already in v's replica.
+	// It must not deliver it to the other venues before the harness lets
+	// the network run (the caller's business).
+	Emitted(v int, op crdt.Op)
+}
+
+// SetCarrier hands the carriage of ops to c: from then on, an op a venue
+// makes is added to its own replica and given to c, never delivered by
+// the harness to the other venues; Heal and Partition only change the
+// layout the decisions read (the caller runs the network's anti-entropy
+// and waits for it). Held gossip is flushed first.
+func (h *Harness) SetCarrier(c Carrier) error {
+	if err := h.Flush(); err != nil {
+		return err
+	}
+	h.carrier = c
+	return nil
 }
 
 // evalKey is what the venues' sync state depends on.
@@ -274,6 +299,12 @@ func (h *Harness) Heal() error {
 	clear(h.group)
 	h.gen++
 	h.refreshHeard()
+	if h.carrier != nil {
+		// The network's anti-entropy merges the replicas; the caller
+		// waits for it, then runs AfterHeal.
+		h.evaluate()
+		return nil
+	}
 	for _, dst := range h.venues {
 		if dst.Retired {
 			continue
@@ -299,6 +330,44 @@ func (h *Harness) Heal() error {
 	}
 	h.evaluate()
 	return h.settle(nil)
+}
+
+// AfterHeal is what Heal does once the replicas hold the same ops, for a
+// carrier's heal: reservations of payments now seen everywhere are
+// released, the sync state evaluated, and the automatic blocks the merged
+// ledger calls for made.
+func (h *Harness) AfterHeal() error {
+	for _, ven := range h.venues {
+		ven.Reserve.Expire(h.now)
+		ven.drained = ven.Retired
+	}
+	h.evaluate()
+	return h.settle(nil)
+}
+
+// Delivered tells venue v's node of ops a carrier delivered to it: the
+// reservation it held for a payment it now sees is released, as
+// Harness.deliver does, and it returns the cards the ops are about.
+func (h *Harness) Delivered(v int, ops []crdt.Op) []crdt.CardID {
+	var cards []crdt.CardID
+	ven := h.venues[v]
+	for i := range ops {
+		ven.Reserve.ReleasePayment(&ops[i])
+		if c, ok := opCard(ops[i]); ok {
+			cards = append(cards, c)
+		}
+	}
+	return cards
+}
+
+// Settle runs the automatic blocks on cards (all cards with a negative
+// balance if nil) at every venue, as after a delivery.
+func (h *Harness) Settle(cards []crdt.CardID) error {
+	if cards != nil {
+		slices.Sort(cards)
+		cards = slices.Compact(cards)
+	}
+	return h.settle(cards)
 }
 
 // pull gives dst every range src holds and dst lacks, as catch-up does,
@@ -633,6 +702,10 @@ func (h *Harness) broadcast(v int, body crdt.Body) (crdt.Op, error) {
 	if err := h.deliver(ven, op); err != nil {
 		return op, fmt.Errorf("simulations: venue %d refused its own %s: %w", v, op.Kind, err)
 	}
+	if h.carrier != nil {
+		h.carrier.Emitted(v, op)
+		return op, nil
+	}
 	if h.hold {
 		h.held = append(h.held, heldOp{from: v, group: h.group[v], op: op})
 		return op, nil
@@ -753,6 +826,16 @@ func (h *Harness) FlushBatched() error {
 // the venue's group before the next venue looks, so one group blocks a
 // card once.
 func (h *Harness) settle(cards []crdt.CardID) error {
+	// With a carrier, a block op reaches the group only when the network
+	// runs: the group's first venue to see the need blocks for it.
+	type groupCard struct {
+		group int
+		card  crdt.CardID
+	}
+	var blocked map[groupCard]bool
+	if h.carrier != nil {
+		blocked = map[groupCard]bool{}
+	}
 	for v, ven := range h.venues {
 		if ven.Retired {
 			continue
@@ -773,6 +856,13 @@ func (h *Harness) settle(cards []crdt.CardID) error {
 		for _, id := range ids {
 			if !st.Card(id).NeedsAutoBlock() {
 				continue
+			}
+			if blocked != nil {
+				k := groupCard{h.group[v], id}
+				if blocked[k] {
+					continue
+				}
+				blocked[k] = true
 			}
 			if _, err := h.broadcast(v, &crdt.CardBlock{Card: id, Reason: "automatic: balance negative after merge"}); err != nil {
 				return err

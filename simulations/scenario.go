@@ -65,6 +65,13 @@ type Scenario struct {
 	// reopens the database from the files as the killed process left
 	// them.
 	Store string `toml:"store"`
+	// Network is the transport the venues' ops travel on: "auto" (the
+	// default: "libp2p" up to 30 venues, "mocknet" beyond), "memory" (the
+	// harness delivers each op directly to the replicas of its side),
+	// "libp2p" (a p2p.Network per venue on a real libp2p host, TCP on
+	// 127.0.0.1) or "mocknet" (p2p.Networks on go-libp2p's mocknet, each
+	// link with the latency and bandwidth of its two venues' uplinks).
+	Network string `toml:"network"`
 
 	src []byte
 }
@@ -630,6 +637,13 @@ func (sc *Scenario) defaults() error {
 	case StoreMemory, StoreBadger:
 	default:
 		return sc.errf("store", "\"memory\" or \"badger\" (got %q)", sc.Store)
+	}
+	switch sc.Network {
+	case "":
+		sc.Network = NetworkAuto
+	case NetworkAuto, NetworkMemory, NetworkLibp2p, NetworkMocknet:
+	default:
+		return sc.errf("network", "\"auto\", \"memory\", \"libp2p\" or \"mocknet\" (got %q)", sc.Network)
 	}
 	fed := &sc.Federation
 	if fed.MinPeersPercent > 100 {

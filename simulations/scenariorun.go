@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cagnotte/cagnotte/crdt"
+	"github.com/cagnotte/cagnotte/p2p"
 )
 
 // ErrInvariant is wrapped by the error of a scenario run that violated an
@@ -44,6 +46,14 @@ type ScenarioOptions struct {
 	// the far side of a partition overdraws its card beyond the caps'
 	// bound.
 	RefundWithoutQuorum bool
+	// Network, if set, overrides the scenario's transport (Scenario.Network:
+	// "auto", "memory", "libp2p" or "mocknet").
+	Network string
+	// ConvergeTimeout bounds, in wall time, each wait for the network to
+	// carry a step's ops to every venue of their side, or to converge
+	// after a heal (default DefaultConvergeTimeout, 60 s). Past it the run
+	// stops on a violation listing the ops each venue lacks.
+	ConvergeTimeout time.Duration
 	// TempDir holds the venues' Badger stores (store = "badger"; default
 	// os.TempDir()); they are removed when the run ends.
 	TempDir string
@@ -105,6 +115,10 @@ type HealRecord struct {
 	// largest over venues of (3 × latency + the bytes it lacked /
 	// bandwidth) / (1 − loss).
 	EstConvergeMs int64 `json:"est_converge_ms"`
+	// MeasuredConvergeMs is, on a network transport, the wall time from
+	// the heal (the venues unblocked) until every venue held the same ops
+	// through the real anti-entropy (0 on the memory transport).
+	MeasuredConvergeMs float64 `json:"measured_converge_ms"`
 	// Digest is the common digest after the heal (hex prefix).
 	Digest string `json:"digest"`
 }
@@ -122,6 +136,11 @@ type VenueFigures struct {
 	// gossip payload, not wire bytes).
 	DiskBytes       int64   `json:"disk_bytes"`
 	RecvBytesPerDay float64 `json:"recv_bytes_per_day"`
+	// WireBytes is what the venue's libp2p hosts sent over the run, all
+	// protocols (network = "libp2p"; mocknet hosts count nothing);
+	// WireByProtocol splits it.
+	WireBytes      int64            `json:"wire_bytes,omitempty"`
+	WireByProtocol map[string]int64 `json:"wire_by_protocol,omitempty"`
 	// StoreBytes is the size of the venue's Badger directory at the end
 	// (store = "badger"; 0 otherwise).
 	StoreBytes int64 `json:"store_bytes"`
@@ -192,6 +211,22 @@ type ScenarioResult struct {
 	Crashes int `json:"crashes"`
 	// Store is "memory" or "badger".
 	Store string `json:"store"`
+
+	// Network is the transport the ops travelled on: "memory", "libp2p"
+	// (real hosts on 127.0.0.1) or "mocknet".
+	Network string `json:"network"`
+	// MeasuredVisibilityMs is, on a network transport, each op's wall
+	// time from the moment the network could carry it (the end of the
+	// step that made it) until the last venue of its side held it, sorted.
+	MeasuredVisibilityMs []float64 `json:"measured_visibility_ms,omitempty"`
+	// WireBytes is what all hosts sent (network = "libp2p"), WireByProtocol
+	// split by protocol, and WireBytesPerOpPerNode WireBytes / (ops ×
+	// venues): the issue's "bytes per op per node" on the wire.
+	WireBytes             int64            `json:"wire_bytes,omitempty"`
+	WireByProtocol        map[string]int64 `json:"wire_by_protocol,omitempty"`
+	WireBytesPerOpPerNode float64          `json:"wire_bytes_per_op_per_node,omitempty"`
+	// Net sums the networks' counters (gossip messages, sync sessions).
+	Net *p2p.Stats `json:"net,omitempty"`
 
 	// BytesPerOp is the mean encoded op size; BytesPerOpPerNode what one
 	// op costs the federation per receiving node (its size, received once).
@@ -281,6 +316,13 @@ type scRun struct {
 	check      crdt.Settings // the caps the checker bounds the loss by
 	lastLoss   int64
 	lastBnd    int64
+	// On a network transport: carry runs the venues' networks; world is
+	// held by the harness while it plays, released while the networks
+	// carry the ops; ctx is the run's.
+	network string
+	carry   *netCarrier
+	world   sync.RWMutex
+	ctx     context.Context
 }
 
 // RunScenario plays a scenario on the virtual-clock harness (the crdt
@@ -316,6 +358,21 @@ func RunScenario(ctx context.Context, sc *Scenario, opts ScenarioOptions) (*Scen
 			Clones: sc.Clones.Count, Store: sc.Store,
 		},
 		events: make([][]string, sc.Venues.Count),
+		ctx:    ctx,
+	}
+	r.network = opts.Network
+	if r.network == "" {
+		r.network = sc.Network
+	}
+	r.network = ResolveNetwork(r.network, sc.Venues.Count)
+	switch r.network {
+	case NetworkMemory, NetworkLibp2p, NetworkMocknet:
+	default:
+		return nil, fmt.Errorf("simulations: scenario %s: unknown network %q (auto, memory, libp2p or mocknet)", sc.Name, r.network)
+	}
+	r.res.Network = r.network
+	if r.network != NetworkMemory {
+		r.res.Engine += " over p2p.Network on " + map[string]string{NetworkLibp2p: "real libp2p hosts (TCP on 127.0.0.1)", NetworkMocknet: "a go-libp2p mocknet (per-link latency and bandwidth)"}[r.network]
 	}
 	for v := range sc.Venues.Count {
 		r.uplinks = append(r.uplinks, sc.VenueUplink(v))
@@ -506,6 +563,31 @@ func (r *scRun) run(ctx context.Context) error {
 	if err := r.commitStores(); err != nil {
 		return err
 	}
+	if r.network != NetworkMemory {
+		// From here on the venues' networks carry the ops: the harness
+		// plays each step holding the world lock, and releases it for the
+		// networks to carry what the step made.
+		r.world.Lock()
+		c, err := newNetCarrier(ctx, r.h, &r.world, netCarrierConfig{
+			Kind: r.network, Uplinks: r.uplinks, NoAntiEntropy: r.opts.NoAntiEntropy, Timeout: r.opts.ConvergeTimeout,
+			Logger: slog.New(slog.DiscardHandler),
+		})
+		if err != nil {
+			r.world.Unlock()
+			return fmt.Errorf("simulations: scenario %s: start the networks: %w", sc.Name, err)
+		}
+		r.carry = c
+		defer func() {
+			r.collectWire()
+			r.world.Unlock()
+			if cerr := c.close(); cerr != nil {
+				r.opts.Logger.Warn("simulate: close the networks", "err", cerr)
+			}
+		}()
+		if err := r.h.SetCarrier(c); err != nil {
+			return err
+		}
+	}
 	step, end := sc.Step.Ms(), sc.Duration.Ms()
 	wall := time.Now()
 	for r.now = 0; r.now <= end; r.now += step {
@@ -540,6 +622,14 @@ func (r *scRun) run(ctx context.Context) error {
 		if err := r.publish(step); err != nil {
 			return err
 		}
+		if r.carry != nil {
+			if _, err := r.flow(); err != nil {
+				if errors.Is(err, errNotConverged) {
+					return r.violate("one digest on each side after each step", fmt.Sprintf("the network did not carry the ops of the step at %s to every venue of their side: %v", fmtSim(r.now), err), r.digestOps())
+				}
+				return err
+			}
+		}
 		if err := r.commitStores(); err != nil {
 			return err
 		}
@@ -551,6 +641,7 @@ func (r *scRun) run(ctx context.Context) error {
 	// The end: every cut is over; heal and check once more.
 	r.now = end
 	r.cuts = nil
+	clear(r.down)
 	if r.layout != "" {
 		if err := r.heal(); err != nil {
 			return err
@@ -613,6 +704,20 @@ func (r *scRun) applyLayout() error {
 	if err := r.h.Partition(groups); err != nil {
 		return fmt.Errorf("simulations: partition: %w", err)
 	}
+	if r.carry != nil {
+		// The cuts go to the network (gater, closed connections); venues
+		// newly on one side run the network's own anti-entropy, waited for.
+		if err := r.carry.layout(r.ctx, r.down); err != nil {
+			return fmt.Errorf("simulations: partition the network: %w", err)
+		}
+		if _, err := r.flow(); err != nil {
+			if errors.Is(err, errNotConverged) {
+				return r.violate("one digest on each side after each step", fmt.Sprintf("venues brought to one side at %s did not converge: %v", fmtSim(r.now), err), r.digestOps())
+			}
+			return err
+		}
+		return nil
+	}
 	// Venues newly on one side run anti-entropy with each other (unless
 	// the test-only broken rule turns it off).
 	if r.opts.NoAntiEntropy {
@@ -664,7 +769,33 @@ func (r *scRun) heal() error {
 		rec.EstConvergeMs = max(rec.EstConvergeMs, r.uplinks[v].TransferMs(3, int64(float64(ops)*mean)))
 	}
 	r.layout = ""
-	if r.opts.NoAntiEntropy {
+	if r.carry != nil {
+		// The network heals: every venue unblocked and reconnected; the
+		// real anti-entropy (sync on connect) merges the replicas, timed.
+		if err := r.h.Heal(); err != nil {
+			return err
+		}
+		if err := r.carry.layout(r.ctx, r.down); err != nil {
+			return fmt.Errorf("simulations: heal the network: %w", err)
+		}
+		took, err := r.flow()
+		if errors.Is(err, errNotConverged) {
+			return r.violate("one digest everywhere after each heal", fmt.Sprintf("after the heal at %s the network's anti-entropy did not converge: %v", fmtSim(r.now), err), r.digestOps())
+		}
+		if err != nil {
+			return err
+		}
+		rec.MeasuredConvergeMs = float64(took.Microseconds()) / 1000
+		if err := r.h.AfterHeal(); err != nil {
+			return err
+		}
+		if _, err := r.flow(); err != nil {
+			if errors.Is(err, errNotConverged) {
+				return r.violate("one digest everywhere after each heal", fmt.Sprintf("the automatic blocks after the heal at %s did not reach every venue: %v", fmtSim(r.now), err), r.digestOps())
+			}
+			return err
+		}
+	} else if r.opts.NoAntiEntropy {
 		// The broken rule: gossip resumes, no catch-up runs.
 		if err := r.h.Partition([][]int{r.h.Active()}); err != nil {
 			return fmt.Errorf("simulations: reconnect: %w", err)
@@ -690,6 +821,61 @@ func (r *scRun) heal() error {
 	}
 	r.pending = r.pending[:0]
 	return r.checkAll(false)
+}
+
+// flow lets the networks carry what the harness made (netCarrier.run),
+// hands each venue the ops it received (the reservations they settle are
+// released), runs the automatic blocks they call for, and carries those
+// too. It returns the wall time the first carriage took.
+func (r *scRun) flow() (time.Duration, error) {
+	var first time.Duration
+	for i := 0; ; i++ {
+		took, got, err := r.carry.run(r.ctx, r.down)
+		if i == 0 {
+			first = took
+		}
+		r.res.MeasuredVisibilityMs = append(r.res.MeasuredVisibilityMs, r.carry.visibility()...)
+		if err != nil {
+			return first, err
+		}
+		var cards []crdt.CardID
+		for v, ops := range got {
+			cards = append(cards, r.h.Delivered(v, ops)...)
+		}
+		if len(cards) > 0 {
+			if err := r.h.Settle(cards); err != nil {
+				return first, err
+			}
+		}
+		if !r.carry.pendingOwn() {
+			return first, nil
+		}
+	}
+}
+
+// collectWire records the wire bytes of every venue's hosts and the
+// networks' counters (network transports).
+func (r *scRun) collectWire() {
+	if r.carry == nil {
+		return
+	}
+	res := r.res
+	res.WireBytes, res.WireByProtocol = 0, map[string]int64{}
+	for v := range r.sc.Venues.Count {
+		f := res.VenueFiguresAt(v, r.sc)
+		f.WireBytes, f.WireByProtocol = 0, r.carry.wire(v)
+		for p, b := range f.WireByProtocol {
+			f.WireBytes += b
+			res.WireByProtocol[p] += b
+		}
+		res.WireBytes += f.WireBytes
+	}
+	if ops := len(r.ops); ops > 0 {
+		res.WireBytesPerOpPerNode = float64(res.WireBytes) / float64(ops) / float64(r.sc.Venues.Count)
+	}
+	st := r.carry.stats()
+	res.Net = &st
+	slices.Sort(res.MeasuredVisibilityMs)
 }
 
 func (r *scRun) meanOpSize() float64 {
@@ -1367,6 +1553,14 @@ func (r *scRun) crashes() error {
 		}
 		if err := r.h.Restart(v, rep); err != nil {
 			return r.violate("no acknowledged payment lost across crashes", err.Error(), nil)
+		}
+		if r.carry != nil {
+			// The node's network dies with it; the restarted node starts a
+			// new one over its durable state, and catches up by the real
+			// sync when its cut ends.
+			if err := r.carry.restart(r.ctx, v); err != nil {
+				return fmt.Errorf("simulations: restart the network of %s: %w", r.sc.VenueName(v), err)
+			}
 		}
 		r.res.Crashes++
 		r.res.VenueFiguresAt(v, r.sc).Crashes++
