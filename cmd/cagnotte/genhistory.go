@@ -1,7 +1,11 @@
 package main
 
 import (
+	"context"
+	"math"
+	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/cagnotte/cagnotte/internal/genhistory"
 	"github.com/spf13/cobra"
@@ -12,6 +16,7 @@ import (
 // not for operators).
 func newGenHistoryCmd(g *globals) *cobra.Command {
 	var cfg genhistory.Config
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:    "gen-history",
 		Short:  "Benchmark helper: generate a large federation history into a new node data directory",
@@ -30,6 +35,22 @@ from the seed, and the federation's settings count one node alone as in
 sync (min peers 0).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pprofAddr != "" {
+				pctx, stopPprof := context.WithCancel(cmd.Context())
+				_, done, err := servePprof(pctx, pprofAddr, g.logger())
+				if err != nil {
+					stopPprof()
+					return err
+				}
+				defer func() { stopPprof(); <-done }()
+			}
+			if os.Getenv("GOMEMLIMIT") == "" {
+				// The binary's soft limit is the node's (see
+				// setRuntimeLimits): the generator's heap holds
+				// Badger's large bulk-load memtables, and under that
+				// limit the garbage collector ran half the time.
+				debug.SetMemoryLimit(math.MaxInt64)
+			}
 			cfg.Progress = g.stderr
 			cfg.Logger = g.logger()
 			if cfg.FederationDir != "" {
@@ -48,6 +69,8 @@ sync (min peers 0).`,
 	f.IntVar(&cfg.Cards, "cards", genhistory.DefaultCards, "number of cards (at most ops/10)")
 	f.IntVar(&cfg.HotEntries, "hot-entries", genhistory.DefaultHotEntries, "money entries of the hot card (at most ops/10)")
 	f.IntVar(&cfg.BatchOps, "batch", genhistory.DefaultBatchOps, "ops per store commit (one fsync each): larger batches generate faster on a slow disk")
+	f.BoolVar(&cfg.NodeWrites, "node-writes", false, "write through the node's own store options (each batch fsync'd, compacted as it goes) instead of a bulk load: same store, much slower at millions of ops")
+	f.StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address while generating (default: off)")
 	_ = cmd.MarkFlagRequired("data")
 	return cmd
 }

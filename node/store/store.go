@@ -104,7 +104,11 @@ var _ crdt.OpReader = (*Store)(nil)
 // Open opens (or creates) the store in cfg.Dir. It fails with
 // ErrNewerFormat for a store written by a newer format and ErrUnknownFormat
 // for a directory holding something else.
-func Open(cfg Config) (*Store, error) {
+func Open(cfg Config) (*Store, error) { return openWith(cfg, badgerOptions) }
+
+// openWith is Open with the Badger options options gives (OpenBulk tunes
+// them for a bulk load).
+func openWith(cfg Config, options func(Config, *slog.Logger) badger.Options) (*Store, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("store: Config.Dir is required")
 	}
@@ -115,7 +119,7 @@ func Open(cfg Config) (*Store, error) {
 	if err := removeEmptyLogs(cfg.Dir, log); err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
-	db, err := badger.Open(badgerOptions(cfg, log))
+	db, err := badger.Open(options(cfg, log))
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", cfg.Dir, err)
 	}
