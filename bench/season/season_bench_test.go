@@ -22,7 +22,10 @@ package season
 //     11 asks for an hour: -season.pay 1h), open loop, latency measured
 //     from each payment's scheduled time;
 //  4. admits a new venue (`cagnotte federation admit` on the generated
-//     federation directory), starts it with only its bundle, bootstrapped
+//     federation directory; the loaded node holds a checkpoint of the
+//     generated state attested by a quorum of the generated venues, saved
+//     before its first start unless -season.checkpoint=false, so the new
+//     venue joins from it), starts it with only its bundle, bootstrapped
 //     to the loaded node, and times its first successful payment (polled
 //     every 200 ms until 200, on 200 cards reserved for it in turn: a card
 //     it blocked while catching up refuses) and its full catch-up (the
@@ -31,6 +34,11 @@ package season
 //  5. stops the node (SIGTERM) and restarts it -season.restarts times
 //     (10), timing each cold start and measuring the data directory (du)
 //     after each stop: disk bytes per op across restarts.
+//
+// During the payment run the loaded node's disk writes are read from
+// /proc/PID/io (write_bytes: what reached the block layer). With
+// -season.profiles DIR the loaded node runs with --pprof and its heap
+// profiles after the start and after the payments are saved in DIR.
 //
 // RSS is sampled from /proc/PID/status (VmRSS, VmHWM) every 100 ms for
 // every node process: "steady" is the median VmRSS during the payment run,
@@ -82,6 +90,8 @@ var (
 	flagJoinWait = flag.Duration("season.join", 5*time.Minute, "longest wait for the new venue to sell and to catch up (0: no new venue)")
 	flagBatch    = flag.Int("season.batch", genhistory.DefaultBatchOps, "ops per store commit when generating (gen-history --batch)")
 	flagKeep     = flag.Bool("season.keep", false, "keep the work directory (its path is logged)")
+	flagCkpt     = flag.Bool("season.checkpoint", true, "save a checkpoint of the history attested by a quorum of the generated venues before the first start (genhistory.SaveAttestedCheckpoint), so that the new venue can join from it")
+	flagProfiles = flag.String("season.profiles", "", "directory for heap profiles of the loaded node (run with --pprof) after its start and after the payments (default: none)")
 )
 
 // BenchmarkSeason runs the season scenario for each size of -season.ops.
@@ -159,8 +169,12 @@ type result struct {
 	JoinBlocked  int           // cards it blocked (log lines "card blocked")
 	PayCodes     map[int]int   // HTTP status of the payment run's refusals
 	LoadAvg      string        // /proc/loadavg at the end of the payment run
-	DiskBytes    []int64       // du of the data dir: after generation, then after each stop
-	DiskOps      []uint64      // ops at each measure
+	// PayWriteBytes is what the loaded node caused to be written to disk
+	// during the payment run (write_bytes of /proc/PID/io).
+	PayWriteBytes int64
+	Checkpoint    genhistory.CheckpointInfo // the attested checkpoint saved before the first start
+	DiskBytes     []int64                   // du of the data dir: after generation, then after each stop
+	DiskOps       []uint64                  // ops at each measure
 }
 
 // latencies is a sorted list of durations.
@@ -204,6 +218,8 @@ func (r *result) String() string {
 	fmt.Fprintf(&b, "  payments:          %d at %d/s: p50 %s, p99 %s, max %s, %d errors, %d not sent on time\n",
 		len(r.Pay), *flagRate, ms(r.Pay.q(0.5)), ms(r.Pay.q(0.99)), ms(r.Pay.q(1)), r.PayErrors, r.PayLate)
 	fmt.Fprintf(&b, "                     machine load average at the end of the run: %s\n", r.LoadAvg)
+	fmt.Fprintf(&b, "                     written to disk by the node during the run: %.1f MB, %.0f bytes per payment (write_bytes of /proc/PID/io)\n",
+		float64(r.PayWriteBytes)/1e6, float64(r.PayWriteBytes)/float64(max(len(r.Pay), 1)))
 	if len(r.PayCodes) > 0 {
 		fmt.Fprintf(&b, "                     refusals by HTTP status (0: no answer) %v\n", r.PayCodes)
 	}
@@ -213,6 +229,10 @@ func (r *result) String() string {
 	synced := "none"
 	if r.JoinFirstLog > 0 {
 		synced = fmt.Sprintf("%.2f s", r.JoinFirstLog.Seconds())
+	}
+	if r.Checkpoint.Ops > 0 {
+		fmt.Fprintf(&b, "  checkpoint:        %d ops, %.1f MB, %d attestations, saved in %.1f s before the first start; %d events in the state\n",
+			r.Checkpoint.Ops, float64(r.Checkpoint.Bytes)/1e6, r.Checkpoint.Attestations, r.Checkpoint.Took.Seconds(), r.Checkpoint.Events)
 	}
 	fmt.Fprintf(&b, "  new venue:         first payment %s, caught up %s, first \"synced\" log %s; RSS %s when caught up, peak %s\n",
 		okTime(r.JoinSell, r.JoinSellOK), okTime(r.JoinSynced, r.JoinSyncedOK), synced, mib(r.JoinRSS), mib(r.JoinPeak))
@@ -303,11 +323,40 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 	}
 	r.DiskBytes = append(r.DiskBytes, du(b, dataDir))
 	r.DiskOps = append(r.DiskOps, m.Ops)
+	if *flagCkpt {
+		info, err := genhistory.SaveAttestedCheckpoint(ctx, dataDir, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.Checkpoint = info
+		b.Logf("checkpoint of %d ops (%d bytes, %d attestations) saved in %.1f s; %d events in the state", info.Ops, info.Bytes, info.Attestations, info.Took.Seconds(), info.Events)
+	}
 
 	httpL, p2pL := freePort(b), freePort(b)
+	pprofL := ""
+	if *flagProfiles != "" {
+		pprofL = freePort(b)
+		if err := os.MkdirAll(*flagProfiles, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
 	loaded := func() *proc {
-		return startProc(ctx, b, bin, filepath.Join(work, "loaded.log"), "node", "--data", dataDir, "--http", httpL,
-			"--listen", "/ip4/127.0.0.1/tcp/"+portOf(p2pL), "--mdns=false")
+		args := []string{"node", "--data", dataDir, "--http", httpL, "--listen", "/ip4/127.0.0.1/tcp/" + portOf(p2pL), "--mdns=false"}
+		if pprofL != "" {
+			args = append(args, "--pprof", pprofL)
+		}
+		return startProc(ctx, b, bin, filepath.Join(work, "loaded.log"), args...)
+	}
+	profile := func(name string) {
+		if pprofL == "" {
+			return
+		}
+		path := filepath.Join(*flagProfiles, fmt.Sprintf("ops%d-%s.heap", ops, name))
+		if err := saveHeapProfile(ctx, "http://"+pprofL+"/debug/pprof/heap?gc=1", path); err != nil {
+			b.Errorf("heap profile %s: %v", name, err)
+			return
+		}
+		b.Logf("heap profile of the loaded node: %s", path)
 	}
 	cl := &client{base: "http://" + httpL, token: m.StaffToken, hc: &http.Client{
 		Timeout:   30 * time.Second,
@@ -323,6 +372,7 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 	sleepCtx(ctx, 3*time.Second)
 	r.RSSStarted = p.rss()
 	r.StartedLog = p.logAt("node started")
+	profile("started")
 
 	// 2. The hot card.
 	readHotCard(ctx, b, cl, m, r)
@@ -338,7 +388,12 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 	}
 	pay := &payer{cards: m.PayCards[joinCards:]}
 	from := time.Now()
+	wb0, _ := writeBytes(p.cmd.Process.Pid)
 	payRun(ctx, cl, pay, *flagRate, *flagPay, r)
+	if wb1, ok := writeBytes(p.cmd.Process.Pid); ok && wb1 >= wb0 {
+		r.PayWriteBytes = wb1 - wb0
+	}
+	profile("paid")
 	r.RSSSteady = p.medianRSS(from, time.Now())
 	r.AnonSteady = p.median(from, time.Now(), func(m memStatus) int64 { return m.anon })
 	r.FileSteady = p.median(from, time.Now(), func(m memStatus) int64 { return m.file })
@@ -504,6 +559,52 @@ func startProc(ctx context.Context, b *testing.B, bin, logPath string, args ...s
 	})
 	context.AfterFunc(ctx, func() { _ = cmd.Process.Signal(syscall.SIGTERM) })
 	return p
+}
+
+// writeBytes returns the bytes a process caused to be written to disk so
+// far (write_bytes of /proc/PID/io: what reached the block layer, page
+// cache write-back included).
+func writeBytes(pid int) (int64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, false
+	}
+	return parseWriteBytes(b)
+}
+
+func parseWriteBytes(p []byte) (int64, bool) {
+	for _, line := range strings.Split(string(p), "\n") {
+		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// saveHeapProfile writes the heap profile served at url to path.
+func saveHeapProfile(ctx context.Context, url, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // cpuTime returns the CPU time (user and system) a process has used so
@@ -1005,6 +1106,26 @@ func newVenue(ctx context.Context, b *testing.B, bin, work, fedDir, loadedPeer, 
 	r.JoinFirstLog = p.logAt("msg=synced")
 	r.JoinBlocked = p.count("card blocked")
 	r.JoinPeak = p.peak()
+}
+
+func TestParseWriteBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"proc io", "rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 81920\ncancelled_write_bytes: 0\n", 81920, true},
+		{"missing", "rchar: 1\n", 0, false},
+		{"garbage", "write_bytes: x\n", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := parseWriteBytes([]byte(tc.in))
+			if got != tc.want || ok != tc.ok {
+				t.Errorf("parseWriteBytes = %d, %v; want %d, %v", got, ok, tc.want, tc.ok)
+			}
+		})
+	}
 }
 
 func TestParseStatus(t *testing.T) {

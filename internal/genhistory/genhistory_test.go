@@ -216,3 +216,57 @@ func TestGeneratedNodeServes(t *testing.T) {
 		t.Errorf("node holds %d ops, want %d", ops, m.Ops+1)
 	}
 }
+
+// TestSaveAttestedCheckpoint: the checkpoint saved in a generated store
+// is attested by a quorum of the federation's venues (as the federation's
+// own chain lists them), verifies, and holds the generated digest.
+func TestSaveAttestedCheckpoint(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "node")
+	m := generate(t, Config{Dir: dir, Ops: 5000, Seed: 5, Venues: 8, HotEntries: 100})
+	info, err := SaveAttestedCheckpoint(t.Context(), dir, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Ops != m.Ops || info.Attestations != 5 || info.Bytes == 0 {
+		t.Errorf("checkpoint %+v: want %d ops and 5 attestations (half of 8 venues and a joiner, rounded up)", info, m.Ops)
+	}
+	st, err := store.Open(store.Config{Dir: filepath.Join(dir, node.StoreDir), Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cp, atts, err := st.LatestCheckpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := DeriveKeys(m.Seed, m.Venues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := map[crdt.PublicKey]bool{}
+	for _, k := range keys.Venues {
+		members[k.Public()] = true
+	}
+	for _, tc := range []struct {
+		name string
+		need int
+		ok   bool
+	}{
+		{"quorum", info.Attestations, true},
+		{"one more than attested", info.Attestations + 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := crdt.VerifyCheckpoint(cp, atts, members, tc.need)
+			if (err == nil) != tc.ok {
+				t.Fatalf("VerifyCheckpoint: %v", err)
+			}
+			if !tc.ok {
+				return
+			}
+			set := crdt.CheckpointSet(crdt.Config{Federation: m.Federation}, d)
+			if got := set.Digest(); fmt.Sprintf("%x", got[:]) != m.Digest {
+				t.Errorf("checkpoint digest %x, generated %s", got, m.Digest)
+			}
+		})
+	}
+}
