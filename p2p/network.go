@@ -249,6 +249,7 @@ func New(ctx context.Context, cfg Config, rep Replica, key *crdt.Signer) (*Netwo
 		return nil, fmt.Errorf("p2p: node key: %w", err)
 	}
 	n.gater = newGater(self, rep, relays)
+	n.gater.lim, n.gater.onBan = cfg.Limits, n.onBan // conduct bans (gater.go)
 	if cfg.Host != nil {
 		if cfg.Host.ID() != self {
 			return nil, fmt.Errorf("p2p: Config.Host is %s, not the node key's peer id %s", cfg.Host.ID(), self)

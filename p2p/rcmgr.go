@@ -102,6 +102,57 @@ type Limits struct {
 	// ConnGrace is how long a new connection is spared by the connection
 	// manager. Default 20 s.
 	ConnGrace time.Duration
+
+	// PeerStreamRate and PeerStreamBurst bound how fast one peer may open
+	// inbound streams, every protocol together, allowed or refused: a
+	// token bucket holding PeerStreamBurst streams, refilled at
+	// PeerStreamRate a second. A peer that empties it is banned (see
+	// BanBase). A refused stream still costs this node a protocol
+	// negotiation, and the resource manager's limits above bound only
+	// what a peer holds at once. An honest venue opens a few streams a
+	// second (anti-entropy sessions, a reservation request per payment
+	// above the floor limit and its release, quorum pings shared by
+	// concurrent payments, one GossipSub stream per connection): about
+	// 250 a second in TestHonestPeerNeverPenalised's heavy honest load
+	// (100 reservations a second at one coordinator, each released,
+	// anti-entropy every 100 ms). Defaults 1000 a second, burst 2000.
+	PeerStreamRate  float64
+	PeerStreamBurst int
+	// PeerRefusalRate and PeerRefusalBurst bound one peer's offences, a
+	// token bucket as above: an inbound stream refused by the resource
+	// manager's limits (a per-peer bound reached) counts one, an
+	// anti-entropy penalty other than slowness (a malformed frame, an
+	// invalid range or evidence) counts ten. A peer that empties it is
+	// banned. An honest venue stays within the per-peer limits, so it is
+	// never refused a stream. Defaults 10 a second, burst 50.
+	PeerRefusalRate  float64
+	PeerRefusalBurst int
+	// BanBase is the first ban of a peer past PeerStreamBurst or
+	// PeerRefusalBurst: its connections are closed, and for BanBase the
+	// connection gater refuses it (at the handshake: one handshake per
+	// attempt, after which a libp2p dialer backs off for 5 s or more),
+	// the node neither dials it nor reads its gossip, and every handler
+	// refuses it as a non-member. Each ban doubles the next, up to
+	// BanMax; a peer not banned for BanForgive after its last ban ended
+	// starts again from BanBase. After the ban the peer is readmitted as
+	// before (a member reconnects and syncs). Defaults 10 s, 10 min,
+	// 10 min.
+	BanBase    time.Duration
+	BanMax     time.Duration
+	BanForgive time.Duration
+	// HandshakeRefusalRate and HandshakeRefusalBurst bound the inbound
+	// handshakes refused by the connection gater (a banned peer, a
+	// revoked venue, a key refused after its probation) per remote IP
+	// address, a token bucket as above: past it, inbound connections from
+	// that address are refused before their handshake (no cryptography)
+	// until the bucket refills. A refused peer that redials in a loop
+	// thus costs a TCP accept a try, not a Noise handshake. Outbound
+	// connections and relayed ones are not affected: an honest venue
+	// behind the same address is still dialed by this node, and an
+	// honest venue's handshakes are never refused. Defaults 2 a second,
+	// burst 20.
+	HandshakeRefusalRate  float64
+	HandshakeRefusalBurst int
 }
 
 // DefaultLimits returns the limits of a venue node: about 100 peers, 512
@@ -123,6 +174,15 @@ func DefaultLimits() Limits {
 		ConnLowWater:          128,
 		ConnHighWater:         192,
 		ConnGrace:             20 * time.Second,
+		PeerStreamRate:        1000,
+		PeerStreamBurst:       2000,
+		PeerRefusalRate:       10,
+		PeerRefusalBurst:      50,
+		BanBase:               10 * time.Second,
+		BanMax:                10 * time.Minute,
+		BanForgive:            10 * time.Minute,
+		HandshakeRefusalRate:  2,
+		HandshakeRefusalBurst: 20,
 	}
 }
 
@@ -158,6 +218,26 @@ func (l *Limits) setDefaults(cfg *Config) error {
 	if l.ConnGrace <= 0 {
 		l.ConnGrace = d.ConnGrace
 	}
+	if l.PeerStreamRate <= 0 {
+		l.PeerStreamRate = d.PeerStreamRate
+	}
+	if l.PeerRefusalRate <= 0 {
+		l.PeerRefusalRate = d.PeerRefusalRate
+	}
+	if l.HandshakeRefusalRate <= 0 {
+		l.HandshakeRefusalRate = d.HandshakeRefusalRate
+	}
+	num(&l.HandshakeRefusalBurst, d.HandshakeRefusalBurst)
+	num(&l.PeerStreamBurst, d.PeerStreamBurst)
+	num(&l.PeerRefusalBurst, d.PeerRefusalBurst)
+	for _, f := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&l.BanBase, d.BanBase}, {&l.BanMax, d.BanMax}, {&l.BanForgive, d.BanForgive}} {
+		if *f.v <= 0 {
+			*f.v = f.def
+		}
+	}
 	const window = 256 << 10 // a stream's initial receive window (yamux)
 	switch {
 	case l.MemoryPerPeer > l.Memory:
@@ -172,6 +252,10 @@ func (l *Limits) setDefaults(cfg *Config) error {
 		return fmt.Errorf("p2p: Limits.ConnHighWater %d is over Limits.Conns %d", l.ConnHighWater, l.Conns)
 	case l.StreamsPerPeer < 8:
 		return fmt.Errorf("p2p: Limits.StreamsPerPeer %d is under 8", l.StreamsPerPeer)
+	case l.BanMax < l.BanBase:
+		return fmt.Errorf("p2p: Limits.BanMax %s is under BanBase %s", l.BanMax, l.BanBase)
+	case l.PeerRefusalBurst < penaltyOffence:
+		return fmt.Errorf("p2p: Limits.PeerRefusalBurst %d is under one anti-entropy penalty (%d)", l.PeerRefusalBurst, penaltyOffence)
 	}
 	return nil
 }
@@ -262,6 +346,7 @@ func (n *Network) limitOption() libp2p.Option {
 				return fmt.Errorf("p2p: resource manager: %w", err)
 			}
 			c.ResourceManager = mgr
+			n.limits.conduct = n.gater // set before the host exists: read without a lock
 			n.limits.mu.Lock()
 			n.limits.manager, n.limits.limiter = mgr, lim
 			n.limits.mu.Unlock()
@@ -337,11 +422,18 @@ type LimitStats struct {
 	// Memory counts memory reservations refused (a stream's window not
 	// grown, or a stream refused).
 	Memory uint64
+	// Bans counts the bans of peers for their conduct (Limits.BanBase);
+	// BannedConns the connections refused at the handshake because their
+	// peer was banned; AcceptRefused the inbound connections refused
+	// before their handshake (Limits.HandshakeRefusalBurst).
+	Bans, BannedConns, AcceptRefused uint64
 }
 
 // LimitStats returns what the resource manager refused.
 func (n *Network) LimitStats() LimitStats {
-	return n.limits.stats()
+	s := n.limits.stats()
+	s.Bans, s.BannedConns, s.AcceptRefused = n.gater.bans.Load(), n.gater.bannedConns.Load(), n.gater.acceptRefused.Load()
+	return s
 }
 
 // limitCounter is the resource manager's metrics reporter: it counts what
@@ -355,6 +447,8 @@ type limitCounter struct {
 	// its limiter (nil with a caller-supplied host or manager).
 	manager network.ResourceManager
 	limiter *memberLimiter
+	// conduct, if set, is charged every inbound stream (gater.go).
+	conduct *gater
 }
 
 var _ rcmgr.MetricsReporter = (*limitCounter)(nil)
@@ -394,11 +488,25 @@ func (c *limitCounter) AllowConn(network.Direction, bool) {}
 // BlockConn implements rcmgr.MetricsReporter.
 func (c *limitCounter) BlockConn(network.Direction, bool) { c.conns.Add(1) }
 
-// AllowStream implements rcmgr.MetricsReporter.
-func (c *limitCounter) AllowStream(peer.ID, network.Direction) {}
+// AllowStream implements rcmgr.MetricsReporter: an inbound stream is
+// charged to its peer's conduct.
+func (c *limitCounter) AllowStream(p peer.ID, dir network.Direction) {
+	if dir == network.DirInbound && c.conduct != nil {
+		c.conduct.streamOpened(p, false)
+	}
+}
 
-// BlockStream implements rcmgr.MetricsReporter.
-func (c *limitCounter) BlockStream(peer.ID, network.Direction) { c.streams.Add(1) }
+// BlockStream implements rcmgr.MetricsReporter: an inbound stream refused
+// at its peer's scope is charged to the peer's conduct as an offence
+// (a stream refused by a protocol's limits is not: the reporter is not
+// told its direction, and this node's own streams must not count against
+// the peer).
+func (c *limitCounter) BlockStream(p peer.ID, dir network.Direction) {
+	c.streams.Add(1)
+	if dir == network.DirInbound && c.conduct != nil {
+		c.conduct.streamOpened(p, true)
+	}
+}
 
 // AllowPeer implements rcmgr.MetricsReporter.
 func (c *limitCounter) AllowPeer(peer.ID) {}

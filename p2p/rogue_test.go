@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	"google.golang.org/protobuf/proto"
 )
@@ -55,6 +56,12 @@ func rogueTestConfig(c *Config) {
 // too (rogue members).
 func newHonestPair(t *testing.T, seed byte, others int) *honestPair {
 	t.Helper()
+	return newHonestPairWith(t, seed, others, rogueTestConfig)
+}
+
+// newHonestPairWith is newHonestPair with A and B configured by tweak.
+func newHonestPairWith(t *testing.T, seed byte, others int, tweak func(*Config)) *honestPair {
+	t.Helper()
 	hp := &honestPair{fedKey: seedSigner(t, 1), ka: seedSigner(t, seed), kb: seedSigner(t, seed+1)}
 	venues := []*crdt.Signer{hp.ka, hp.kb}
 	for i := range others {
@@ -64,7 +71,7 @@ func newHonestPair(t *testing.T, seed byte, others int) *honestPair {
 	}
 	hp.fed = testFederation(t, venues...)
 	hp.ra, hp.rb = memRep(t, hp.fed, hp.ka), memRep(t, hp.fed, hp.kb)
-	hp.a, hp.b = loopNet(t, hp.ra, hp.ka, rogueTestConfig), loopNet(t, hp.rb, hp.kb, rogueTestConfig)
+	hp.a, hp.b = loopNet(t, hp.ra, hp.ka, tweak), loopNet(t, hp.rb, hp.kb, tweak)
 	link(t, hp.a, hp.b)
 	return hp
 }
@@ -719,4 +726,357 @@ func TestRogueSyncFlood(t *testing.T) {
 		t.Fatalf("the flood was not limited: %d busy, %d refused, %+v", busy.Load(), refused.Load(), ss)
 	}
 	hp.clean(t, rogue.Public(), 0)
+}
+
+// churnUntilBanned opens streams from h to target on protos, from eight
+// loops, each written to and reset at once, as fast as they go, until
+// target bans h (or ctx ends). It returns the streams opened and how
+// long until the ban.
+func churnUntilBanned(ctx context.Context, h host.Host, target *Network, protos []protocol.ID) (int64, time.Duration) {
+	return churnUntil(ctx, h, target, protos, func() bool { return target.Banned(h.ID()) })
+}
+
+// churnUntil is churnUntilBanned until done.
+func churnUntil(ctx context.Context, h host.Host, target *Network, protos []protocol.ID, done func() bool) (int64, time.Duration) {
+	var opened atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; ctx.Err() == nil && !done(); i++ {
+				s, err := h.NewStream(ctx, target.ID(), protos[i%len(protos)])
+				if err != nil {
+					continue
+				}
+				opened.Add(1)
+				_, _ = s.Write([]byte{0})
+				_ = s.Reset()
+			}
+		}()
+	}
+	wg.Wait()
+	return opened.Load(), time.Since(start)
+}
+
+// TestRogueStreamFloodClosedAndBackedOff: a rogue opens streams on every
+// protocol A serves as fast as they go, each refused or reset at once.
+// An admitted venue gone rogue is banned within its bursts
+// (Limits.PeerStreamBurst, PeerRefusalBurst): its connection is closed,
+// and a connection it tries during the back-off is refused at the
+// handshake, while A and B keep replicating; it is readmitted when the
+// back-off ends (it connects and is served again), and a second flood
+// bans it for twice as long. An unadmitted key on probation is cut off
+// by its join's failure, and its redials, a handshake each, are soon
+// refused before the handshake (Limits.HandshakeRefusalBurst).
+func TestRogueStreamFloodClosedAndBackedOff(t *testing.T) {
+	const base = time.Second
+	protos := []protocol.ID{SyncProtocol, JoinProtocol, CheckpointProtocol, ReserveProtocol, ping.ID, pubsub.GossipSubID_v11}
+	for i, tc := range []struct {
+		name   string
+		member bool
+	}{
+		{"admitted venue gone rogue", true},
+		{"unadmitted key", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hp := newHonestPairWith(t, 100+10*byte(i), 1, func(c *Config) {
+				rogueTestConfig(c)
+				c.Limits.BanBase, c.Limits.BanMax = base, 8*base
+			})
+			key := hp.others[0]
+			if !tc.member {
+				key = seedSigner(t, 200+byte(i))
+			}
+			protos := protos
+			if !tc.member {
+				protos = protos[:0:0]
+				for _, pr := range []protocol.ID{SyncProtocol, CheckpointProtocol, ReserveProtocol, ping.ID, pubsub.GossipSubID_v11} {
+					protos = append(protos, pr) // not join: a stranger's join streams end its probation (join.go)
+				}
+			}
+			rh := rogueHost(t, key)
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			connect := func() error {
+				rh.Network().(*swarm.Swarm).Backoff().Clear(hp.a.ID()) // a rogue does not back off
+				return rh.Connect(ctx, hp.a.AddrInfo())
+			}
+			if err := connect(); err != nil {
+				t.Fatal(err)
+			}
+			hp.honestOp(t)
+			if !tc.member {
+				// On probation, the stranger's streams overrun its
+				// stranger's memory and yamux closes its connection: A's
+				// join request fails with it and the key is refused for
+				// JoinRefusal; its redials (each a full handshake) are
+				// then refused at the handshake, and past
+				// HandshakeRefusalBurst before it.
+				opened, took := churnUntil(ctx, rh, hp.a, protos, func() bool { return hp.a.LimitStats().AcceptRefused > 0 })
+				ls := hp.a.LimitStats()
+				tried := ls.AcceptRefused
+				rh.Network().(*swarm.Swarm).Backoff().Clear(hp.a.ID())
+				_ = rh.Connect(ctx, hp.a.AddrInfo())
+				ls2 := hp.a.LimitStats()
+				during := hp.honestOp(t)
+				t.Logf("%d streams opened in %s until A refused the stranger's connections before the handshake (%+v; join refused %d); honest op A→B %s",
+					opened, took.Round(time.Millisecond), ls2, hp.a.Stats().JoinsRefused, during.Round(time.Microsecond))
+				if ls2.AcceptRefused <= tried || hp.a.gater.allowed(rh.ID()) || hp.a.gater.member(rh.ID()) {
+					t.Fatalf("the stranger's redial was not refused before the handshake: %+v, allowed %v", ls2, hp.a.gater.allowed(rh.ID()))
+				}
+				hp.clean(t, key.Public(), 0)
+				return
+			}
+
+			opened, took := churnUntilBanned(ctx, rh, hp.a, protos)
+			st := hp.a.Conduct(rh.ID())
+			left := time.Until(st.BannedUntil)
+			if !hp.a.Banned(rh.ID()) || st.Bans != 1 || left > base {
+				t.Fatalf("after the flood: banned %v, %+v (%s left), want a first ban of %s", hp.a.Banned(rh.ID()), st, left, base)
+			}
+			lim := hp.a.cfg.Limits
+			if max := int64(lim.PeerStreamBurst) + 64; opened > max {
+				t.Errorf("the rogue opened %d streams before its ban, over the stream burst %d (+64 in flight)", opened, lim.PeerStreamBurst)
+			}
+			waitUntil(t, 5*time.Second, "the rogue's connection closed by A", func() bool {
+				return rh.Network().Connectedness(hp.a.ID()) != network.Connected
+			})
+			// During the back-off: refused at the handshake.
+			ls0 := hp.a.LimitStats()
+			if err := connect(); err == nil && hp.a.Banned(rh.ID()) {
+				if _, err := rh.NewStream(ctx, hp.a.ID(), ping.ID); err == nil {
+					t.Fatal("a banned rogue connected to A and opened a stream")
+				}
+			}
+			ls := hp.a.LimitStats()
+			during := hp.honestOp(t)
+			t.Logf("%d streams opened in %s before the ban (%+v); ban %s; during it a connection refused (%d at the handshake, %d before it in all), honest op A→B %s",
+				opened, took.Round(time.Millisecond), st, left.Round(time.Millisecond), ls.BannedConns, ls.AcceptRefused, during.Round(time.Microsecond))
+			if ls.Bans < 1 || (hp.a.Banned(rh.ID()) && ls.BannedConns+ls.AcceptRefused == ls0.BannedConns+ls0.AcceptRefused) {
+				t.Fatalf("limit stats after the ban: %+v", ls)
+			}
+			// The back-off over, the venue is readmitted.
+			waitUntil(t, 3*base, "the ban to end", func() bool { return !hp.a.Banned(rh.ID()) })
+			waitUntil(t, 10*time.Second, "the venue reconnected to A", func() bool {
+				return rh.Network().Connectedness(hp.a.ID()) == network.Connected || connect() == nil
+			})
+			pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+			res := <-ping.Ping(pctx, rh, hp.a.ID())
+			pcancel()
+			if res.Error != nil || !hp.a.gater.member(rh.ID()) {
+				t.Fatalf("the venue is not served after its back-off: ping %v, member %v", res.Error, hp.a.gater.member(rh.ID()))
+			}
+			// A second flood: twice the back-off.
+			opened2, _ := churnUntilBanned(ctx, rh, hp.a, protos)
+			st2 := hp.a.Conduct(rh.ID())
+			left2 := time.Until(st2.BannedUntil)
+			t.Logf("readmitted (ping %s); a second flood: %d streams, then banned again: %+v (%s left)", res.RTT, opened2, st2, left2.Round(time.Millisecond))
+			if st2.Bans != 2 || left2 <= base || left2 > 2*base {
+				t.Fatalf("second ban %+v (%s left), want %s", st2, left2, 2*base)
+			}
+			hp.honestOp(t)
+			hp.clean(t, key.Public(), 0)
+		})
+	}
+}
+
+// TestConductBackOffGrowsAndIsForgiven: the conduct buckets and back-off
+// of the gater on a fake clock: what bans a peer, how long, and when the
+// back-off starts over.
+func TestConductBackOffGrowsAndIsForgiven(t *testing.T) {
+	lim := DefaultLimits()
+	lim.PeerStreamRate, lim.PeerStreamBurst = 100, 200
+	lim.PeerRefusalRate, lim.PeerRefusalBurst = 5, 20
+	lim.BanBase, lim.BanMax, lim.BanForgive = 10*time.Second, 40*time.Second, time.Minute
+	p := peer.ID("rogue")
+	type step struct {
+		after    time.Duration // clock advance before the step
+		over     time.Duration // the streams are opened evenly over it (else at once)
+		streams  int           // streams opened
+		refused  bool          // the streams were refused
+		offences int           // anti-entropy penalties
+		banned   bool          // banned after the step
+		ban      time.Duration // if banned: the ban's length
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"streams within the rate never ban", []step{
+			{over: 10 * time.Second, streams: 900}, {over: 10 * time.Second, streams: 900}}},
+		{"a burst over the stream burst bans", []step{
+			{streams: 201, banned: true, ban: 10 * time.Second}}},
+		{"refused streams ban sooner", []step{
+			{streams: 21, refused: true, banned: true, ban: 10 * time.Second}}},
+		{"refusals within their rate never ban", []step{
+			{over: 10 * time.Second, streams: 45, refused: true}, {over: 10 * time.Second, streams: 45, refused: true}}},
+		{"anti-entropy penalties count ten", []step{
+			{offences: 2}, {offences: 1, banned: true, ban: 10 * time.Second}}},
+		{"back-off doubles up to its maximum", []step{
+			{streams: 201, banned: true, ban: 10 * time.Second},
+			{after: 11 * time.Second, streams: 201, banned: true, ban: 20 * time.Second},
+			{after: 21 * time.Second, streams: 201, banned: true, ban: 40 * time.Second},
+			{after: 41 * time.Second, streams: 201, banned: true, ban: 40 * time.Second}}},
+		{"back-off forgiven after BanForgive", []step{
+			{streams: 201, banned: true, ban: 10 * time.Second},
+			{after: 11 * time.Second, streams: 201, banned: true, ban: 20 * time.Second},
+			{after: 20*time.Second + time.Minute, streams: 201, banned: true, ban: 10 * time.Second}}},
+		{"streams of a banned peer do not lengthen its ban", []step{
+			{streams: 201, banned: true, ban: 10 * time.Second},
+			{over: time.Second, streams: 5000, banned: true, ban: 9 * time.Second}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Unix(1e9, 0)
+			g := newGater("self", nil, nil)
+			g.now = func() time.Time { return now }
+			g.lim = lim
+			var closed []time.Duration
+			g.onBan = func(_ peer.ID, d time.Duration, _ string) { closed = append(closed, d) }
+			for i, st := range tc.steps {
+				now = now.Add(st.after)
+				for range st.streams {
+					now = now.Add(st.over / time.Duration(st.streams))
+					g.streamOpened(p, st.refused)
+				}
+				for range st.offences {
+					g.offence(p, penaltyOffence, "malformed frame")
+				}
+				if got := g.bannedNow(p); got != st.banned {
+					t.Fatalf("step %d: banned %v, want %v", i, got, st.banned)
+				}
+				if st.banned {
+					g.cmu.Lock()
+					left := g.peers[p].until.Sub(now)
+					g.cmu.Unlock()
+					if left != st.ban {
+						t.Fatalf("step %d: ban of %s left, want %s", i, left, st.ban)
+					}
+				}
+			}
+			t.Logf("bans: %v", closed)
+		})
+	}
+}
+
+// TestHonestPeerNeverPenalised: two honest venues under heavy honest load
+// for 3 s, both ways: 500 ops a second each on gossip (gaps repaired by
+// anti-entropy every 100 ms and heartbeats every 100 ms), 100
+// reservations a second each at the other as coordinator (each released
+// a second later), quorum pings every 10 ms. Neither is ever banned or
+// charged an offence, and the stream buckets stay well above empty: the
+// lowest level seen is logged.
+func TestHonestPeerNeverPenalised(t *testing.T) {
+	hp := newHonestPairWith(t, 120, 0, func(c *Config) {
+		rogueTestConfig(c)
+		c.SyncInterval, c.HeartbeatInterval, c.GapSyncDelay = 100*time.Millisecond, 100*time.Millisecond, 20*time.Millisecond
+	})
+	hp.honestOp(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	var reserved, reserveErrs, ops atomic.Int64
+	type side struct {
+		rep  *MemReplica
+		net  *Network
+		peer *Network
+	}
+	sides := []side{{hp.ra, hp.a, hp.b}, {hp.rb, hp.b, hp.a}}
+	for si, sd := range sides {
+		// 500 ops a second: 10 every 20 ms.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(20 * time.Millisecond)
+			defer tick.Stop()
+			for c := 0; ; c++ {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				for j := range 10 {
+					if _, err := sd.rep.Make(&crdt.TopUp{Card: crdt.CardID(fmt.Sprintf("04A1B2C3D4%02X%02X", si, (c*10+j)%256)), Amount: 1, Method: crdt.MethodCash}); err != nil {
+						t.Error(err)
+						return
+					}
+					ops.Add(1)
+				}
+			}
+		}()
+		// 100 reservations a second at the peer: two loops, one every 20 ms.
+		for w := range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				tick := time.NewTicker(20 * time.Millisecond)
+				defer tick.Stop()
+				for c := 0; ; c++ {
+					select {
+					case <-ctx.Done():
+						return
+					case <-tick.C:
+					}
+					card := crdt.CardID(fmt.Sprintf("04B1B2C3%02X%02X%04X", si, w, c))
+					if _, err := sd.net.Reserve(ctx, card, 3000, []crdt.PublicKey{sd.peer.key}, time.Second); err != nil {
+						if ctx.Err() == nil {
+							reserveErrs.Add(1)
+						}
+						continue
+					}
+					reserved.Add(1)
+				}
+			}()
+		}
+		// Quorum checks.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				sd.net.Reachable(ctx, 1, time.Second)
+				select {
+				case <-ctx.Done():
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+		}()
+	}
+	lim := hp.a.cfg.Limits
+	minStreams, minOffences := float64(lim.PeerStreamBurst), float64(lim.PeerRefusalBurst)
+	disconnected := 0
+	for ctx.Err() == nil {
+		for _, sd := range sides {
+			c := sd.net.Conduct(sd.peer.ID())
+			minStreams, minOffences = min(minStreams, c.Streams), min(minOffences, c.Offences)
+			if c.Bans != 0 || sd.net.Banned(sd.peer.ID()) {
+				t.Fatalf("an honest venue banned: %+v", c)
+			}
+		}
+		if len(hp.a.Connected()) == 0 {
+			disconnected++
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	wg.Wait()
+	sa, sb := hp.a.Stats(), hp.b.Stats()
+	la, lb := hp.a.LimitStats(), hp.b.LimitStats()
+	t.Logf("3 s of honest load: %d ops, %d reservations (%d failed), sync sessions A %d B %d; lowest stream bucket %.0f of %d (%.0f streams over the refill of %g/s at most), lowest offence bucket %.0f of %d; bans A %d B %d",
+		ops.Load(), reserved.Load(), reserveErrs.Load(), sa.SyncSessions, sb.SyncSessions,
+		minStreams, lim.PeerStreamBurst, float64(lim.PeerStreamBurst)-minStreams, lim.PeerStreamRate, minOffences, lim.PeerRefusalBurst, la.Bans, lb.Bans)
+	if la.Bans+lb.Bans != 0 || minOffences < float64(lim.PeerRefusalBurst) || disconnected > 0 {
+		t.Fatalf("an honest venue was penalised: bans %d/%d, lowest offence bucket %.1f, %d samples disconnected", la.Bans, lb.Bans, minOffences, disconnected)
+	}
+	if minStreams < float64(lim.PeerStreamBurst)/2 {
+		t.Fatalf("honest load took the stream bucket down to %.0f of %d", minStreams, lim.PeerStreamBurst)
+	}
+	waitUntil(t, 15*time.Second, "A and B in sync", func() bool {
+		da, _ := hp.ra.Digest()
+		db, _ := hp.rb.Digest()
+		return da == db
+	})
 }

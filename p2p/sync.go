@@ -884,6 +884,9 @@ func (n *Network) penalize(p peer.ID, why string, err error) {
 	sx.mu.Unlock()
 	sx.penalties.Add(1)
 	n.log.Warn("sync: peer on penalty", "peer", p, "why", why, "for", n.cfg.SyncPenalty, "err", err)
+	if why != whySlow {
+		n.gater.offence(p, penaltyOffence, "anti-entropy: "+why) // a ban past PeerRefusalBurst (gater.go)
+	}
 }
 
 // whySlow is the reason of a penalty for a session that was too slow.
