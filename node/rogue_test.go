@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"flag"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -111,23 +110,21 @@ func rogueLoad(ctx context.Context, h host.Host, target *p2p.Network, fed crdt.P
 	return &wg
 }
 
-// rogueLoadFlag runs TestHonestPaymentsServedUnderRogueLoad, which fails
-// its latency bound on the shared 2-core machine (see docs/benchmarks.md).
-var rogueLoadFlag = flag.Bool("node.rogue", false, "run the node-level rogue peer load test (issue 16)")
-
 // TestHonestPaymentsServedUnderRogueLoad: two honest venues, A and B, on
-// real nodes (Badger, HTTP API, libp2p on loopback). 150 payments at A
-// give the baseline latency; then an admitted venue gone rogue and a host
-// with an unadmitted key flood A (forged and garbage gossip, streams on
-// every protocol, garbage sync sessions) while 150 more payments are made.
-// The payments' p99 stays within max(50 ms, 3 × baseline) (the target is
-// 10 ms on a quiet machine; this one is shared), A refuses the rogues'
-// streams, stores nothing of either rogue, and B receives every payment.
-// The scores are logged (the p2p-level tests check that they fall).
+// real nodes (Badger, HTTP API, libp2p on loopback, default limits). 300
+// payments at A before the rogues and 300 after them give the baseline
+// latency; meanwhile an admitted venue gone rogue and a host with an
+// unadmitted key flood A (forged and garbage gossip, streams on every
+// protocol, garbage sync sessions, redialing whenever they are cut off)
+// while 300 more payments are made. A bans
+// the rogue venue (p2p: Limits.PeerStreamBurst, PeerRefusalBurst) and
+// refuses the stranger, and the payments' p99 stays within the target of
+// 10 ms, or 3 × the baseline's p99 when the machine is so loaded that the
+// baseline itself is slow (the machine is shared with other work: its
+// load shows in the baseline too). A stores nothing of either rogue, and
+// B receives every payment. The scores are logged (the p2p-level tests
+// check that they fall).
 func TestHonestPaymentsServedUnderRogueLoad(t *testing.T) {
-	if !*rogueLoadFlag {
-		t.Skip("issue 16: run with -args -node.rogue; it does not meet its latency bound yet (docs/benchmarks.md, \"Rogue peers\")")
-	}
 	vs, err := PrepareDemo(t.TempDir(), 3)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +141,7 @@ func TestHonestPaymentsServedUnderRogueLoad(t *testing.T) {
 		cards = append(cards, c)
 	}
 	waitUntil(t, 20*time.Second, "A in sync (not isolated)", func() bool { return !a.node.Isolation().Isolated })
-	const n = 150
+	const n = 300
 	base := payLatencies(t, a, cards, "base", n)
 
 	rogueKey, _, err := LoadOrCreateKey(filepath.Join(vs[2].Dir, KeyFile))
@@ -178,12 +175,20 @@ func TestHonestPaymentsServedUnderRogueLoad(t *testing.T) {
 	score, strangerScore := a.node.Network().Scores()[rh.ID()], a.node.Network().Scores()[sh.ID()]
 	stop()
 	ls := a.node.Network().LimitStats()
+	// The baseline again, the rogues stopped: the machine's load during
+	// the test shows in the baseline whether it came before or after.
+	base = append(base, payLatencies(t, a, cards, "after", n)...)
+	slices.Sort(base)
 	bp99, rp99 := pct(base, 0.99), pct(under, 0.99)
-	t.Logf("payments at A: baseline p50 %s p99 %s; under the rogues p50 %s p99 %s; rogue venue's score %.1f, stranger's %.0f (graylist %d); A refused %d connections, %d streams, by protocol %v, %d memory reservations; sync %+v",
+	t.Logf("payments at A: baseline p50 %s p99 %s; under the rogues p50 %s p99 %s; rogue venue's score %.1f, stranger's %.0f (graylist %d); A refused %d connections, %d streams, by protocol %v, %d memory reservations; %d bans, %d connections of banned peers refused at the handshake, %d before it (rogue venue banned %v, stranger %v); sync %+v",
 		pct(base, 0.5).Round(time.Microsecond), bp99.Round(time.Microsecond), pct(under, 0.5).Round(time.Microsecond), rp99.Round(time.Microsecond),
-		score, strangerScore, p2p.ScoreGraylistThreshold, ls.Conns, ls.Streams, ls.Protocols, ls.Memory, a.node.Network().SyncStats())
-	if bound := max(50*time.Millisecond, 3*bp99); rp99 > bound {
-		t.Errorf("p99 under the rogues %s, over max(50 ms, 3 × baseline %s)", rp99, bp99)
+		score, strangerScore, p2p.ScoreGraylistThreshold, ls.Conns, ls.Streams, ls.Protocols, ls.Memory, ls.Bans, ls.BannedConns, ls.AcceptRefused,
+		a.node.Network().Banned(rh.ID()), a.node.Network().Banned(sh.ID()), a.node.Network().SyncStats())
+	if bound := max(10*time.Millisecond, 3*bp99); rp99 > bound {
+		t.Errorf("p99 under the rogues %s, over max(10 ms, 3 × baseline %s)", rp99, bp99)
+	}
+	if ls.Bans == 0 || !a.node.Network().Banned(rh.ID()) {
+		t.Errorf("A did not ban the rogue venue: %+v", ls)
 	}
 	waitUntil(t, 15*time.Second, "B to hold every payment", func() bool { return a.digest() == b.digest() })
 	for name, v := range map[string]*testVenue{"A": a, "B": b} {

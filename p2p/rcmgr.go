@@ -113,9 +113,12 @@ type Limits struct {
 	// second (anti-entropy sessions, a reservation request per payment
 	// above the floor limit and its release, quorum pings shared by
 	// concurrent payments, one GossipSub stream per connection): about
-	// 250 a second in TestHonestPeerNeverPenalised's heavy honest load
+	// 300 a second in TestHonestPeerNeverPenalised's heavy honest load
 	// (100 reservations a second at one coordinator, each released,
-	// anti-entropy every 100 ms). Defaults 1000 a second, burst 2000.
+	// anti-entropy every 100 ms), never more than a few dozen over the
+	// rate at once. An inbound connection counts 20 streams (a handshake
+	// costs as much). Defaults 1000 a second, burst 500: a rogue churning
+	// streams on loopback (about 17,000 a second) is banned within 40 ms.
 	PeerStreamRate  float64
 	PeerStreamBurst int
 	// PeerRefusalRate and PeerRefusalBurst bound one peer's offences, a
@@ -175,7 +178,7 @@ func DefaultLimits() Limits {
 		ConnHighWater:         192,
 		ConnGrace:             20 * time.Second,
 		PeerStreamRate:        1000,
-		PeerStreamBurst:       2000,
+		PeerStreamBurst:       500,
 		PeerRefusalRate:       10,
 		PeerRefusalBurst:      50,
 		BanBase:               10 * time.Second,
