@@ -20,6 +20,7 @@ type metrics struct {
 	requests      *prometheus.CounterVec
 	commitSeconds prometheus.Histogram
 	batchSize     prometheus.Histogram
+	writePhase    *prometheus.HistogramVec
 	ops           prometheus.Gauge
 	cards         prometheus.Gauge
 	conflicts     *prometheus.GaugeVec
@@ -48,6 +49,9 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "cagnotte_commit_batch_writes", Help: "Writes grouped in one durable commit.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		writePhase: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "cagnotte_write_phase_seconds",
+			Help:    "Time a group of writes spent in each phase: queue (the oldest write's wait for the writer), apply (the decisions and signatures), store_wait (the store's lock and free-space check), fill (building the transaction), durable (Badger's write and fsync), after (auto-blocks, metrics).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}, []string{"phase"}),
 		ops:              prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_ops", Help: "Ops in the replica."}),
 		cards:            prometheus.NewGauge(prometheus.GaugeOpts{Name: "cagnotte_cards", Help: "Cards known to the replica."}),
 		conflicts:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cagnotte_conflicts", Help: "Conflicts known, by kind."}, []string{"kind"}),
@@ -60,7 +64,7 @@ func newMetrics() *metrics {
 		future:           prometheus.NewCounter(prometheus.CounterOpts{Name: "cagnotte_ops_held_future_total", Help: "Remote ops held because their timestamp was beyond the federation's clock skew bound."}),
 		detected:         map[string]time.Time{},
 	}
-	m.reg.MustRegister(m.payments, m.topups, m.refunds, m.refused, m.evidence, m.requests, m.commitSeconds, m.batchSize,
+	m.reg.MustRegister(m.payments, m.topups, m.refunds, m.refused, m.evidence, m.requests, m.commitSeconds, m.batchSize, m.writePhase,
 		m.ops, m.cards, m.conflicts, m.pending, m.isolated, m.isolationChanges, m.offlinePayments, m.autoBlocks, m.quorumLost, m.future,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -24,10 +24,11 @@ type result struct {
 }
 
 type writeReq struct {
-	ctx   context.Context
-	idem  *idemKey
-	apply func(tx *writeTx) result
-	done  chan result
+	ctx    context.Context
+	idem   *idemKey
+	apply  func(tx *writeTx) result
+	done   chan result
+	queued time.Time // when submit queued it
 }
 
 type idemKey struct {
@@ -226,7 +227,7 @@ func (n *Node) retryFuture(ctx context.Context) {
 
 // submit queues a write and waits for its answer.
 func (n *Node) submit(ctx context.Context, idem *idemKey, apply func(tx *writeTx) result) result {
-	req := &writeReq{ctx: ctx, idem: idem, apply: apply, done: make(chan result, 1)}
+	req := &writeReq{ctx: ctx, idem: idem, apply: apply, done: make(chan result, 1), queued: time.Now()}
 	select {
 	case n.writes <- req:
 	case <-ctx.Done():
@@ -261,8 +262,24 @@ func (n *Node) Ingest(ctx context.Context, ops []crdt.Op) error {
 	return r.err
 }
 
+// After a slow group (a commit that waited on the disk, see slowGroup),
+// the writes that arrived meanwhile are not all in the queue yet: their
+// handlers read the set (isolation, revocation, sign gate) before they
+// submit, and were blocked behind the writer's lock for the whole commit.
+// Taking the next group at once would lock them out again, and they would
+// trickle in over several commits (each a fsync: a slow disk makes every
+// one of them slow). So after a slow group the writer gathers: it keeps
+// taking writes while they arrive less than gatherIdle apart, for at most
+// gatherMax, and commits them as one group.
+const (
+	slowGroup  = 5 * time.Millisecond
+	gatherIdle = 300 * time.Microsecond
+	gatherMax  = 2 * time.Millisecond
+)
+
 func (n *Node) writer(ctx context.Context) {
 	batch := make([]*writeReq, 0, n.cfg.MaxBatch)
+	slow := false
 	for {
 		batch = batch[:0]
 		select {
@@ -283,8 +300,36 @@ func (n *Node) writer(ctx context.Context) {
 				break fill
 			}
 		}
+		if slow {
+			batch = n.gather(ctx, batch)
+		}
+		start := time.Now()
 		n.process(batch)
+		slow = time.Since(start) > slowGroup
 	}
+}
+
+// gather adds to batch the writes that arrive less than gatherIdle apart,
+// for at most gatherMax (or until the batch is full or ctx ends).
+func (n *Node) gather(ctx context.Context, batch []*writeReq) []*writeReq {
+	limit := time.NewTimer(gatherMax)
+	defer limit.Stop()
+	idle := time.NewTimer(gatherIdle)
+	defer idle.Stop()
+	for len(batch) < n.cfg.MaxBatch {
+		select {
+		case r := <-n.writes:
+			batch = append(batch, r)
+			idle.Reset(gatherIdle)
+		case <-idle.C:
+			return batch
+		case <-limit.C:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
 }
 
 // drainWrites answers writes queued when the node stops.
@@ -345,8 +390,11 @@ func (n *Node) process(batch []*writeReq) {
 		}
 		results[i] = res
 	}
-	committed, err := n.commitLocked(tx)
+	applied := time.Now()
+	var tm store.CommitTiming
+	committed, err := n.commitLocked(tx, &tm)
 	n.mu.Unlock()
+	n.observeWrite(batch, start, applied, tm)
 	if err != nil {
 		// Nothing of the batch is acknowledged, and the set goes back to
 		// what the disk holds.
@@ -382,21 +430,29 @@ func (n *Node) process(batch []*writeReq) {
 // commit makes a transaction's ops durable, then tells the hooks.
 func (n *Node) commit(tx *writeTx) error {
 	n.mu.Lock()
-	ops, err := n.commitLocked(tx)
+	ops, err := n.commitLocked(tx, nil)
 	n.mu.Unlock()
 	n.notify(ops)
 	return err
 }
 
 // commitLocked makes a transaction's ops durable, with the auto-block ops
-// they call for, and returns every op committed. Caller holds mu.
-func (n *Node) commitLocked(tx *writeTx) ([]crdt.Op, error) {
+// they call for, and returns every op committed. When tm is non-nil it
+// adds the store's phases to it. Caller holds mu.
+func (n *Node) commitLocked(tx *writeTx, tm *store.CommitTiming) ([]crdt.Op, error) {
 	var committed []crdt.Op
 	for tx != nil {
 		if len(tx.ops) == 0 && len(tx.evidence) == 0 && len(tx.idem) == 0 {
 			break
 		}
-		if err := n.store.Commit(store.Batch{Ops: tx.ops, Evidence: tx.evidence, Idem: tx.idem, State: n.set}); err != nil {
+		var t store.CommitTiming
+		err := n.store.Commit(store.Batch{Ops: tx.ops, Evidence: tx.evidence, Idem: tx.idem, State: n.set, Timing: &t})
+		if tm != nil {
+			tm.Wait += t.Wait
+			tm.Fill += t.Fill
+			tm.Durable += t.Durable
+		}
+		if err != nil {
 			return committed, err
 		}
 		committed = append(committed, tx.ops...)
@@ -420,6 +476,38 @@ func (n *Node) commitLocked(tx *writeTx) ([]crdt.Op, error) {
 		tx = n.autoBlock(cards)
 	}
 	return committed, nil
+}
+
+// slowWrite is the time from a group's oldest write being queued to its
+// commit above which the writer logs the group's phases (at debug level).
+const slowWrite = 10 * time.Millisecond
+
+// observeWrite records the phases of a group of writes in the
+// cagnotte_write_phase_seconds histogram, and logs them at debug level
+// when the group's oldest write waited more than slowWrite for its
+// answer: where a payment's tail latency comes from.
+func (n *Node) observeWrite(batch []*writeReq, start, applied time.Time, tm store.CommitTiming) {
+	end := time.Now()
+	oldest := start
+	for _, r := range batch {
+		if r.queued.Before(oldest) {
+			oldest = r.queued
+		}
+	}
+	queue, apply := start.Sub(oldest), applied.Sub(start)
+	storeTotal := tm.Wait + tm.Fill + tm.Durable
+	after := max(end.Sub(applied)-storeTotal, 0)
+	ph := n.metrics.writePhase
+	ph.WithLabelValues("queue").Observe(queue.Seconds())
+	ph.WithLabelValues("apply").Observe(apply.Seconds())
+	ph.WithLabelValues("store_wait").Observe(tm.Wait.Seconds())
+	ph.WithLabelValues("fill").Observe(tm.Fill.Seconds())
+	ph.WithLabelValues("durable").Observe(tm.Durable.Seconds())
+	ph.WithLabelValues("after").Observe(after.Seconds())
+	if total := end.Sub(oldest); total > slowWrite {
+		n.log.Debug("slow write group", "writes", len(batch), "total", total,
+			"queue", queue, "apply", apply, "store_wait", tm.Wait, "fill", tm.Fill, "durable", tm.Durable, "after", after)
+	}
 }
 
 // notify gives committed ops to the hooks (gossip), after they are durable.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -25,6 +26,24 @@ type Batch struct {
 	// written in the same transaction. The set must not change until
 	// Commit returns.
 	State *crdt.OpSet
+	// Timing, when non-nil, receives how long the commit's phases took
+	// (for the node's metrics and slow-write logs).
+	Timing *CommitTiming
+}
+
+// CommitTiming is how long the phases of one Commit took.
+type CommitTiming struct {
+	// Wait is the time spent waiting for the store's commit lock and
+	// checking free space.
+	Wait time.Duration
+	// Fill is the time spent building the Badger transaction: encoding
+	// the ops, the state's changed records and the disk index's writes.
+	Fill time.Duration
+	// Durable is the time from handing the transaction to Badger to its
+	// answer: Badger's write queue, the memtable write (which waits when
+	// every memtable is full and waiting for its flush) and the fsync of
+	// the write-ahead log.
+	Durable time.Duration
 }
 
 // IdemRecord is the answer the API gave to a request carrying an
@@ -84,6 +103,11 @@ func (s *Store) Commit(b Batch) error {
 }
 
 func (s *Store) commit(b Batch) error {
+	var tm CommitTiming
+	if b.Timing != nil {
+		defer func() { *b.Timing = tm }()
+	}
+	t0 := time.Now()
 	entries := make([]*badger.Entry, 0, len(b.Ops)+len(b.Evidence)+len(b.Idem))
 	for i := range b.Ops {
 		op := &b.Ops[i]
@@ -108,10 +132,13 @@ func (s *Store) commit(b Batch) error {
 		return errors.New("store: Batch.State is not a set of this store (use Load or NewSet)")
 	}
 
+	tc := time.Now()
 	if err := s.CheckSpace(); err != nil {
 		return err
 	}
 	s.mu.Lock()
+	t1 := time.Now()
+	tm.Wait = t1.Sub(tc)
 	if s.failed != nil {
 		s.mu.Unlock()
 		return s.failed
@@ -140,13 +167,17 @@ func (s *Store) commit(b Batch) error {
 		return fmt.Errorf("store: commit: %w", err)
 	}
 	done := make(chan error, 1)
+	t2 := time.Now()
+	tm.Fill = t2.Sub(t0) - tm.Wait
 	// Handing the transaction to Badger under mu keeps commit order equal
 	// to counter order; the write and its fsync happen after Unlock.
 	txn.CommitWith(func(err error) { done <- err })
 	s.opsStored += nops
 	s.mu.Unlock()
 
-	if err := <-done; err != nil {
+	err = <-done
+	tm.Durable = time.Since(t2)
+	if err != nil {
 		s.index.discard()
 		if IsDiskFull(err) {
 			// ENOSPC from Badger: the transaction may or may not have
