@@ -165,6 +165,7 @@ type result struct {
 	JoinFirstLog time.Duration // new venue: its first "synced" log line
 	JoinRSS      int64         // kB, the new venue's VmRSS when caught up (or at the end)
 	JoinPeak     int64         // kB, its VmHWM
+	JoinAnonPeak int64         // kB, its highest RssAnon sampled
 	JoinCodes    map[int]int   // HTTP status of its payment attempts
 	JoinBlocked  int           // cards it blocked (log lines "card blocked")
 	PayCodes     map[int]int   // HTTP status of the payment run's refusals
@@ -236,6 +237,7 @@ func (r *result) String() string {
 	}
 	fmt.Fprintf(&b, "  new venue:         first payment %s, caught up %s, first \"synced\" log %s; RSS %s when caught up, peak %s\n",
 		okTime(r.JoinSell, r.JoinSellOK), okTime(r.JoinSynced, r.JoinSyncedOK), synced, mib(r.JoinRSS), mib(r.JoinPeak))
+	fmt.Fprintf(&b, "                     of which anonymous %s peak\n", mib(r.JoinAnonPeak))
 	fmt.Fprintf(&b, "                     payment attempts by HTTP status %v; cards it blocked while catching up: %d\n", r.JoinCodes, r.JoinBlocked)
 	bpo := make([]string, len(r.DiskBytes))
 	for i := range r.DiskBytes {
@@ -347,17 +349,8 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 		}
 		return startProc(ctx, b, bin, filepath.Join(work, "loaded.log"), args...)
 	}
-	profile := func(name string) {
-		if pprofL == "" {
-			return
-		}
-		path := filepath.Join(*flagProfiles, fmt.Sprintf("ops%d-%s.heap", ops, name))
-		if err := saveHeapProfile(ctx, "http://"+pprofL+"/debug/pprof/heap?gc=1", path); err != nil {
-			b.Errorf("heap profile %s: %v", name, err)
-			return
-		}
-		b.Logf("heap profile of the loaded node: %s", path)
-	}
+	profile := func(name string) { profileAt(ctx, b, pprofL, fmt.Sprintf("ops%d-%s.heap", ops, name)) }
+
 	cl := &client{base: "http://" + httpL, token: m.StaffToken, hc: &http.Client{
 		Timeout:   30 * time.Second,
 		Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512, IdleConnTimeout: time.Minute},
@@ -404,7 +397,7 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 
 	// 4. A new venue (-season.join 0 skips it).
 	if *flagJoinWait > 0 {
-		newVenue(ctx, b, bin, work, fedDir, st.Node, p2pL, cl, joinCard, r)
+		newVenue(ctx, b, bin, work, fedDir, st.Node, p2pL, cl, joinCard, fmt.Sprintf("ops%d-newvenue", ops), r)
 	}
 
 	// 5. Stop, then restarts; the data dir is measured after each stop.
@@ -580,6 +573,20 @@ func parseWriteBytes(p []byte) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// profileAt saves the heap profile of the node serving pprof on addr (no-op
+// when addr is empty) as name in -season.profiles.
+func profileAt(ctx context.Context, b *testing.B, addr, name string) {
+	if addr == "" {
+		return
+	}
+	path := filepath.Join(*flagProfiles, name)
+	if err := saveHeapProfile(ctx, "http://"+addr+"/debug/pprof/heap?gc=1", path); err != nil {
+		b.Errorf("heap profile %s: %v", name, err)
+		return
+	}
+	b.Logf("heap profile: %s", path)
 }
 
 // saveHeapProfile writes the heap profile served at url to path.
@@ -1030,7 +1037,7 @@ func readHotCard(ctx context.Context, b *testing.B, c *client, m *genhistory.Man
 
 // newVenue admits a venue, starts it bootstrapped to the loaded node and
 // times its first payment and its catch-up.
-func newVenue(ctx context.Context, b *testing.B, bin, work, fedDir, loadedPeer, loadedP2P string, loaded *client, cards []string, r *result) {
+func newVenue(ctx context.Context, b *testing.B, bin, work, fedDir, loadedPeer, loadedP2P string, loaded *client, cards []string, profName string, r *result) {
 	dir := filepath.Join(work, "newvenue")
 	out, err := exec.Command(bin, "node", "init", "--data", dir).CombinedOutput()
 	if err != nil {
@@ -1056,9 +1063,15 @@ func newVenue(ctx context.Context, b *testing.B, bin, work, fedDir, loadedPeer, 
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := startProc(ctx, b, bin, filepath.Join(work, "newvenue.log"), "node", "--data", dir, "--federation", bundle, "--http", httpN,
-		"--listen", "/ip4/127.0.0.1/tcp/"+portOf(p2pN), "--mdns=false",
-		"--bootstrap", "/ip4/127.0.0.1/tcp/"+portOf(loadedP2P)+"/p2p/"+loadedPeer)
+	args := []string{"node", "--data", dir, "--federation", bundle, "--http", httpN,
+		"--listen", "/ip4/127.0.0.1/tcp/" + portOf(p2pN), "--mdns=false",
+		"--bootstrap", "/ip4/127.0.0.1/tcp/" + portOf(loadedP2P) + "/p2p/" + loadedPeer}
+	pprofN := ""
+	if *flagProfiles != "" {
+		pprofN = freePort(b)
+		args = append(args, "--pprof", pprofN)
+	}
+	p := startProc(ctx, b, bin, filepath.Join(work, "newvenue.log"), args...)
 	defer p.stop(b)
 	deadline := p.started.Add(*flagJoinWait)
 	sold := uint64(0)
@@ -1074,6 +1087,7 @@ func newVenue(ctx context.Context, b *testing.B, bin, work, fedDir, loadedPeer, 
 				r.JoinSell, r.JoinSellOK = time.Since(p.started), true
 				sold = 1
 				b.Logf("new venue: first payment after %.2f s", r.JoinSell.Seconds())
+				profileAt(ctx, b, pprofN, profName+"-sold.heap")
 			}
 		}
 		if !r.JoinSyncedOK {
@@ -1106,6 +1120,7 @@ func newVenue(ctx context.Context, b *testing.B, bin, work, fedDir, loadedPeer, 
 	r.JoinFirstLog = p.logAt("msg=synced")
 	r.JoinBlocked = p.count("card blocked")
 	r.JoinPeak = p.peak()
+	r.JoinAnonPeak = p.peakAnon()
 }
 
 func TestParseWriteBytes(t *testing.T) {
