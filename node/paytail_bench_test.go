@@ -167,6 +167,7 @@ type payTailResult struct {
 	errors  int
 	elapsed time.Duration
 	pauses  [2]float64 // GC stop-the-world pause: total seconds and max bucket, during the run
+	cycles  uint64     // GC cycles during the run
 }
 
 func payTail(b *testing.B, v *testVenue, m *payTailManifest, rate int, d time.Duration) *payTailResult {
@@ -198,7 +199,7 @@ func payTail(b *testing.B, v *testVenue, m *payTailManifest, rate int, d time.Du
 		}
 		defer trace.Stop()
 	}
-	pausesBefore := gcPauses()
+	pausesBefore, cyclesBefore := gcPauses(), gcCycles()
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -245,6 +246,7 @@ func payTail(b *testing.B, v *testVenue, m *payTailManifest, rate int, d time.Du
 	r.errors = errs
 	after := gcPauses()
 	r.pauses = [2]float64{after[0] - pausesBefore[0], after[1]}
+	r.cycles = gcCycles() - cyclesBefore
 	return r
 }
 
@@ -272,6 +274,16 @@ func gcPauses() [2]float64 {
 	return [2]float64{total, biggest}
 }
 
+// gcCycles returns the number of GC cycles the process completed.
+func gcCycles() uint64 {
+	s := []rtmetrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	rtmetrics.Read(s)
+	if s[0].Value.Kind() != rtmetrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
+}
+
 func (r *payTailResult) report(b *testing.B, n *Node) {
 	var ok []time.Duration
 	for _, l := range r.lat {
@@ -289,6 +301,7 @@ func (r *payTailResult) report(b *testing.B, n *Node) {
 	b.ReportMetric(float64(ok[len(ok)-1].Microseconds())/1000, "max-ms")
 	b.ReportMetric(float64(r.errors), "errors")
 	b.ReportMetric(r.pauses[0]*1000, "gc-stw-total-ms")
+	b.ReportMetric(float64(r.cycles), "gc-cycles")
 	b.ReportMetric(0, "ns/op")
 	// The seconds of the run where the slowest payments were sent.
 	slow := map[int]int{}
@@ -306,8 +319,8 @@ func (r *payTailResult) report(b *testing.B, n *Node) {
 	for _, s := range secs {
 		fmt.Fprintf(&line, " %ds:%d", s, slow[s])
 	}
-	b.Logf("%d payments in %s: p50 %s, p99 %s, max %s, %d errors; GC stop-the-world %.1f ms in all (largest bucket %.2f ms)",
-		len(ok), r.elapsed.Round(time.Millisecond), q(0.5), q(0.99), ok[len(ok)-1], r.errors, r.pauses[0]*1000, r.pauses[1]*1000)
+	b.Logf("%d payments in %s: p50 %s, p99 %s, max %s, %d errors; %d GC cycles, stop-the-world %.1f ms in all (largest bucket %.2f ms)",
+		len(ok), r.elapsed.Round(time.Millisecond), q(0.5), q(0.99), ok[len(ok)-1], r.errors, r.cycles, r.pauses[0]*1000, r.pauses[1]*1000)
 	b.Logf("payments over 10 ms by the second they were sent:%s", line.String())
 	b.Logf("writer phases (cagnotte_write_phase_seconds, whole run): %s", writePhases(n))
 	if r.errors > 0 {
