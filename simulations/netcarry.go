@@ -66,6 +66,11 @@ func ResolveNetwork(asked string, n int) string {
 type venueReplica struct {
 	*p2p.MemReplica
 	world *sync.RWMutex
+	// members is the federation key and the admitted venues, read when
+	// the network starts: a scenario admits and revokes no venue after
+	// its genesis, and IsMember is asked on every connection, pubsub RPC
+	// and message, so it answers without waiting for the harness's step.
+	members map[crdt.PublicKey]bool
 
 	hooksMu sync.Mutex
 	hooks   []func([]crdt.Op)
@@ -73,8 +78,14 @@ type venueReplica struct {
 
 var _ p2p.Replica = (*venueReplica)(nil)
 
+// newVenueReplica wraps r; nothing else may use r while it runs.
 func newVenueReplica(r *crdt.Replica, world *sync.RWMutex) *venueReplica {
-	v := &venueReplica{MemReplica: p2p.WrapReplica(r), world: world}
+	v := &venueReplica{MemReplica: p2p.WrapReplica(r), world: world, members: map[crdt.PublicKey]bool{r.Set.Federation(): true}}
+	for k, ven := range r.Set.State.Venues {
+		if !ven.Revoked {
+			v.members[k] = true
+		}
+	}
 	v.MemReplica.OnChange(v.fire)
 	return v
 }
@@ -100,17 +111,19 @@ func (v *venueReplica) OnChange(fn func([]crdt.Op)) {
 }
 
 // IsMember implements p2p.Replica.
-func (v *venueReplica) IsMember(k crdt.PublicKey) bool {
-	v.world.RLock()
-	defer v.world.RUnlock()
-	return v.MemReplica.IsMember(k)
-}
+// (from the membership at the network's start).
+func (v *venueReplica) IsMember(k crdt.PublicKey) bool { return v.members[k] }
 
-// Members implements p2p.Replica.
+// Members implements p2p.Replica (from the membership at the network's
+// start).
 func (v *venueReplica) Members() []crdt.PublicKey {
-	v.world.RLock()
-	defer v.world.RUnlock()
-	return v.MemReplica.Members()
+	out := make([]crdt.PublicKey, 0, len(v.members))
+	for k := range v.members {
+		if k != v.Federation() {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // VersionVector implements p2p.Replica.
@@ -226,6 +239,7 @@ type netCarrier struct {
 	mn      mocknet.Mocknet
 	nodes   []*carrierNode
 	log     *slog.Logger
+	netLog  *slog.Logger // the networks' own logs
 	noAE    bool
 	hb      time.Duration
 	timeout time.Duration
@@ -247,7 +261,10 @@ type netCarrierConfig struct {
 	NoAntiEntropy bool
 	// Timeout bounds each wait (default DefaultConvergeTimeout).
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// Logger receives the carrier's milestones (default: discarded);
+	// NetLogger the networks' own logs (default: discarded: on a loaded
+	// machine GossipSub logs every heartbeat a busy node could not read).
+	Logger, NetLogger *slog.Logger
 }
 
 // newNetCarrier starts one network per venue of h over the venue's
@@ -261,8 +278,11 @@ func newNetCarrier(ctx context.Context, h *Harness, world *sync.RWMutex, cfg net
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.NetLogger == nil {
+		cfg.NetLogger = slog.New(slog.DiscardHandler)
+	}
 	c := &netCarrier{
-		kind: cfg.Kind, world: world, h: h, uplinks: cfg.Uplinks, log: cfg.Logger, noAE: cfg.NoAntiEntropy,
+		kind: cfg.Kind, world: world, h: h, uplinks: cfg.Uplinks, log: cfg.Logger, netLog: cfg.NetLogger, noAE: cfg.NoAntiEntropy,
 		timeout: cfg.Timeout, wake: make(chan struct{}, 1), vis: map[opKey]*opVis{},
 	}
 	c.hb = 2 * time.Second
@@ -323,7 +343,7 @@ func (c *netCarrier) start(ctx context.Context, n *carrierNode) error {
 	cfg := p2p.DefaultConfig()
 	cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
 	cfg.MDNS, cfg.NATPortMap, cfg.HolePunching = false, false, false
-	cfg.Logger = c.log.With("venue", n.v)
+	cfg.Logger = c.netLog.With("venue", n.v)
 	cfg.HeartbeatInterval = c.hb
 	// A full mesh: a venue's own ops reach every other in one hop.
 	cfg.TargetPeers = max(len(c.nodes)-1, 1)
@@ -567,16 +587,32 @@ func (c *netCarrier) index(p peer.ID) int {
 // (one digest per side). Caller holds the world lock for reading or
 // writing.
 func (c *netCarrier) converged(down []bool) bool {
-	first := map[int][32]byte{}
+	// The op counts first (cheap: this runs at every commit of every
+	// venue), then the digests.
+	type side struct {
+		ops    uint64
+		digest [32]byte
+		set    bool
+	}
+	sides := map[int]*side{}
+	var live []int
 	for _, v := range c.h.Active() {
 		if down[v] {
 			continue
 		}
-		g := c.h.Group(v)
-		d := c.h.Venue(v).Replica.Set.Digest()
-		if d0, ok := first[g]; !ok {
-			first[g] = d
-		} else if d0 != d {
+		live = append(live, v)
+		g, n := c.h.Group(v), c.h.Venue(v).Replica.Set.Len()
+		if s := sides[g]; s == nil {
+			sides[g] = &side{ops: n}
+		} else if s.ops != n {
+			return false
+		}
+	}
+	for _, v := range live {
+		s, d := sides[c.h.Group(v)], c.h.Venue(v).Replica.Set.Digest()
+		if !s.set {
+			s.digest, s.set = d, true
+		} else if s.digest != d {
 			return false
 		}
 	}

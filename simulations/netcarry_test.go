@@ -58,7 +58,105 @@ func pct(sorted []float64, q float64) float64 {
 	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
 }
 
-var _ = errors.Is
-var _ = strings.Contains
-var _ = context.Background
-var _ = time.Second
+const latencyScenario = `name = "latency"
+seed = 11
+duration = "1h30m"
+[venues]
+count = 4
+[venues.uplink]
+latency = "40ms"
+bandwidth_kbps = 1000
+[[venues.override]]
+venue = "3"
+latency = "120ms"
+bandwidth_kbps = 256
+[cards]
+count = 40
+visits_per_evening = 12
+[[partitions]]
+at = "30m"
+for = "20m"
+isolate = ["3"]
+[events]
+per_venue_per_day = 100
+`
+
+// TestScenarioOverMocknetWithLatency runs a scenario on go-libp2p's
+// mocknet with each link's latency and bandwidth taken from the two
+// venues' uplinks: every op's measured visibility delay (until the last
+// venue of its side holds it) is at least the smallest modelled link
+// latency, the ops of venue 3 (slow uplink) at least its links' latency,
+// and the heal converges through the real anti-entropy in at least one
+// round trip of venue 3's links.
+func TestScenarioOverMocknetWithLatency(t *testing.T) {
+	sc, err := ParseScenario([]byte(latencyScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runScenario(t, sc, ScenarioOptions{Network: NetworkMocknet})
+	v := res.MeasuredVisibilityMs
+	t.Logf("latency over mocknet: ops %d, wall %s, visibility min %.1f p50 %.1f max %.1f ms, heals %+v", res.Ops, res.Wall, pct(v, 0), pct(v, 0.5), pct(v, 1), res.Heals)
+	if res.Network != NetworkMocknet || len(v) < res.Ops/2 {
+		t.Fatalf("network %q, %d visibility samples for %d ops", res.Network, len(v), res.Ops)
+	}
+	// The fastest link: two 40 ms uplinks.
+	const fastest = 80.0
+	if v[0] < fastest {
+		t.Fatalf("an op was visible everywhere after %.1f ms, under the modelled link latency %v ms", v[0], fastest)
+	}
+	// Venue 3 (120 ms) with a 40 ms venue: 160 ms one way; a heal's
+	// anti-entropy session takes several exchanges on that link.
+	if len(res.Heals) != 1 || res.Heals[0].MeasuredConvergeMs < 160 {
+		t.Fatalf("heals %+v: want one heal measured at least venue 3's link latency", res.Heals)
+	}
+	if res.WireBytes != 0 {
+		t.Fatalf("mocknet hosts count no wire bytes, got %d", res.WireBytes)
+	}
+}
+
+// TestBrokenRuleAntiEntropyOffCaughtOverNetwork is
+// TestBrokenRuleAntiEntropyOffCaught on real libp2p hosts: with the
+// networks' anti-entropy held (p2p.Config.HoldCatchUp, never resumed),
+// the venues that come back together only resume gossip, the ops made
+// apart never cross, and the run stops on "one digest everywhere after
+// each heal" once the convergence deadline passes, listing the ops each
+// venue lacks; with anti-entropy on, the same run holds every invariant.
+func TestBrokenRuleAntiEntropyOffCaughtOverNetwork(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		broken bool
+	}{
+		{"anti-entropy on", false},
+		{"anti-entropy off", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc, err := ParseScenario([]byte(attackScenario))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err := RunScenario(ctx, sc, ScenarioOptions{Network: NetworkLibp2p, NoAntiEntropy: tc.broken, ConvergeTimeout: 3 * time.Second})
+			if !tc.broken {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(res.Heals) == 0 || res.Heals[0].MeasuredConvergeMs <= 0 || res.Net.SyncOpsIn == 0 {
+					t.Fatalf("heals %+v, sync ops %d: want a heal by anti-entropy", res.Heals, res.Net.SyncOpsIn)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvariant) || res == nil || res.Violation == nil {
+				t.Fatalf("want an invariant violation, got %v", err)
+			}
+			v := res.Violation
+			if v.Invariant != "one digest everywhere after each heal" || !strings.Contains(strings.Join(v.Ops, "\n"), "lacks ") {
+				t.Fatalf("violation %q with ops %q: want the digest invariant with the ops lacking", v.Invariant, v.Ops)
+			}
+			if res.Net == nil || res.Net.SyncOpsIn != 0 {
+				t.Fatalf("anti-entropy carried ops with the broken rule: %+v", res.Net)
+			}
+			t.Log(v)
+		})
+	}
+}

@@ -225,6 +225,10 @@ type ScenarioResult struct {
 	WireBytes             int64            `json:"wire_bytes,omitempty"`
 	WireByProtocol        map[string]int64 `json:"wire_by_protocol,omitempty"`
 	WireBytesPerOpPerNode float64          `json:"wire_bytes_per_op_per_node,omitempty"`
+	// NetworkWait is the wall time the run spent letting the networks
+	// carry the ops (the virtual clock stopped), heals included; the rest
+	// of Wall is the harness playing the steps.
+	NetworkWait time.Duration `json:"network_wait_ns,omitempty"`
 	// Net sums the networks' counters (gossip messages, sync sessions).
 	Net *p2p.Stats `json:"net,omitempty"`
 
@@ -570,7 +574,7 @@ func (r *scRun) run(ctx context.Context) error {
 		r.world.Lock()
 		c, err := newNetCarrier(ctx, r.h, &r.world, netCarrierConfig{
 			Kind: r.network, Uplinks: r.uplinks, NoAntiEntropy: r.opts.NoAntiEntropy, Timeout: r.opts.ConvergeTimeout,
-			Logger: slog.New(slog.DiscardHandler),
+			Logger: r.opts.Logger,
 		})
 		if err != nil {
 			r.world.Unlock()
@@ -831,6 +835,7 @@ func (r *scRun) flow() (time.Duration, error) {
 	var first time.Duration
 	for i := 0; ; i++ {
 		took, got, err := r.carry.run(r.ctx, r.down)
+		r.res.NetworkWait += took
 		if i == 0 {
 			first = took
 		}

@@ -31,11 +31,18 @@ type simulateConfig struct {
 	// venue's replica in one heap, and at Go's default of 100 the
 	// collector took half the CPU of a territory run.
 	GCPercent int
+	// Network, if set, overrides the scenario's transport ("auto",
+	// "memory", "libp2p", "mocknet"); default: the scenario's (whose
+	// default is "auto").
+	Network string
+	// ConvergeTimeout bounds each wait for the network to carry a step's
+	// ops or to converge after a heal (default 60 s).
+	ConvergeTimeout time.Duration
 }
 
 // newSimulateCmd is `cagnotte simulate SCENARIO.toml --out DIR`.
 func newSimulateCmd(g *globals) *cobra.Command {
-	cfg := simulateConfig{Progress: 200 * time.Millisecond, GCPercent: 400}
+	cfg := simulateConfig{Progress: 200 * time.Millisecond, GCPercent: 400, ConvergeTimeout: simulations.DefaultConvergeTimeout}
 	cmd := &cobra.Command{
 		Use:   "simulate SCENARIO.toml",
 		Short: "Simulate a territory of venues from a scenario file and write a report",
@@ -49,8 +56,15 @@ within the caps' bound) are checked at every heal and at the end, and the
 first violation stops the run and prints the ops that show it (exit status
 1; the report is still written). Stores are in memory, or real Badger
 databases (node/store) with store = "badger"; a crash is kill -9 (the
-store reopened from its files as the process left them). A [libp2p]
-section adds a heal measured on real libp2p hosts on loopback.
+store reopened from its files as the process left them). The ops
+travel on real networks: each venue runs a p2p.Network (GossipSub, the
+node's anti-entropy) over its replica, on real libp2p hosts on 127.0.0.1
+(network = "libp2p") or go-libp2p's mocknet with each link's latency and
+bandwidth from the venues' uplinks ("mocknet"); "auto" (default) is
+libp2p up to 30 venues and mocknet beyond, "memory" the harness's direct
+delivery. The virtual clock stops while the network carries each step's
+ops and each heal; the wall time these take is measured and reported. A
+[libp2p] section adds a separate heal measured on real libp2p hosts.
 
 The report goes to --out: report.html (self-contained: open it offline),
 result.json and the raw figures as CSV. A progress line with the simulated
@@ -61,6 +75,7 @@ Scenario format (docs/simulate.md; examples in simulations/scenarios/):
   name = "evening"          seed = 1
   duration = "8h"           start = "18:00"     step = "1m"
   store = "memory" | "badger"
+  network = "auto" | "memory" | "libp2p" | "mocknet"
   [venues]     count, names, open, close
   [venues.uplink] latency, bandwidth_kbps, loss, flaps_per_hour, flap_duration
   [[venues.override]] venue, open, close (or open = "always"), latency,
@@ -90,6 +105,8 @@ Examples:
 	}
 	cmd.Flags().StringVar(&cfg.Out, "out", "", `report directory (default "simulate-<scenario name>")`)
 	cmd.Flags().StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file (go tool pprof)")
+	cmd.Flags().StringVar(&cfg.Network, "network", "", `transport of the ops, overriding the scenario's: "auto", "memory", "libp2p" or "mocknet"`)
+	cmd.Flags().DurationVar(&cfg.ConvergeTimeout, "converge-timeout", cfg.ConvergeTimeout, "wall time the network may take to carry a step's ops or to converge after a heal before the run stops on a violation")
 	cmd.Flags().IntVar(&cfg.GCPercent, "gc-percent", cfg.GCPercent, "garbage collector target during the run (GOGC; higher: less CPU, more memory)")
 	return cmd
 }
@@ -111,6 +128,14 @@ func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string
 	sc, err := simulations.ParseScenario(src)
 	if err != nil {
 		return fmt.Errorf("simulate: %s: %w", path, err)
+	}
+	switch cfg.Network {
+	case "", simulations.NetworkAuto, simulations.NetworkMemory, simulations.NetworkLibp2p, simulations.NetworkMocknet:
+	default:
+		return fmt.Errorf("simulate: --network %q: want auto, memory, libp2p or mocknet", cfg.Network)
+	}
+	if cfg.ConvergeTimeout <= 0 || cfg.ConvergeTimeout > time.Hour {
+		return fmt.Errorf("simulate: --converge-timeout %s: between 0 and 1h", cfg.ConvergeTimeout)
 	}
 	out := cfg.Out
 	if out == "" {
@@ -136,7 +161,7 @@ func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string
 		}
 		defer pprof.StopCPUProfile()
 	}
-	res, runErr := simulations.RunScenario(cmd.Context(), sc, simulations.ScenarioOptions{Progress: progress, Logger: g.logger()})
+	res, runErr := simulations.RunScenario(cmd.Context(), sc, simulations.ScenarioOptions{Progress: progress, Logger: g.logger(), Network: cfg.Network, ConvergeTimeout: cfg.ConvergeTimeout})
 	fmt.Fprintln(g.stderr)
 	if res == nil {
 		return fmt.Errorf("simulate: %w", runErr)
@@ -149,8 +174,8 @@ func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string
 		fmt.Fprintf(g.stdout, "report (with the violation): %s\n", report)
 		return fmt.Errorf("simulate: %w", runErr)
 	}
-	fmt.Fprintf(g.stdout, "%s: %d ops, %d heals, %d crashes, every invariant held at %d checks; loss %s ≤ bound %s; %d/%d double spends reported; wall %s\nreport: %s\n",
-		res.Scenario, res.Ops, len(res.Heals), res.Crashes, res.Checks, cents(res.LossCents), cents(res.BoundCents), res.DoubleSpendsDetected, res.DoubleSpends,
+	fmt.Fprintf(g.stdout, "%s: %d ops over %s, %d heals, %d crashes, every invariant held at %d checks; loss %s ≤ bound %s; %d/%d double spends reported; wall %s\nreport: %s\n",
+		res.Scenario, res.Ops, res.Network, len(res.Heals), res.Crashes, res.Checks, cents(res.LossCents), cents(res.BoundCents), res.DoubleSpendsDetected, res.DoubleSpends,
 		res.Wall.Round(time.Millisecond), report)
 	return nil
 }
