@@ -122,19 +122,20 @@ func rogueLoad(ctx context.Context, h host.Host, target *p2p.Network, fed crdt.P
 }
 
 // TestHonestPaymentsServedUnderRogueLoad: two honest venues, A and B, on
-// real nodes (Badger, HTTP API, libp2p on loopback, default limits). 300
-// payments at A before the rogues and 300 after them give the baseline
-// latency; meanwhile an admitted venue gone rogue and a host with an
-// unadmitted key flood A (forged and garbage gossip, streams on every
-// protocol, garbage sync sessions, redialing whenever they are cut off)
-// while 300 more payments are made. A bans
-// the rogue venue (p2p: Limits.PeerStreamBurst, PeerRefusalBurst) and
-// refuses the stranger, and the payments' p99 stays within the target of
-// 10 ms, or 3 × the baseline's p99 when the machine is so loaded that the
-// baseline itself is slow (the machine is shared with other work: its
-// load shows in the baseline too). A stores nothing of either rogue, and
-// B receives every payment. The scores are logged (the p2p-level tests
-// check that they fall).
+// real nodes (Badger, HTTP API, libp2p on loopback, default limits). An
+// admitted venue gone rogue and a host with an unadmitted key flood A
+// (forged and garbage gossip, streams on every protocol, garbage sync
+// sessions, redialing whenever they are cut off) in six bouts, each
+// while 50 payments are made at A, with 50 payments before each bout
+// and none of the rogues' traffic for the baseline: 300 payments each
+// way, interleaved, so that the load of the machine (shared with other
+// work) weighs on both alike. A bans the rogue venue in the first bout
+// (p2p: Limits.PeerStreamBurst, PeerRefusalBurst) and refuses the
+// stranger, and the payments' p99 under the rogues stays within the
+// target of 10 ms, or 3 × the baseline's p99 when the machine is so
+// loaded that the baseline itself is slow. A stores nothing of either
+// rogue, and B receives every payment. The scores are logged (the
+// p2p-level tests check that they fall).
 func TestHonestPaymentsServedUnderRogueLoad(t *testing.T) {
 	vs, err := PrepareDemo(t.TempDir(), 3)
 	if err != nil {
@@ -152,8 +153,7 @@ func TestHonestPaymentsServedUnderRogueLoad(t *testing.T) {
 		cards = append(cards, c)
 	}
 	waitUntil(t, 20*time.Second, "A in sync (not isolated)", func() bool { return !a.node.Isolation().Isolated })
-	const n = 300
-	base := payLatencies(t, a, cards, "base", n)
+	payLatencies(t, a, cards, "warm", 20)
 
 	rogueKey, _, err := LoadOrCreateKey(filepath.Join(vs[2].Dir, KeyFile))
 	if err != nil {
@@ -165,40 +165,44 @@ func TestHonestPaymentsServedUnderRogueLoad(t *testing.T) {
 	}
 	rh, sh := rogueNodeHost(t, rogueKey), rogueNodeHost(t, strangerKey)
 	fedKey := a.node.Federation()
-	ctx, cancel := context.WithCancel(context.Background())
-	w1 := rogueLoad(ctx, rh, a.node.Network(), fedKey, rogueKey)
-	w2 := rogueLoad(ctx, sh, a.node.Network(), fedKey, strangerKey)
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			w1.wg.Wait()
-			w2.wg.Wait()
+	const bouts, n = 6, 50
+	var base, under []time.Duration
+	var flooded time.Duration
+	var tried, opened [2]int64
+	var score, strangerScore float64
+	for k := range bouts {
+		base = append(base, payLatencies(t, a, cards, fmt.Sprintf("base%d", k), n)...)
+		ctx, cancel := context.WithCancel(context.Background())
+		w1 := rogueLoad(ctx, rh, a.node.Network(), fedKey, rogueKey)
+		w2 := rogueLoad(ctx, sh, a.node.Network(), fedKey, strangerKey)
+		if k == 0 {
+			waitUntil(t, 10*time.Second, "the rogues' streams refused by A", func() bool {
+				ls := a.node.Network().LimitStats()
+				return a.node.Network().SyncPenalized(rh.ID()) || ls.Streams+ls.Memory+ls.Bans > 0 || len(ls.Protocols) > 0
+			})
 		}
+		start := time.Now()
+		under = append(under, payLatencies(t, a, cards, fmt.Sprintf("rogue%d", k), n)...)
+		if k == 0 {
+			score, strangerScore = a.node.Network().Scores()[rh.ID()], a.node.Network().Scores()[sh.ID()]
+		}
+		cancel()
+		w1.wg.Wait()
+		w2.wg.Wait()
+		flooded += time.Since(start)
+		tried[0], opened[0] = tried[0]+w1.tried.Load(), opened[0]+w1.opened.Load()
+		tried[1], opened[1] = tried[1]+w2.tried.Load(), opened[1]+w2.opened.Load()
 	}
-	defer stop()
-	waitUntil(t, 10*time.Second, "the rogues' streams refused by A", func() bool {
-		ls := a.node.Network().LimitStats()
-		return a.node.Network().SyncPenalized(rh.ID()) || ls.Streams+ls.Memory > 0 || len(ls.Protocols) > 0
-	})
-	floodStart := time.Now()
-	under := payLatencies(t, a, cards, "rogue", n)
-	score, strangerScore := a.node.Network().Scores()[rh.ID()], a.node.Network().Scores()[sh.ID()]
-	stop()
-	flooded := time.Since(floodStart)
 	ls := a.node.Network().LimitStats()
-	// The baseline again, the rogues stopped: the machine's load during
-	// the test shows in the baseline whether it came before or after.
-	base = append(base, payLatencies(t, a, cards, "after", n)...)
 	slices.Sort(base)
+	slices.Sort(under)
 	bp99, rp99 := pct(base, 0.99), pct(under, 0.99)
 	t.Logf("payments at A: baseline p50 %s p99 %s; under the rogues p50 %s p99 %s; rogue venue's score %.1f, stranger's %.0f (graylist %d); A refused %d connections, %d streams, by protocol %v, %d memory reservations; %d bans, %d connections of banned peers refused at the handshake, %d before it (rogue venue banned %v, stranger %v, %d join refused); sync %+v",
 		pct(base, 0.5).Round(time.Microsecond), bp99.Round(time.Microsecond), pct(under, 0.5).Round(time.Microsecond), rp99.Round(time.Microsecond),
 		score, strangerScore, p2p.ScoreGraylistThreshold, ls.Conns, ls.Streams, ls.Protocols, ls.Memory, ls.Bans, ls.BannedConns, ls.AcceptRefused,
 		a.node.Network().Banned(rh.ID()), a.node.Network().Banned(sh.ID()), a.node.Network().Stats().JoinsRefused, a.node.Network().SyncStats())
-	t.Logf("the rogues flooded for %s: rogue venue %d streams tried, %d opened; stranger %d tried, %d opened",
-		flooded.Round(time.Millisecond), w1.tried.Load(), w1.opened.Load(), w2.tried.Load(), w2.opened.Load())
+	t.Logf("the rogues flooded for %s in %d bouts: rogue venue %d streams tried, %d opened; stranger %d tried, %d opened",
+		flooded.Round(time.Millisecond), bouts, tried[0], opened[0], tried[1], opened[1])
 	if bound := max(10*time.Millisecond, 3*bp99); rp99 > bound {
 		t.Errorf("p99 under the rogues %s, over max(10 ms, 3 × baseline %s)", rp99, bp99)
 	}
