@@ -337,15 +337,36 @@ func Generate(ctx context.Context, cfg Config) (*Manifest, error) {
 	if err := w.flush(); err != nil {
 		return nil, err
 	}
-	for w.n < cfg.Ops {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("genhistory: stopped at %d ops: %w", w.n, err)
+	// The next chunk is planned and signed while the writer adds the last
+	// one to the set and the store (the plan and the signers touch only
+	// g; the writer only the set and the store).
+	chunks := make(chan []crdt.Op, 1)
+	pctx, stop := context.WithCancel(ctx)
+	var producer sync.WaitGroup
+	defer func() { stop(); producer.Wait() }()
+	producer.Add(1)
+	go func() {
+		defer producer.Done()
+		defer close(chunks)
+		for left := cfg.Ops - w.n; left > 0; {
+			n := min(4096, left)
+			ops := g.sign(g.plan(int(n)))
+			left -= n
+			select {
+			case chunks <- ops:
+			case <-pctx.Done():
+				return
+			}
 		}
-		chunk := g.plan(int(min(4096, cfg.Ops-w.n)))
-		ops := g.sign(chunk)
+	}()
+	for ops := range chunks {
 		if err := w.add(ctx, ops); err != nil {
 			return nil, err
 		}
+	}
+	producer.Wait()
+	if w.n < cfg.Ops {
+		return nil, fmt.Errorf("genhistory: stopped at %d ops: %w", w.n, ctx.Err())
 	}
 	if err := w.flush(); err != nil {
 		return nil, err
