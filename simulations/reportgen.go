@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"gonum.org/v1/plot"
@@ -81,17 +83,22 @@ func writeCSVs(dir string, res *ScenarioResult) error {
 	if err := writeCSV(filepath.Join(dir, "samples.csv"), rows); err != nil {
 		return err
 	}
-	rows = [][]string{{"at_ms", "split_ms", "missing_ops", "missing_bytes", "max_venue_bytes", "est_converge_ms", "digest"}}
+	rows = [][]string{{"at_ms", "split_ms", "missing_ops", "missing_bytes", "max_venue_bytes", "est_converge_ms", "measured_converge_ms", "digest"}}
 	for _, h := range res.Heals {
-		rows = append(rows, []string{itoa(h.AtMs), itoa(h.SplitMs), itoa(h.MissingOps), itoa(h.MissingBytes), itoa(h.MaxVenueBytes), itoa(h.EstConvergeMs), h.Digest})
+		rows = append(rows, []string{itoa(h.AtMs), itoa(h.SplitMs), itoa(h.MissingOps), itoa(h.MissingBytes), itoa(h.MaxVenueBytes), itoa(h.EstConvergeMs),
+			strconv.FormatFloat(h.MeasuredConvergeMs, 'f', 3, 64), h.Digest})
 	}
 	if err := writeCSV(filepath.Join(dir, "heals.csv"), rows); err != nil {
 		return err
 	}
-	rows = [][]string{{"venue", "ops_made", "payments", "offline_payments", "offline_cents", "disk_bytes", "recv_bytes_per_day", "store_bytes", "events", "crashes"}}
+	rows = [][]string{{"venue", "ops_made", "payments", "offline_payments", "offline_cents", "disk_bytes", "recv_bytes_per_day", "store_bytes", "events", "crashes", "wire_bytes", "wire_bytes_per_op"}}
 	for _, v := range res.VenueFigures {
+		perOp := 0.0
+		if res.Ops > 0 {
+			perOp = float64(v.WireBytes) / float64(res.Ops)
+		}
 		rows = append(rows, []string{v.Name, itoa(v.OpsMade), itoa(v.Payments), itoa(v.OfflinePayments), itoa(v.OfflineCents), itoa(v.DiskBytes),
-			strconv.FormatFloat(v.RecvBytesPerDay, 'f', 0, 64), itoa(v.StoreBytes), itoa(v.Events), itoa(v.Crashes)})
+			strconv.FormatFloat(v.RecvBytesPerDay, 'f', 0, 64), itoa(v.StoreBytes), itoa(v.Events), itoa(v.Crashes), itoa(v.WireBytes), strconv.FormatFloat(perOp, 'f', 1, 64)})
 	}
 	if err := writeCSV(filepath.Join(dir, "venues.csv"), rows); err != nil {
 		return err
@@ -101,6 +108,22 @@ func writeCSVs(dir string, res *ScenarioResult) error {
 		rows = append(rows, []string{itoa(v)})
 	}
 	if err := writeCSV(filepath.Join(dir, "visibility.csv"), rows); err != nil {
+		return err
+	}
+	rows = [][]string{{"measured_visibility_ms"}}
+	for _, v := range res.MeasuredVisibilityMs {
+		rows = append(rows, []string{strconv.FormatFloat(v, 'f', 3, 64)})
+	}
+	if err := writeCSV(filepath.Join(dir, "measured_visibility.csv"), rows); err != nil {
+		return err
+	}
+	rows = [][]string{{"venue", "protocol", "wire_bytes_sent"}}
+	for _, v := range res.VenueFigures {
+		for _, p := range slices.Sorted(maps.Keys(v.WireByProtocol)) {
+			rows = append(rows, []string{v.Name, p, itoa(v.WireByProtocol[p])})
+		}
+	}
+	if err := writeCSV(filepath.Join(dir, "wire.csv"), rows); err != nil {
 		return err
 	}
 	rows = [][]string{{"event_visibility_ms"}}
@@ -204,21 +227,40 @@ func reportPlots(res *ScenarioResult) ([]namedPlot, error) {
 	if err := add("visibility", "Visibility delay", "Ops made while the network is whole reach every venue by gossip (sent on the author's uplink, received on the slowest other: latency + bytes / bandwidth, over 1 − loss); the others at the next heal, plus its catch-up.", p, nil); err != nil {
 		return nil, err
 	}
+	if len(res.MeasuredVisibilityMs) > 0 {
+		p = plot.New()
+		p.Title.Text = "Measured visibility delay on " + res.Network + " (wall ms)"
+		p.X.Label.Text = "ms"
+		p.Y.Label.Text = "ops"
+		hist, herr := plotter.NewHist(plotter.Values(res.MeasuredVisibilityMs), 30)
+		if herr != nil {
+			return nil, fmt.Errorf("simulations: plot: %w", herr)
+		}
+		p.Add(hist)
+		if err := add("measured-visibility", "Measured visibility delay", "On the network transport: each op's wall time from the end of the step that made it (when the networks may carry it) until the last venue of its side held it, through the venues' real GossipSub (and anti-entropy for what gossip missed). The virtual clock stops meanwhile.", p, nil); err != nil {
+			return nil, err
+		}
+	}
 	p = plot.New()
 	p.Title.Text = "Heals: catch-up per heal"
 	p.X.Label.Text = "simulated hours"
 	p.Y.Label.Text = "KiB / ms"
-	var miss, est plotter.XYs
+	var miss, est, measured plotter.XYs
 	for _, h := range res.Heals {
 		miss = append(miss, plotter.XY{X: float64(h.AtMs) / 3_600_000, Y: float64(h.MissingBytes) / 1024})
 		est = append(est, plotter.XY{X: float64(h.AtMs) / 3_600_000, Y: float64(h.EstConvergeMs)})
+		measured = append(measured, plotter.XY{X: float64(h.AtMs) / 3_600_000, Y: h.MeasuredConvergeMs})
 	}
 	if len(miss) > 0 {
-		if err := plotutil.AddScatters(p, "missing KiB (all venues)", miss, "est. catch-up ms", est); err != nil {
+		lines := []any{"missing KiB (all venues)", miss, "est. catch-up ms", est}
+		if res.Network != "" && res.Network != NetworkMemory {
+			lines = append(lines, "measured ms ("+res.Network+")", measured)
+		}
+		if err := plotutil.AddScatters(p, lines...); err != nil {
 			return nil, fmt.Errorf("simulations: plot: %w", err)
 		}
 	}
-	if err := add("heals", "Convergence after each heal", "Op bytes the venues lacked at each heal and the catch-up time estimated on each venue's uplink (3 × latency + bytes / bandwidth, over 1 − loss; the slowest venue).", p, nil); err != nil {
+	if err := add("heals", "Convergence after each heal", "Op bytes the venues lacked at each heal, the catch-up time estimated on each venue's uplink (3 × latency + bytes / bandwidth, over 1 − loss; the slowest venue) and, on a network transport, the wall time the venues' real anti-entropy took until every venue held the same ops.", p, nil); err != nil {
 		return nil, err
 	}
 	p = plot.New()
@@ -299,15 +341,18 @@ pre{background:#f6f6f6;padding:.5rem;overflow:auto}
 <tr><td>node crashes (kill -9), each restart checked</td><td>{{.R.Crashes}}</td></tr>
 <tr><td>store</td><td>{{.R.Store}}</td></tr>
 <tr><td>heals of the whole network</td><td>{{len .R.Heals}}</td></tr>
+<tr><td>transport of the ops</td><td id="network">{{.R.Network}}</td></tr>
+{{if .R.NetworkWait}}<tr><td>wall time the networks carried the ops (virtual clock stopped)</td><td>{{.R.NetworkWait}}</td></tr>{{end}}
+{{if .R.WireBytes}}<tr><td>bytes on the wire (all hosts), per op per node</td><td id="wire">{{.R.WireBytes}} B, {{printf "%.0f" .R.WireBytesPerOpPerNode}} B</td></tr>{{end}}
 </table>
 {{with .R.Libp2p}}<h2>Heal on real libp2p hosts</h2>
 <p id="libp2p">{{.Nodes}} nodes ({{.Transport}}), {{.OpsPerSide}} ops on each side of a partition: converged {{.Took}} after the heal; {{.MissingOps}} ops ({{.MissingBytes}} B) were missing, {{.WireBytes}} B sent on the wire.</p>{{end}}
 {{range .Plots}}<figure id="plot-{{.ID}}"><figcaption><b>{{.Title}}.</b> {{.Caption}}</figcaption>{{.SVG}}</figure>
 {{end}}
 <h2>Venues</h2>
-<table id="venues"><tr><th>venue</th><th>ops made</th><th>payments</th><th>offline</th><th>offline takings</th><th>op log (KiB)</th><th>Badger dir (KiB)</th><th>received/day (KiB)</th><th>events</th><th>crashes</th></tr>
-{{range .R.VenueFigures}}<tr><td>{{.Name}}</td><td>{{.OpsMade}}</td><td>{{.Payments}}</td><td>{{.OfflinePayments}}</td><td>{{call $.Euros .OfflineCents}}</td><td>{{printf "%.1f" (kib .DiskBytes)}}</td><td>{{printf "%.1f" (kib .StoreBytes)}}</td><td>{{printf "%.1f" (kibf .RecvBytesPerDay)}}</td><td>{{.Events}}</td><td>{{.Crashes}}</td></tr>
+<table id="venues"><tr><th>venue</th><th>ops made</th><th>payments</th><th>offline</th><th>offline takings</th><th>op log (KiB)</th><th>Badger dir (KiB)</th><th>received/day (KiB)</th><th>events</th><th>crashes</th><th>wire sent (KiB)</th></tr>
+{{range .R.VenueFigures}}<tr><td>{{.Name}}</td><td>{{.OpsMade}}</td><td>{{.Payments}}</td><td>{{.OfflinePayments}}</td><td>{{call $.Euros .OfflineCents}}</td><td>{{printf "%.1f" (kib .DiskBytes)}}</td><td>{{printf "%.1f" (kib .StoreBytes)}}</td><td>{{printf "%.1f" (kibf .RecvBytesPerDay)}}</td><td>{{.Events}}</td><td>{{.Crashes}}</td><td>{{printf "%.1f" (kib .WireBytes)}}</td></tr>
 {{end}}</table>
-<p>Raw figures: result.json, samples.csv, heals.csv, venues.csv, visibility.csv, event_visibility.csv (next to this file).</p>
+<p>Raw figures: result.json, samples.csv, heals.csv, venues.csv, visibility.csv, measured_visibility.csv, wire.csv (bytes each venue's hosts sent per protocol), event_visibility.csv (next to this file).</p>
 </body></html>
 `))

@@ -299,6 +299,7 @@ func TestScenarioValidationErrors(t *testing.T) {
 		{"crash outside", base + "[[crashes]]\nvenue = \"0\"\nat = \"2h\"\nfor = \"1m\"\n", "line 9: crashes[0].at"},
 		{"stamp policy", base + "[random_partitions]\ncount = 1\n[clones]\ncount = 1\nstamps = \"sticky\"\n", "line 11: clones.stamps"},
 		{"too many hosts", base + "[libp2p]\nnodes = 31\n", "line 8: libp2p.nodes"},
+		{"unknown transport", "network = \"pigeons\"\n" + base, `line 1: network: "auto", "memory", "libp2p" or "mocknet"`},
 		{"syntax", base + "[cards\n", "line 8: expected"},
 		{"store", "store = \"disk\"\n" + base, "line 1: store"},
 		{"override venue", base + "[[venues.override]]\nvenue = \"0\"\n[[venues.override]]\nvenue = \"9\"\n", "line 10: venues.override[1].venue"},

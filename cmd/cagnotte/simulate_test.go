@@ -48,10 +48,11 @@ func TestSimulateCommandWritesReport(t *testing.T) {
 	if code := Main(context.Background(), []string{"simulate", scen, "--out", out}, &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "every invariant held") || !strings.Contains(stderr.String(), "sim 2:00/2:00 100% ETA") {
+	// Three venues: the default transport ("auto") is real libp2p hosts.
+	if !strings.Contains(stdout.String(), "every invariant held") || !strings.Contains(stdout.String(), "over libp2p") || !strings.Contains(stderr.String(), "sim 2:00/2:00 100% ETA") {
 		t.Fatalf("stdout %q, stderr %q", stdout.String(), stderr.String())
 	}
-	for _, f := range []string{"report.html", "result.json", "samples.csv", "heals.csv", "venues.csv", "visibility.csv"} {
+	for _, f := range []string{"report.html", "result.json", "samples.csv", "heals.csv", "venues.csv", "visibility.csv", "measured_visibility.csv", "wire.csv"} {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Fatalf("%s: %v", f, err)
 		}
@@ -68,6 +69,31 @@ func TestSimulateBadScenarioNamesLineAndField(t *testing.T) {
 	var stdout, stderr strings.Builder
 	if code := Main(context.Background(), []string{"simulate", scen}, &stdout, &stderr); code == 0 || !strings.Contains(stderr.String(), "line 3: venues.count") {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+}
+
+// TestSimulateNetworkFlagOverridesScenario: --network picks the transport
+// whatever the file says, and a bad value is refused before anything runs.
+func TestSimulateNetworkFlagOverridesScenario(t *testing.T) {
+	dir := t.TempDir()
+	scen := filepath.Join(dir, "small.toml")
+	if err := os.WriteFile(scen, []byte("network = \"libp2p\"\n"+smallScenario), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, flag, want string
+		ok               bool
+	}{
+		{"memory", "memory", "over memory", true},
+		{"unknown", "carrier-pigeon", `--network "carrier-pigeon"`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr strings.Builder
+			code := Main(context.Background(), []string{"simulate", scen, "--out", filepath.Join(dir, tc.name), "--network", tc.flag}, &stdout, &stderr)
+			if (code == 0) != tc.ok || !strings.Contains(stdout.String()+stderr.String(), tc.want) {
+				t.Fatalf("exit %d, stdout %q, stderr %q: want %q", code, stdout.String(), stderr.String(), tc.want)
+			}
+		})
 	}
 }
 
@@ -148,8 +174,14 @@ func TestSimulateReportOpensInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if figures < 6 || drawn != figures || fetched != 0 || !ok {
-		t.Fatalf("figures %d, drawn %d, resources fetched %d, invariants line %v", figures, drawn, fetched, ok)
+	// The ops went over real libp2p hosts: the measured visibility plot
+	// is there too, and the wire bytes.
+	wire, err := chromedp.Run(tab, chromedp.Evaluate[bool](`!!document.querySelector("#plot-measured-visibility svg") && !!document.querySelector("#wire")`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if figures < 7 || drawn != figures || fetched != 0 || !ok || !wire {
+		t.Fatalf("figures %d, drawn %d, resources fetched %d, invariants line %v, measured visibility and wire %v", figures, drawn, fetched, ok, wire)
 	}
 	if shot := os.Getenv("CAGNOTTE_SIMULATE_SCREENSHOT"); shot != "" {
 		img, err := chromedp.Run(tab, chromedp.FullScreenshot(80))
