@@ -219,7 +219,7 @@ func (r *result) String() string {
 	fmt.Fprintf(&b, "  payments:          %d at %d/s: p50 %s, p99 %s, max %s, %d errors, %d not sent on time\n",
 		len(r.Pay), *flagRate, ms(r.Pay.q(0.5)), ms(r.Pay.q(0.99)), ms(r.Pay.q(1)), r.PayErrors, r.PayLate)
 	fmt.Fprintf(&b, "                     machine load average at the end of the run: %s\n", r.LoadAvg)
-	fmt.Fprintf(&b, "                     written to disk by the node during the run: %.1f MB, %.0f bytes per payment (write_bytes of /proc/PID/io)\n",
+	fmt.Fprintf(&b, "                     written to disk by the node during the run: %.1f MB, %.0f bytes per payment (write_bytes less cancelled_write_bytes of /proc/PID/io)\n",
 		float64(r.PayWriteBytes)/1e6, float64(r.PayWriteBytes)/float64(max(len(r.Pay), 1)))
 	if len(r.PayCodes) > 0 {
 		fmt.Fprintf(&b, "                     refusals by HTTP status (0: no answer) %v\n", r.PayCodes)
@@ -555,8 +555,10 @@ func startProc(ctx context.Context, b *testing.B, bin, logPath string, args ...s
 }
 
 // writeBytes returns the bytes a process caused to be written to disk so
-// far (write_bytes of /proc/PID/io: what reached the block layer, page
-// cache write-back included).
+// far: write_bytes of /proc/PID/io (the pages it dirtied, each counted
+// again when dirtied again after a write-back, as Badger's write-ahead log
+// is after every fsync'd commit) less cancelled_write_bytes (dirty pages
+// of files truncated or deleted before their write-back).
 func writeBytes(pid int) (int64, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
 	if err != nil {
@@ -566,13 +568,24 @@ func writeBytes(pid int) (int64, bool) {
 }
 
 func parseWriteBytes(p []byte) (int64, bool) {
+	var written, cancelled int64
+	found := false
 	for _, line := range strings.Split(string(p), "\n") {
-		if v, ok := strings.CutPrefix(line, "write_bytes:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n, err == nil
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || (k != "write_bytes" && k != "cancelled_write_bytes") {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		if k == "write_bytes" {
+			written, found = n, true
+		} else {
+			cancelled = n
 		}
 	}
-	return 0, false
+	return written - cancelled, found
 }
 
 // profileAt saves the heap profile of the node serving pprof on addr (no-op
@@ -1131,6 +1144,7 @@ func TestParseWriteBytes(t *testing.T) {
 		ok   bool
 	}{
 		{"proc io", "rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 81920\ncancelled_write_bytes: 0\n", 81920, true},
+		{"cancelled", "write_bytes: 81920\ncancelled_write_bytes: 8192\n", 73728, true},
 		{"missing", "rchar: 1\n", 0, false},
 		{"garbage", "write_bytes: x\n", 0, false},
 	} {
