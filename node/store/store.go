@@ -200,8 +200,15 @@ func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
 		// run at once): small tables of one size at every level bound
 		// that, where the default doubles them at each level (a 10 M-op
 		// store reached 8 MiB tables and 100+ MiB of builders).
+		// 2 MiB, not 4: a compaction runs up to 8 builders and more, so
+		// 4 MiB tables took 64+ MiB of heap per compaction, which pushed
+		// the node past its soft memory limit whenever a memtable flush
+		// cascaded into the levels: the collector then ran back to back
+		// (288 cycles in a 70 s payment run at 1 M ops, against 23 with
+		// 2 MiB tables) and payments stalled behind it (p99 209-647 ms
+		// against 58 ms; docs/benchmarks.md, "Payment tail at 200/s").
 		WithNumCompactors(2).
-		WithBaseTableSize(4 << 20).
+		WithBaseTableSize(2 << 20).
 		// Snappy: a third less disk (venue keys, labels and the key
 		// prefixes shared by an op's index records compress; hashes and
 		// signatures do not) and fewer mapped pages, for little CPU
