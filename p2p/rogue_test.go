@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+	ma "github.com/multiformats/go-multiaddr"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -1083,4 +1084,58 @@ func TestHonestPeerNeverPenalised(t *testing.T) {
 		db, _ := hp.rb.Digest()
 		return da == db
 	})
+}
+
+// connAddrs is a network.ConnMultiaddrs of a remote address.
+type connAddrs struct{ remote ma.Multiaddr }
+
+func (c connAddrs) LocalMultiaddr() ma.Multiaddr  { return ma.StringCast("/ip4/127.0.0.1/tcp/4001") }
+func (c connAddrs) RemoteMultiaddr() ma.Multiaddr { return c.remote }
+
+// TestRefusedHandshakesPerAddress: the gater's bound on refused
+// handshakes per remote IP address (Limits.HandshakeRefusalBurst,
+// HandshakeRefusalRate), on a fake clock: past the burst, inbound
+// connections from that address are refused before their handshake until
+// the bucket refills (whoever connects: the peer is not known before the
+// handshake); other addresses and relayed connections are not affected.
+func TestRefusedHandshakesPerAddress(t *testing.T) {
+	lim := DefaultLimits()
+	lim.HandshakeRefusalRate, lim.HandshakeRefusalBurst = 2, 20
+	rogueAddr := connAddrs{ma.StringCast("/ip4/198.51.100.7/tcp/51000")}
+	tests := []struct {
+		name     string
+		refusals int           // handshakes refused from rogueAddr
+		after    time.Duration // then the clock advances
+		addr     connAddrs     // then a connection from there
+		relayed  bool          // the refusals came from addr (relayed), not rogueAddr
+		accepted bool
+	}{
+		{"within the burst", 19, 0, rogueAddr, false, true},
+		{"past the burst", 20, 0, rogueAddr, false, false},
+		{"same address, another port", 20, 0, connAddrs{ma.StringCast("/ip4/198.51.100.7/tcp/62000")}, false, false},
+		{"same address over QUIC", 20, 0, connAddrs{ma.StringCast("/ip4/198.51.100.7/udp/4001/quic-v1")}, false, false},
+		{"another address", 100, 0, connAddrs{ma.StringCast("/ip4/198.51.100.8/tcp/51000")}, false, true},
+		{"refilled after half a second", 20, 500 * time.Millisecond, rogueAddr, false, true},
+		{"not yet refilled", 20, 400 * time.Millisecond, rogueAddr, false, false},
+		{"relayed: not counted", 100, 0, connAddrs{ma.StringCast("/ip4/198.51.100.7/tcp/4001/p2p/12D3KooWJHDpLnUgygm3vgqrfnjuGBKXNBTv1A3aDKUJHPgxKb9X/p2p-circuit")}, true, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Unix(1e9, 0)
+			g := newGater("self", nil, nil)
+			g.now = func() time.Time { return now }
+			g.lim = lim
+			from := rogueAddr
+			if tc.relayed {
+				from = tc.addr
+			}
+			for range tc.refusals {
+				g.refusedHandshake(from)
+			}
+			now = now.Add(tc.after)
+			if got := g.InterceptAccept(tc.addr); got != tc.accepted {
+				t.Fatalf("accepted %v, want %v", got, tc.accepted)
+			}
+		})
+	}
 }
