@@ -15,7 +15,8 @@ import (
 // and every invariant holds.
 func TestScenarioOverLibp2p(t *testing.T) {
 	sc := loadScenario(t, "evening.toml", func(sc *Scenario) {
-		sc.Cards.Count, sc.Store, sc.Libp2p.Nodes = 150, StoreMemory, 0
+		// Four hours: La Cave's outage (3:00-3:40) and its heal.
+		sc.Cards.Count, sc.Store, sc.Libp2p.Nodes, sc.Duration.Duration = 150, StoreMemory, 0, 4*time.Hour
 	})
 	res := runScenario(t, sc, ScenarioOptions{Network: NetworkLibp2p})
 	t.Logf("evening over libp2p: ops %d, heals %d, wall %s, wire %d bytes (%.0f B per op per node: %v), visibility p50 %.1f ms max %.1f ms",
@@ -60,7 +61,7 @@ func pct(sorted []float64, q float64) float64 {
 
 const latencyScenario = `name = "latency"
 seed = 11
-duration = "1h30m"
+duration = "1h"
 [venues]
 count = 4
 [venues.uplink]
@@ -74,8 +75,8 @@ bandwidth_kbps = 256
 count = 40
 visits_per_evening = 12
 [[partitions]]
-at = "30m"
-for = "20m"
+at = "20m"
+for = "15m"
 isolate = ["3"]
 [events]
 per_venue_per_day = 100

@@ -54,6 +54,7 @@ type ScenarioOptions struct {
 	// after a heal (default DefaultConvergeTimeout, 60 s). Past it the run
 	// stops on a violation listing the ops each venue lacks.
 	ConvergeTimeout time.Duration
+	netLogger *slog.Logger // tests: the networks' own logs
 	// TempDir holds the venues' Badger stores (store = "badger"; default
 	// os.TempDir()); they are removed when the run ends.
 	TempDir string
@@ -574,7 +575,7 @@ func (r *scRun) run(ctx context.Context) error {
 		r.world.Lock()
 		c, err := newNetCarrier(ctx, r.h, &r.world, netCarrierConfig{
 			Kind: r.network, Uplinks: r.uplinks, NoAntiEntropy: r.opts.NoAntiEntropy, Timeout: r.opts.ConvergeTimeout,
-			Logger: r.opts.Logger,
+			Logger: r.opts.Logger, NetLogger: r.opts.netLogger,
 		})
 		if err != nil {
 			r.world.Unlock()
@@ -779,10 +780,12 @@ func (r *scRun) heal() error {
 		if err := r.h.Heal(); err != nil {
 			return err
 		}
+		start := time.Now()
 		if err := r.carry.layout(r.ctx, r.down); err != nil {
 			return fmt.Errorf("simulations: heal the network: %w", err)
 		}
-		took, err := r.flow()
+		_, err := r.flow()
+		took := time.Since(start)
 		if errors.Is(err, errNotConverged) {
 			return r.violate("one digest everywhere after each heal", fmt.Sprintf("after the heal at %s the network's anti-entropy did not converge: %v", fmtSim(r.now), err), r.digestOps())
 		}
@@ -897,19 +900,29 @@ func (r *scRun) meanOpSize() float64 {
 // digestOps lists each venue's digest and the ops the run made that it
 // lacks.
 func (r *scRun) digestOps() []string {
-	var out []string
+	var out, lacks []string
 	for _, v := range r.h.Active() {
 		rep := r.h.Venue(v).Replica
 		d := rep.Set.Digest()
-		out = append(out, fmt.Sprintf("venue %s digest %x ops %d", r.sc.VenueName(v), d[:6], rep.Set.Len()))
+		state := ""
+		if r.down[v] {
+			state = " (down)"
+		}
+		out = append(out, fmt.Sprintf("venue %s digest %x ops %d%s", r.sc.VenueName(v), d[:6], rep.Set.Len(), state))
+		n := 0
 		for i := range r.ops {
 			op := &r.ops[i]
 			if !holds(rep, op.Author, op.Seq, op.ID()) {
-				out = append(out, "  lacks "+opDesc(op.ID(), fmt.Sprintf("%s seq %d by %s", op.Kind, op.Seq, r.authorName(op.Author))))
+				if n++; n <= 5 {
+					lacks = append(lacks, fmt.Sprintf("venue %s lacks %s", r.sc.VenueName(v), opDesc(op.ID(), fmt.Sprintf("%s seq %d by %s", op.Kind, op.Seq, r.authorName(op.Author)))))
+				}
 			}
 		}
+		if n > 5 {
+			lacks = append(lacks, fmt.Sprintf("venue %s lacks %d more", r.sc.VenueName(v), n-5))
+		}
 	}
-	return out
+	return append(out, lacks...)
 }
 
 func (r *scRun) authorName(k crdt.PublicKey) string {
@@ -922,8 +935,8 @@ func (r *scRun) authorName(k crdt.PublicKey) string {
 }
 
 func (r *scRun) violate(inv, detail string, ops []string) error {
-	if len(ops) > 50 {
-		ops = append(ops[:50], fmt.Sprintf("… %d more", len(ops)-50))
+	if len(ops) > 200 {
+		ops = append(ops[:200], fmt.Sprintf("… %d more", len(ops)-200))
 	}
 	r.res.Violation = &Violation{Invariant: inv, AtMs: r.now, Detail: detail, Ops: ops}
 	r.finish()
