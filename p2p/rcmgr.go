@@ -152,8 +152,9 @@ type Limits struct {
 	// thus costs a TCP accept a try, not a Noise handshake. Outbound
 	// connections and relayed ones are not affected: an honest venue
 	// behind the same address is still dialed by this node, and an
-	// honest venue's handshakes are never refused. Defaults 2 a second,
-	// burst 20.
+	// honest venue's handshakes are never refused. A revoked venue's node
+	// redialing on its ordinary backoff (a few tries a second at most)
+	// stays under the rate. Defaults 10 a second, burst 50.
 	HandshakeRefusalRate  float64
 	HandshakeRefusalBurst int
 }
@@ -184,8 +185,8 @@ func DefaultLimits() Limits {
 		BanBase:               10 * time.Second,
 		BanMax:                10 * time.Minute,
 		BanForgive:            10 * time.Minute,
-		HandshakeRefusalRate:  2,
-		HandshakeRefusalBurst: 20,
+		HandshakeRefusalRate:  10,
+		HandshakeRefusalBurst: 50,
 	}
 }
 
