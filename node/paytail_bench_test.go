@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	rtmetrics "runtime/metrics"
+	"runtime/pprof"
 	"runtime/trace"
 	"slices"
 	"strconv"
@@ -52,6 +53,7 @@ var (
 	payTailTrace    = flag.String("paytail.trace", "", "write a runtime/trace of the payment run to this file")
 	payTailLog      = flag.String("paytail.log", "", "write the node's debug log (slow write groups) to this file")
 	payTailSettle   = flag.Duration("paytail.settle", 0, "wait this long after the node started before paying (lets the first compaction run its course)")
+	payTailHeap     = flag.String("paytail.heapprofile", "", "write a heap profile taken when the live heap peaked during the run to this file")
 	payTailP2P      = flag.Bool("paytail.p2p", true, "run the node's network (libp2p on loopback, no peer) as cagnotte node does")
 )
 
@@ -200,6 +202,10 @@ func payTail(b *testing.B, v *testVenue, m *payTailManifest, rate int, d time.Du
 		defer trace.Stop()
 	}
 	pausesBefore, cyclesBefore := gcPauses(), gcCycles()
+	if *payTailHeap != "" {
+		stop := watchHeapPeak(b, *payTailHeap)
+		defer stop()
+	}
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
@@ -272,6 +278,41 @@ func gcPauses() [2]float64 {
 		biggest = hi
 	}
 	return [2]float64{total, biggest}
+}
+
+// watchHeapPeak samples the heap's live objects every 250 ms and writes a
+// heap profile each time they reach a new peak (the file holds the last
+// one), until the returned function is called.
+func watchHeapPeak(b *testing.B, path string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		var peak uint64
+		s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+		for {
+			select {
+			case <-done:
+				b.Logf("live heap peak %d MiB (profile in %s)", peak>>20, path)
+				return
+			case <-t.C:
+			}
+			rtmetrics.Read(s)
+			if s[0].Value.Kind() != rtmetrics.KindUint64 || s[0].Value.Uint64() <= peak {
+				continue
+			}
+			peak = s[0].Value.Uint64()
+			f, err := os.Create(path)
+			if err != nil {
+				continue
+			}
+			_ = pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 // gcCycles returns the number of GC cycles the process completed.
