@@ -68,6 +68,68 @@
 // actually missing), and after a refusal when [crdt.BlockAfterRefusal]
 // says so (a stale stamp presented while isolated).
 //
+// # Scenarios over real networks
+//
+// [RunScenario] plays a scenario file on the harness above; its
+// Scenario.Network (or ScenarioOptions.Network, `cagnotte simulate
+// --network`) says how the ops travel. "memory" is the harness's direct
+// delivery. "libp2p" and "mocknet" hand the carriage to real networks
+// (netcarry.go): every venue runs a [p2p.Network] (GossipSub, heartbeats,
+// the node's anti-entropy, its connection gater) whose [p2p.Replica] is the
+// venue's own crdt.Replica, the one the harness decides on, behind a
+// [p2p.MemReplica] (p2p.WrapReplica). "libp2p" puts each network on a real
+// libp2p host (TCP, Noise, yamux on 127.0.0.1); "mocknet" on go-libp2p's
+// mocknet, each link with mocknet.LinkOptions from its two venues'
+// uplinks: latency the sum of both uplinks' latencies, bandwidth the
+// narrower one (loss is not modelled: mocknet links are reliable). "auto",
+// the default, is libp2p up to 30 venues and mocknet beyond. The networks
+// start after the cards are issued (the issuing stays the harness's
+// catch-up run), are connected in a full mesh (TargetPeers = venues − 1:
+// a venue's own ops reach every other venue in one hop) and the run waits
+// until every venue has heard every other's heartbeat.
+//
+// The decisions stay the harness's (crdt rules, quorum and isolation from
+// the layout); only the carriage changes. One world lock (sync.RWMutex)
+// separates them: the harness holds it for writing while it plays a step,
+// and every replica method the networks call takes it for reading, so
+// nothing touches a replica while the harness decides and the venues'
+// networks ingest in parallel between steps. Membership (IsMember,
+// Members) is read once when a network starts (a scenario admits and
+// revokes nobody after its genesis) and answered without the lock: the
+// gater, GossipSub's peer filter and the validators ask it on every
+// connection and message.
+//
+// An op a venue makes is added to its replica and kept until the step's
+// end ([Harness.SetCarrier], [Carrier]); then the world lock is released,
+// each venue's network is given the step's own ops as one commit (it
+// publishes them as a node publishes its commits, in GossipSub messages
+// of up to 128 ops), and the run waits, on the networks' commit hooks
+// with a deadline (ScenarioOptions.ConvergeTimeout, 60 s by default;
+// never a sleep), until every venue of each side holds the same ops (one
+// digest per side). The virtual clock does not move meanwhile. The ops a
+// venue received are then handed to the harness (the reservations they
+// settle released, the automatic blocks they call for made and carried
+// in turn). Each op's measured visibility delay is the wall time from the
+// release to its commit at the last venue of its side.
+//
+// The scenario's cuts go to the networks as well: every pair of venues on
+// different sides blocks each other (p2p.Network.Block: the gater on real
+// hosts, closed connections on mocknet), and the run waits until no
+// connection crosses sides; venues brought to one side are unblocked and
+// connected, and the run waits for their own anti-entropy (sync on
+// connect, periodic sync, gap sync) to merge them. A heal of the whole
+// network is that, timed from the unblocking until one digest
+// everywhere: HealRecord.MeasuredConvergeMs, next to the model's
+// estimate. Past the deadline the run stops on "one digest everywhere
+// after each heal", listing the ops each venue lacks. The broken rule
+// NoAntiEntropy starts every network with its anti-entropy held
+// (p2p.Config.HoldCatchUp, never resumed), so that invariant bites on the
+// network too. A crash (kill -9) closes the venue's network and host; the
+// node restarts over its durable replica with a new network, cut off
+// while it is down, and catches up by the real sync when its cut ends.
+// The wire bytes each venue's hosts sent, per protocol, come from a
+// [WireCounter] per host (libp2p only: mocknet hosts count nothing).
+//
 // # The offline-risk scenario
 //
 // [RunOffline] plays an evening: cards are issued (topped up at a random

@@ -54,7 +54,9 @@ type ScenarioOptions struct {
 	// after a heal (default DefaultConvergeTimeout, 60 s). Past it the run
 	// stops on a violation listing the ops each venue lacks.
 	ConvergeTimeout time.Duration
-	netLogger *slog.Logger // tests: the networks' own logs
+	// NetLogger receives the venues' networks' own logs (p2p, GossipSub;
+	// default: discarded, as they are many on a busy machine).
+	NetLogger *slog.Logger
 	// TempDir holds the venues' Badger stores (store = "badger"; default
 	// os.TempDir()); they are removed when the run ends.
 	TempDir string
@@ -575,7 +577,7 @@ func (r *scRun) run(ctx context.Context) error {
 		r.world.Lock()
 		c, err := newNetCarrier(ctx, r.h, &r.world, netCarrierConfig{
 			Kind: r.network, Uplinks: r.uplinks, NoAntiEntropy: r.opts.NoAntiEntropy, Timeout: r.opts.ConvergeTimeout,
-			Logger: r.opts.Logger, NetLogger: r.opts.netLogger,
+			Logger: r.opts.Logger, NetLogger: r.opts.NetLogger,
 		})
 		if err != nil {
 			r.world.Unlock()
