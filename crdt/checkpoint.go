@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"unicode/utf8"
 )
 
 // Checkpoints let a new venue start selling without folding every op since
@@ -358,12 +359,85 @@ func (r *reader) count() uint64 {
 
 // DecodedCheckpoint is a checkpoint read back: the records to install with
 // FromStored, and the external references to put in the new set's index.
+// The references are not decoded into memory (a season's checkpoint holds
+// hundreds of thousands of them): EachRef reads them, one at a time, from
+// the checkpoint's bytes, which the DecodedCheckpoint keeps a reference to
+// until DropRefs.
 type DecodedCheckpoint struct {
 	Stored Stored
-	Refs   map[string]RefEntry
+	// refs is the references' section of the checkpoint (checked by
+	// DecodeCheckpoint), nrefs how many it holds.
+	refs  []byte
+	nrefs uint64
 }
 
-// DecodeCheckpoint parses a checkpoint's canonical encoding.
+// NumRefs is the number of external references the checkpoint carries.
+func (d *DecodedCheckpoint) NumRefs() uint64 { return d.nrefs }
+
+// RefBytes is the size of the references' section of the checkpoint.
+func (d *DecodedCheckpoint) RefBytes() int { return len(d.refs) }
+
+// EachRef calls fn with each external reference of the checkpoint, in
+// key order, until fn returns an error, which it returns. It fails with
+// ErrCheckpoint after DropRefs.
+func (d *DecodedCheckpoint) EachRef(fn func(ref string, e RefEntry) error) error {
+	if d.refs == nil && d.nrefs > 0 {
+		return fmt.Errorf("%w: references dropped", ErrCheckpoint)
+	}
+	r := &reader{b: d.refs}
+	for range d.nrefs {
+		k, e := decodeRef(r)
+		if r.err != nil {
+			return fmt.Errorf("%w: %v", ErrCheckpoint, r.err) // checked by DecodeCheckpoint: unreachable
+		}
+		if err := fn(k, e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DropRefs releases the checkpoint's bytes the references were read from
+// (the rest of the DecodedCheckpoint holds copies). EachRef fails after it.
+func (d *DecodedCheckpoint) DropRefs() { d.refs = nil }
+
+func decodeRef(r *reader) (string, RefEntry) {
+	k := r.str(MaxRefLen + 16)
+	e := RefEntry{Card: CardID(r.str(2 * MaxCardBytes))}
+	e.Winner = decodeStamp(r)
+	e.Amount = r.varint()
+	return k, e
+}
+
+// skipRefs checks n references (in strictly increasing key order, as
+// EncodeCheckpoint writes them) without keeping them, and returns the
+// section they span.
+func skipRefs(r *reader, n uint64) []byte {
+	start := r.b
+	var prev []byte
+	var st [32]byte
+	for i := range n {
+		k := r.bytes(MaxRefLen + 16)
+		card := r.bytes(2 * MaxCardBytes)
+		if r.err == nil && (!utf8.Valid(k) || !utf8.Valid(card)) {
+			r.fail(fmt.Errorf("%w: string is not UTF-8", ErrInvalidBody))
+		}
+		if r.err == nil && i > 0 && string(k) <= string(prev) {
+			r.fail(fmt.Errorf("%w: references out of order", ErrNonCanonical))
+		}
+		prev = k
+		r.uvarint()
+		r.fixed(st[:])
+		r.varint()
+		if r.err != nil {
+			return nil
+		}
+	}
+	return start[:len(start)-len(r.b)]
+}
+
+// DecodeCheckpoint parses a checkpoint's canonical encoding. The result
+// refers to b for its references (see DecodedCheckpoint).
 func DecodeCheckpoint(b []byte) (DecodedCheckpoint, error) {
 	var d DecodedCheckpoint
 	if len(b) == 0 || b[0] != checkpointVersion {
@@ -395,16 +469,11 @@ func DecodeCheckpoint(b []byte) (DecodedCheckpoint, error) {
 	for range r.count() {
 		d.Stored.Conflicts = append(d.Stored.Conflicts, decodeConflict(r))
 	}
-	d.Refs = map[string]RefEntry{}
+	d.nrefs = r.count()
+	d.refs = skipRefs(r, d.nrefs)
 	for range r.count() {
-		k := r.str(MaxRefLen + 16)
-		e := RefEntry{Card: CardID(r.str(2 * MaxCardBytes))}
-		e.Winner = decodeStamp(r)
-		e.Amount = r.varint()
-		d.Refs[k] = e
-	}
-	for range r.count() {
-		op, err := DecodeOp(r.bytes(MaxOpSize))
+		// A copy: the op must not keep the checkpoint's bytes alive.
+		op, err := DecodeOp(slices.Clone(r.bytes(MaxOpSize)))
 		if r.err == nil && err != nil {
 			r.fail(fmt.Errorf("%w: evidence: %v", ErrCheckpoint, err))
 		}
@@ -413,18 +482,22 @@ func DecodeCheckpoint(b []byte) (DecodedCheckpoint, error) {
 	if err := r.done(); err != nil {
 		return DecodedCheckpoint{}, fmt.Errorf("%w: %v", ErrCheckpoint, err)
 	}
+	if d.refs == nil {
+		d.refs = []byte{} // no references: EachRef has nothing to read, DropRefs nothing to drop
+	}
 	return d, nil
 }
 
 // CheckpointSet returns an op set holding a decoded checkpoint's state,
-// with cfg's index filled with its external references. Verify the
-// checkpoint's attestations first (VerifyCheckpoint).
+// with cfg's index filled with its external references (unless they were
+// dropped: a caller that wrote them to its index itself drops them
+// first). Verify the checkpoint's attestations first (VerifyCheckpoint).
 func CheckpointSet(cfg Config, d DecodedCheckpoint) *OpSet {
 	if cfg.Index == nil {
 		cfg.Index = NewMemIndex()
 	}
-	for k, e := range d.Refs {
-		cfg.Index.SetRef(k, e)
+	if d.refs != nil {
+		_ = d.EachRef(func(k string, e RefEntry) error { cfg.Index.SetRef(k, e); return nil })
 	}
 	return FromStored(cfg, d.Stored)
 }
@@ -520,7 +593,9 @@ func VerifyCheckpoint(checkpoint []byte, atts []Attestation, members map[PublicK
 	if need <= 0 {
 		return d, fmt.Errorf("%w: no quorum to check against", ErrNoQuorum)
 	}
-	set := CheckpointSet(Config{Federation: d.Stored.Meta.Federation}, d)
+	// The version vector and the digest do not depend on the references:
+	// they are not put in an index here.
+	set := FromStored(Config{Federation: d.Stored.Meta.Federation}, d.Stored)
 	vv, digest := VVDigest(set.VersionVector()), set.Digest()
 	seen := map[PublicKey]bool{}
 	for _, a := range atts {

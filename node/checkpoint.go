@@ -56,6 +56,13 @@ type CheckpointConfig struct {
 	// against the checkpoint once complete (above it, only the chains and
 	// signatures are verified). Default 2,000,000.
 	MaxFoldOps int
+
+	// Test hooks: the bytes of references written per transaction when
+	// a checkpoint is installed (0: the store's default, 4 MiB), and a
+	// function called after each such transaction whose error stops the
+	// install midway, as a crash would.
+	refChunkBytes int
+	afterRefChunk func(chunk int) error
 }
 
 func (c *CheckpointConfig) setDefaults() {
@@ -443,7 +450,8 @@ func (c *checkpointer) join(ctx context.Context) {
 				n.log.Info("checkpoint: could not fetch", "peer", p, "err", err, "attempt", retry[p])
 				continue
 			}
-			ops, err := c.install(ctx, cp)
+			size, natt := len(cp.Bytes), len(cp.Attestations)
+			ops, err := c.install(ctx, &cp)
 			if errors.Is(err, errNotFresh) {
 				n.log.Warn("checkpoint: not installed, full catch-up", "err", err)
 				return
@@ -455,7 +463,7 @@ func (c *checkpointer) join(ctx context.Context) {
 				continue
 			}
 			n.log.Info("started from an attested checkpoint: fetching only the newer ops", "peer", p,
-				"ops", ops, "bytes", len(cp.Bytes), "attestations", len(cp.Attestations), "took", time.Since(start))
+				"ops", ops, "bytes", size, "attestations", natt, "took", time.Since(start))
 			return
 		}
 		if len(done) > 0 && allAsked && none == len(done) {
@@ -477,7 +485,17 @@ func (c *checkpointer) join(ctx context.Context) {
 // install verifies a checkpoint against the members of the node's own
 // federation chain and, if a quorum of them attested it, replaces the
 // node's state with it. It returns the number of ops it stands for.
-func (c *checkpointer) install(ctx context.Context, cp p2p.Checkpoint) (uint64, error) {
+//
+// Its memory stays bounded by the checkpoint's bytes and its records
+// (cards, events), not by its external references (most of a season's
+// checkpoint): the bytes are written to the store aside first, the
+// references are read one at a time from them and written to the store in
+// bounded chunks, then cp.Bytes is released (set to nil) before the
+// records are committed. A failure or a crash midway leaves the store
+// without the checkpoint: the references sit under an index generation
+// nothing names until the commit that switches to it, the bytes are
+// not the store's latest checkpoint until the state is installed.
+func (c *checkpointer) install(ctx context.Context, cp *p2p.Checkpoint) (uint64, error) {
 	n := c.n
 	n.mu.RLock()
 	members := n.membersLocked()
@@ -499,9 +517,16 @@ func (c *checkpointer) install(ctx context.Context, cp p2p.Checkpoint) (uint64, 
 	if cpFed == nil {
 		return 0, fmt.Errorf("%w: no federation chain", crdt.ErrCheckpoint)
 	}
+	// Kept: the history fetch verifies against it (after a restart too),
+	// and the node serves it to the next venue that joins. Written aside
+	// now, the latest checkpoint once the state is installed.
+	staged, err := n.store.StageCheckpoint(cp.Bytes)
+	if err != nil {
+		return 0, fmt.Errorf("node: keep the checkpoint: %w", err)
+	}
 	var ops uint64
 	r := n.submit(ctx, nil, func(tx *writeTx) result {
-		ops, err = c.installLocked(d, cpFed)
+		ops, err = c.installLocked(ctx, &d, cpFed, cp)
 		return result{err: err}
 	})
 	if r.err != nil && !errors.Is(r.err, errNotFresh) && !errors.Is(r.err, crdt.ErrCheckpoint) {
@@ -512,9 +537,7 @@ func (c *checkpointer) install(ctx context.Context, cp p2p.Checkpoint) (uint64, 
 		c.joinMu.Lock()
 		c.installed, c.joinedOps = true, ops
 		c.joinMu.Unlock()
-		// Kept: the history fetch verifies against it (after a restart
-		// too), and the node serves it to the next venue that joins.
-		if err := n.store.SaveCheckpoint(cp.Bytes, cp.Attestations); err != nil {
+		if err := n.store.CommitCheckpoint(staged, cp.Attestations); err != nil {
 			n.log.Warn("checkpoint: keep the installed checkpoint", "err", err)
 		}
 	}
@@ -523,8 +546,10 @@ func (c *checkpointer) install(ctx context.Context, cp p2p.Checkpoint) (uint64, 
 
 // installLocked writes the checkpoint's state and makes it the node's,
 // then adds back the federation ops this node holds past the
-// checkpoint's. Called by the writer, with mu held.
-func (c *checkpointer) installLocked(d crdt.DecodedCheckpoint, cpFed *crdt.AuthorState) (uint64, error) {
+// checkpoint's. It releases the checkpoint's bytes (cp.Bytes and d's
+// references) once the references are in the store. Called by the
+// writer, with mu held.
+func (c *checkpointer) installLocked(ctx context.Context, d *crdt.DecodedCheckpoint, cpFed *crdt.AuthorState, cp *p2p.Checkpoint) (uint64, error) {
 	n := c.n
 	if seq, _ := n.set.Head(n.cfg.Key.Public()); seq > 0 {
 		return 0, errNotFresh
@@ -548,13 +573,23 @@ func (c *checkpointer) installLocked(d crdt.DecodedCheckpoint, cpFed *crdt.Autho
 		return 0, err
 	}
 	// Without change tracking the first commit writes every record (a
-	// reset), and the index's pending writes start a new generation.
-	n.store.Index().Reset()
-	set := crdt.CheckpointSet(crdt.Config{Federation: n.fed, Log: n.store, Index: n.store.Index()}, d)
+	// reset), and the index's pending writes start a new generation, to
+	// which the references are written first, in chunks.
+	idx := n.store.Index()
+	idx.Reset()
+	chunks, err := idx.WriteRefsAside(ctx, d.EachRef, store.RefsAsideConfig{ChunkBytes: c.cfg.refChunkBytes, AfterChunk: c.cfg.afterRefChunk})
+	if err != nil {
+		return 0, fmt.Errorf("node: write the checkpoint's references: %w", err)
+	}
+	n.log.Debug("checkpoint: references written", "refs", d.NumRefs(), "bytes", d.RefBytes(), "chunks", chunks)
+	d.DropRefs()
+	cp.Bytes = nil
+	set := crdt.CheckpointSet(crdt.Config{Federation: n.fed, Log: n.store, Index: idx}, *d)
 	if err := n.store.Commit(store.Batch{Evidence: d.Stored.Evidence, State: set}); err != nil {
 		return 0, fmt.Errorf("node: write the checkpoint: %w", err)
 	}
 	ops := set.Len()
+	*d = crdt.DecodedCheckpoint{}
 	loaded, err := n.store.Load(n.fed)
 	if err != nil {
 		return 0, fmt.Errorf("node: read the checkpoint back: %w", err)

@@ -141,6 +141,12 @@ func (c *checkpointer) fetchHistory(ctx context.Context) {
 		n.log.Error("history: reading the log", "err", err)
 		return
 	}
+	if total > uint64(c.cfg.MaxFoldOps) {
+		// Not folded at the end (verifyHistory): the checkpoint's bytes
+		// are not held through the fetch.
+		raw = nil
+		d.DropRefs()
+	}
 	c.hist.update(func(s *HistoryStatus) { s.Active, s.Held, s.Total = true, held, total })
 	defer c.hist.update(func(s *HistoryStatus) { s.Active = false })
 	n.log.Info("history: fetching the ops older than the checkpoint in the background", "progress", c.hist.get().String(), "authors", len(targets))

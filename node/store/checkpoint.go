@@ -88,19 +88,42 @@ func decodeCheckpointRecord(v []byte) (checkpointRecord, error) {
 // attestations as the node's latest checkpoint, replacing the previous
 // one. It does not verify them: callers save what a quorum attested.
 func (s *Store) SaveCheckpoint(cp []byte, atts []crdt.Attestation) error {
-	if err := s.acquire(); err != nil {
+	st, err := s.StageCheckpoint(cp)
+	if err != nil {
 		return err
+	}
+	return s.CommitCheckpoint(st, atts)
+}
+
+// StagedCheckpoint is a checkpoint whose bytes are written to the store
+// but which is not its latest one yet (CommitCheckpoint). A crash before
+// the commit leaves the previous checkpoint in place; the staged bytes are
+// deleted by the next save.
+type StagedCheckpoint struct {
+	gen, size uint64
+	hash      [32]byte
+	prevGen   uint64
+	havePrev  bool
+}
+
+// Size is the staged checkpoint's size in bytes.
+func (st StagedCheckpoint) Size() uint64 { return st.size }
+
+// StageCheckpoint writes cp's bytes to the store, in chunks, aside from
+// the latest checkpoint: the caller can drop its copy of cp after it, and
+// make it the latest with CommitCheckpoint (or drop it by staging
+// another).
+func (s *Store) StageCheckpoint(cp []byte) (StagedCheckpoint, error) {
+	if err := s.acquire(); err != nil {
+		return StagedCheckpoint{}, err
 	}
 	defer s.release()
 	if len(cp) == 0 {
-		return errors.New("store: empty checkpoint")
-	}
-	if len(atts) > MaxCheckpointAttestations {
-		return fmt.Errorf("store: %d attestations, at most %d", len(atts), MaxCheckpointAttestations)
+		return StagedCheckpoint{}, errors.New("store: empty checkpoint")
 	}
 	prev, havePrev, err := s.checkpointRecord()
 	if err != nil && !errors.Is(err, ErrCorrupt) {
-		return err
+		return StagedCheckpoint{}, err
 	}
 	gen := uint64(1)
 	if havePrev {
@@ -108,25 +131,48 @@ func (s *Store) SaveCheckpoint(cp []byte, atts []crdt.Attestation) error {
 	}
 	// Chunks of a save that did not finish (a crash) are in the way.
 	if err := s.deletePrefixBackground(binary.BigEndian.AppendUint64([]byte{prefixCheckpointChunk}, gen)); err != nil {
-		return fmt.Errorf("store: save checkpoint: %w", err)
+		return StagedCheckpoint{}, fmt.Errorf("store: save checkpoint: %w", err)
 	}
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for i := 0; i*checkpointChunk < len(cp); i++ {
 		end := min(len(cp), (i+1)*checkpointChunk)
 		if err := wb.Set(checkpointChunkKey(gen, uint32(i)), cp[i*checkpointChunk:end]); err != nil {
-			return fmt.Errorf("store: save checkpoint: %w", err)
+			return StagedCheckpoint{}, fmt.Errorf("store: save checkpoint: %w", err)
 		}
 	}
 	if err := wb.Flush(); err != nil {
+		return StagedCheckpoint{}, fmt.Errorf("store: save checkpoint: %w", err)
+	}
+	return StagedCheckpoint{gen: gen, size: uint64(len(cp)), hash: sha256.Sum256(cp), prevGen: prev.gen, havePrev: havePrev}, nil
+}
+
+// CommitCheckpoint makes a staged checkpoint, with its attestations, the
+// store's latest one, and deletes the previous one's bytes.
+func (s *Store) CommitCheckpoint(st StagedCheckpoint, atts []crdt.Attestation) error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	defer s.release()
+	if st.gen == 0 {
+		return errors.New("store: commit a checkpoint that was not staged")
+	}
+	if len(atts) > MaxCheckpointAttestations {
+		return fmt.Errorf("store: %d attestations, at most %d", len(atts), MaxCheckpointAttestations)
+	}
+	cur, haveCur, err := s.checkpointRecord()
+	if err != nil && !errors.Is(err, ErrCorrupt) {
 		return fmt.Errorf("store: save checkpoint: %w", err)
 	}
-	rec := checkpointRecord{gen: gen, size: uint64(len(cp)), hash: sha256.Sum256(cp), atts: atts}
+	if haveCur != st.havePrev || haveCur && cur.gen != st.prevGen {
+		return errors.New("store: another checkpoint was saved since this one was staged")
+	}
+	rec := checkpointRecord{gen: st.gen, size: st.size, hash: st.hash, atts: atts}
 	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(keyCheckpoint, rec.encode()) }); err != nil {
 		return fmt.Errorf("store: save checkpoint: %w", err)
 	}
-	if havePrev {
-		if err := s.deletePrefixBackground(binary.BigEndian.AppendUint64([]byte{prefixCheckpointChunk}, prev.gen)); err != nil {
+	if st.havePrev && st.prevGen != st.gen {
+		if err := s.deletePrefixBackground(binary.BigEndian.AppendUint64([]byte{prefixCheckpointChunk}, st.prevGen)); err != nil {
 			s.log.Warn("delete the previous checkpoint", "err", err)
 		}
 	}

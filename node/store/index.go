@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -479,4 +480,93 @@ func (d *DiskIndex) committed(gen uint32) (dropOld bool) {
 	d.gen = gen
 	d.pend = newOverlay(false)
 	return dropOld
+}
+
+// RefsAsideConfig configures WriteRefsAside. Zero fields take the
+// defaults.
+type RefsAsideConfig struct {
+	// ChunkBytes bounds the bytes of references written per transaction
+	// (Badger may cut a chunk shorter). Default 4 MiB.
+	ChunkBytes int
+	// AfterChunk, if set, is called after each chunk is committed, with
+	// its number (from 1); an error it returns stops the writes, as a
+	// crash would (tests stop an install midway with it).
+	AfterChunk func(chunk int) error
+}
+
+// ErrNotReset is returned by WriteRefsAside when the index was not Reset.
+var ErrNotReset = errors.New("store: the index was not reset: references cannot be written aside")
+
+// WriteRefsAside writes external references (each calls its argument
+// with every one) straight to the store, under the generation that the
+// next commit of the reset index switches to, in transactions of at most
+// cfg.ChunkBytes, instead of holding them in the overlay until that
+// commit: a checkpoint carries hundreds of thousands of them. The index
+// must have been Reset and hold no reference yet. Until that commit no
+// read sees them (reads of a reset index ignore the disk, and the state
+// on disk names the previous generation); a crash before it leaves keys
+// under a generation nothing names, which the next WriteRefsAside deletes
+// first. It returns the number of chunks written.
+func (d *DiskIndex) WriteRefsAside(ctx context.Context, each func(fn func(ref string, e crdt.RefEntry) error) error, cfg RefsAsideConfig) (int, error) {
+	s := d.s
+	if err := s.acquire(); err != nil {
+		return 0, err
+	}
+	defer s.release()
+	if !d.pend.reset || len(d.pend.refs) > 0 {
+		return 0, ErrNotReset
+	}
+	if cfg.ChunkBytes <= 0 {
+		cfg.ChunkBytes = 4 << 20
+	}
+	gen := d.gen + 1
+	// What a crashed install or rebuild left under that generation.
+	for _, p := range []byte{prefixEntry, prefixCounter, prefixRef} {
+		if err := s.deletePrefixBackground(indexPrefix(p, gen)); err != nil {
+			return 0, fmt.Errorf("store: clear index generation %d: %w", gen, err)
+		}
+	}
+	chunks, size := 0, 0
+	txn := s.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	commit := func() error {
+		if size == 0 {
+			return nil
+		}
+		if err := txn.Commit(); err != nil {
+			return err
+		}
+		chunks++
+		txn, size = s.db.NewTransaction(true), 0
+		if cfg.AfterChunk != nil {
+			if err := cfg.AfterChunk(chunks); err != nil {
+				return err
+			}
+		}
+		return ctx.Err()
+	}
+	err := each(func(ref string, e crdt.RefEntry) error {
+		k, v := refKey(gen, ref), encodeRef(e)
+		err := txn.Set(k, v)
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err := commit(); err != nil {
+				return err
+			}
+			err = txn.Set(k, v)
+		}
+		if err != nil {
+			return err
+		}
+		if size += len(k) + len(v); size >= cfg.ChunkBytes {
+			return commit()
+		}
+		return nil
+	})
+	if err == nil {
+		err = commit()
+	}
+	if err != nil {
+		return chunks, fmt.Errorf("store: write references aside: %w", err)
+	}
+	return chunks, nil
 }
