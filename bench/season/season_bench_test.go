@@ -88,10 +88,13 @@ var (
 	flagReads    = flag.Int("season.reads", 1000, "reads of the hot card's first page")
 	flagRestarts = flag.Int("season.restarts", 10, "restarts for the disk-per-op measure")
 	flagJoinWait = flag.Duration("season.join", 5*time.Minute, "longest wait for the new venue to sell and to catch up (0: no new venue)")
-	flagBatch    = flag.Int("season.batch", genhistory.DefaultBatchOps, "ops per store commit when generating (gen-history --batch)")
-	flagKeep     = flag.Bool("season.keep", false, "keep the work directory (its path is logged)")
-	flagCkpt     = flag.Bool("season.checkpoint", true, "save a checkpoint of the history attested by a quorum of the generated venues before the first start (genhistory.SaveAttestedCheckpoint), so that the new venue can join from it")
-	flagProfiles = flag.String("season.profiles", "", "directory for heap profiles of the loaded node (run with --pprof) after its start and after the payments (default: none)")
+	// flagJoinSettle keeps the new venue running after it caught up, to
+	// read its steady RSS (issue 11: a node's limits, 256 MiB steady).
+	flagJoinSettle = flag.Duration("season.joinsettle", 30*time.Second, "how long the new venue runs after it caught up; its steady RSS is the median over the second half (0: none)")
+	flagBatch      = flag.Int("season.batch", genhistory.DefaultBatchOps, "ops per store commit when generating (gen-history --batch)")
+	flagKeep       = flag.Bool("season.keep", false, "keep the work directory (its path is logged)")
+	flagCkpt       = flag.Bool("season.checkpoint", true, "save a checkpoint of the history attested by a quorum of the generated venues before the first start (genhistory.SaveAttestedCheckpoint), so that the new venue can join from it")
+	flagProfiles   = flag.String("season.profiles", "", "directory for heap profiles of the loaded node (run with --pprof) after its start and after the payments (default: none)")
 )
 
 // BenchmarkSeason runs the season scenario for each size of -season.ops.
@@ -166,6 +169,9 @@ type result struct {
 	JoinRSS      int64         // kB, the new venue's VmRSS when caught up (or at the end)
 	JoinPeak     int64         // kB, its VmHWM
 	JoinAnonPeak int64         // kB, its highest RssAnon sampled
+	JoinSteady   int64         // kB, its median VmRSS over the second half of the settle time
+	JoinSteadyAn int64         // kB, its median RssAnon over the same
+	JoinSettle   time.Duration // the settle time
 	JoinCodes    map[int]int   // HTTP status of its payment attempts
 	JoinBlocked  int           // cards it blocked (log lines "card blocked")
 	PayCodes     map[int]int   // HTTP status of the payment run's refusals
@@ -238,6 +244,10 @@ func (r *result) String() string {
 	fmt.Fprintf(&b, "  new venue:         first payment %s, caught up %s, first \"synced\" log %s; RSS %s when caught up, peak %s\n",
 		okTime(r.JoinSell, r.JoinSellOK), okTime(r.JoinSynced, r.JoinSyncedOK), synced, mib(r.JoinRSS), mib(r.JoinPeak))
 	fmt.Fprintf(&b, "                     of which anonymous %s peak\n", mib(r.JoinAnonPeak))
+	if r.JoinSettle > 0 {
+		fmt.Fprintf(&b, "                     RSS steady %s (anonymous %s): median over the last %.0f s of %.0f s after it caught up\n",
+			mib(r.JoinSteady), mib(r.JoinSteadyAn), r.JoinSettle.Seconds()/2, r.JoinSettle.Seconds())
+	}
 	fmt.Fprintf(&b, "                     payment attempts by HTTP status %v; cards it blocked while catching up: %d\n", r.JoinCodes, r.JoinBlocked)
 	bpo := make([]string, len(r.DiskBytes))
 	for i := range r.DiskBytes {
@@ -284,6 +294,9 @@ func (r *result) report(b *testing.B) {
 	}
 	b.ReportMetric(r.JoinSell.Seconds(), "newvenue-sell-s")
 	b.ReportMetric(float64(r.JoinPeak)/1024, "newvenue-peak-MiB")
+	if r.JoinSettle > 0 {
+		b.ReportMetric(float64(r.JoinSteady)/1024, "newvenue-steady-MiB")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
@@ -1129,6 +1142,23 @@ func newVenue(ctx context.Context, b *testing.B, bin, work, fedDir, loadedPeer, 
 	if !r.JoinSyncedOK {
 		r.JoinSynced = *flagJoinWait
 		r.JoinRSS = p.rss()
+	}
+	if r.JoinSyncedOK && *flagJoinSettle > 0 {
+		settled := time.Now()
+		select {
+		case <-p.exited:
+			b.Errorf("new venue exited; see %s", filepath.Join(work, "newvenue.log"))
+			return
+		case <-ctx.Done():
+			return
+		case <-time.After(*flagJoinSettle):
+		}
+		r.JoinSettle = *flagJoinSettle
+		from := settled.Add(*flagJoinSettle / 2)
+		r.JoinSteady = p.medianRSS(from, time.Now())
+		r.JoinSteadyAn = p.median(from, time.Now(), func(m memStatus) int64 { return m.anon })
+		b.Logf("new venue: RSS steady %d MiB (anonymous %d MiB) over the last %s after it caught up", r.JoinSteady/1024, r.JoinSteadyAn/1024, *flagJoinSettle/2)
+		profileAt(ctx, b, pprofN, profName+"-settled.heap")
 	}
 	r.JoinFirstLog = p.logAt("msg=synced")
 	r.JoinBlocked = p.count("card blocked")
