@@ -436,14 +436,27 @@ func skipRefs(r *reader, n uint64) []byte {
 	return start[:len(start)-len(r.b)]
 }
 
-// DecodeCheckpoint parses a checkpoint's canonical encoding. The result
-// refers to b for its references (see DecodedCheckpoint).
-func DecodeCheckpoint(b []byte) (DecodedCheckpoint, error) {
+// DecodeCheckpointAuthors parses only the head of a checkpoint: its meta
+// and its author states (the chains it summarizes), which come first; the
+// rest of the bytes is not read (not checked either: decode the whole
+// checkpoint, DecodeCheckpoint, to check it). The result holds no card,
+// venue, event, conflict, reference or evidence, and no reference to b.
+func DecodeCheckpointAuthors(b []byte) (DecodedCheckpoint, error) {
 	var d DecodedCheckpoint
 	if len(b) == 0 || b[0] != checkpointVersion {
 		return d, fmt.Errorf("%w: version", ErrCheckpoint)
 	}
 	r := &reader{b: b[1:]}
+	decodeCheckpointHead(r, &d)
+	if r.err != nil {
+		return DecodedCheckpoint{}, fmt.Errorf("%w: %v", ErrCheckpoint, r.err)
+	}
+	d.refs = []byte{}
+	return d, nil
+}
+
+// decodeCheckpointHead reads a checkpoint's meta and author states.
+func decodeCheckpointHead(r *reader, d *DecodedCheckpoint) {
 	m := &d.Stored.Meta
 	m.Federation = r.key()
 	m.Name = r.str(MaxNameLen)
@@ -457,6 +470,17 @@ func DecodeCheckpoint(b []byte) (DecodedCheckpoint, error) {
 	for range r.count() {
 		d.Stored.Authors = append(d.Stored.Authors, decodeAuthor(r))
 	}
+}
+
+// DecodeCheckpoint parses a checkpoint's canonical encoding. The result
+// refers to b for its references (see DecodedCheckpoint).
+func DecodeCheckpoint(b []byte) (DecodedCheckpoint, error) {
+	var d DecodedCheckpoint
+	if len(b) == 0 || b[0] != checkpointVersion {
+		return d, fmt.Errorf("%w: version", ErrCheckpoint)
+	}
+	r := &reader{b: b[1:]}
+	decodeCheckpointHead(r, &d)
 	for range r.count() {
 		d.Stored.Cards = append(d.Stored.Cards, decodeCard(r))
 	}

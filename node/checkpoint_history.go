@@ -129,7 +129,9 @@ func (c *checkpointer) fetchHistory(ctx context.Context) {
 		n.log.Warn("history: no checkpoint to fetch it against", "err", err)
 		return
 	}
-	d, err := crdt.DecodeCheckpoint(raw)
+	// Its authors only (the chains to fetch): the whole checkpoint is
+	// decoded at the end, to fold the history against it.
+	d, err := crdt.DecodeCheckpointAuthors(raw)
 	if err != nil {
 		c.hist.update(func(s *HistoryStatus) { s.Err = err.Error() })
 		n.log.Error("history: the stored checkpoint does not decode", "err", err)
@@ -145,7 +147,6 @@ func (c *checkpointer) fetchHistory(ctx context.Context) {
 		// Not folded at the end (verifyHistory): the checkpoint's bytes
 		// are not held through the fetch.
 		raw = nil
-		d.DropRefs()
 	}
 	c.hist.update(func(s *HistoryStatus) { s.Active, s.Held, s.Total = true, held, total })
 	defer c.hist.update(func(s *HistoryStatus) { s.Active = false })
@@ -212,7 +213,7 @@ func (c *checkpointer) fetchHistory(ctx context.Context) {
 	}
 	c.hist.update(func(s *HistoryStatus) { s.Done = true })
 	n.log.Info("history: every op the checkpoint summarizes is held", "took", time.Since(start).Round(time.Millisecond))
-	if err := c.verifyHistory(d, raw, total); err != nil {
+	if err := c.verifyHistory(raw, total); err != nil {
 		c.hist.update(func(s *HistoryStatus) { s.Err = err.Error() })
 		n.log.Error("history: NOT VERIFIED against the checkpoint", "err", err)
 		return
@@ -341,7 +342,7 @@ func (c *checkpointer) historyRange(ctx context.Context, p peer.ID, t *historyTa
 // the attested checkpoint. Above CheckpointConfig.MaxFoldOps the fold is
 // skipped (its memory grows with the history): the chains and the
 // signatures were verified, the state is not.
-func (c *checkpointer) verifyHistory(d crdt.DecodedCheckpoint, raw []byte, total uint64) error {
+func (c *checkpointer) verifyHistory(raw []byte, total uint64) error {
 	n := c.n
 	if total > uint64(c.cfg.MaxFoldOps) {
 		n.log.Warn("history: not folded to check the checkpoint's state: over MaxFoldOps (chains and signatures were verified)",
@@ -349,6 +350,10 @@ func (c *checkpointer) verifyHistory(d crdt.DecodedCheckpoint, raw []byte, total
 		return nil
 	}
 	start := time.Now()
+	d, err := crdt.DecodeCheckpoint(raw)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errHistoryMismatch, err)
+	}
 	set := crdt.CheckpointSet(crdt.Config{Federation: n.fed}, d)
 	if err := set.Refold(n.store); err != nil {
 		return fmt.Errorf("%w: %w", errHistoryMismatch, err)

@@ -50,8 +50,8 @@ func parseRssFile(status []byte) (int64, bool) {
 	return 0, false
 }
 
-// pageOutTables advises MADV_PAGEOUT on every mapping of a table (.sst) of
-// dir, as /proc/self/maps lists them, and returns the bytes advised.
+// pageOutTables advises MADV_PAGEOUT on every mapping of a table (.sst) or
+// value-log file (.vlog) of dir, as /proc/self/maps lists them, and returns the bytes advised.
 func pageOutTables(dir string) (int64, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -80,7 +80,7 @@ func pageOutTables(dir string) (int64, error) {
 }
 
 // tableMappings returns the address ranges of the mappings of dir's .sst
-// files in a /proc/PID/maps listing.
+// and .vlog files in a /proc/PID/maps listing.
 func tableMappings(maps *os.File, dir string) ([][2]uintptr, error) {
 	var out [][2]uintptr
 	sc := bufio.NewScanner(maps)
@@ -94,7 +94,9 @@ func tableMappings(maps *os.File, dir string) ([][2]uintptr, error) {
 			continue
 		}
 		path := strings.Join(f[5:], " ")
-		if !strings.HasPrefix(path, prefix) || !strings.HasSuffix(path, ".sst") {
+		// Value-log files too: they hold the saved checkpoint's chunks
+		// (tens of MB at a season's end), resident once written or served.
+		if !strings.HasPrefix(path, prefix) || !strings.HasSuffix(path, ".sst") && !strings.HasSuffix(path, ".vlog") {
 			continue
 		}
 		lo, hi, ok := strings.Cut(f[0], "-")
