@@ -393,9 +393,6 @@ func (c *netCarrier) linkOptions(a, b int) mocknet.LinkOptions {
 	}
 }
 
-// LinkLatency returns the mocknet link latency between venues a and b.
-func (c *netCarrier) linkLatency(a, b int) time.Duration { return c.linkOptions(a, b).Latency }
-
 // stop closes venue n's network and host (kill -9: nothing flushed; the
 // replica is what the harness keeps as durable), keeping its wire counts.
 func (c *netCarrier) stop(n *carrierNode) error {
@@ -584,35 +581,21 @@ func (c *netCarrier) index(p peer.ID) int {
 }
 
 // converged reports whether every venue of each side holds the same ops
-// (one digest per side). Caller holds the world lock for reading or
-// writing.
+// (one digest per side). It reads each replica under its MemReplica's
+// lock, as the venue's network may be ingesting. Caller holds the world
+// lock for reading.
 func (c *netCarrier) converged(down []bool) bool {
-	// The op counts first (cheap: this runs at every commit of every
-	// venue), then the digests.
-	type side struct {
-		ops    uint64
-		digest [32]byte
-		set    bool
-	}
-	sides := map[int]*side{}
-	var live []int
+	first := map[int][32]byte{}
+	count := map[int]uint64{}
 	for _, v := range c.h.Active() {
-		if down[v] {
+		if down[v] || c.nodes[v].rep == nil {
 			continue
 		}
-		live = append(live, v)
-		g, n := c.h.Group(v), c.h.Venue(v).Replica.Set.Len()
-		if s := sides[g]; s == nil {
-			sides[g] = &side{ops: n}
-		} else if s.ops != n {
-			return false
-		}
-	}
-	for _, v := range live {
-		s, d := sides[c.h.Group(v)], c.h.Venue(v).Replica.Set.Digest()
-		if !s.set {
-			s.digest, s.set = d, true
-		} else if s.digest != d {
+		g := c.h.Group(v)
+		d, n := c.nodes[v].rep.MemReplica.Digest()
+		if _, ok := first[g]; !ok {
+			first[g], count[g] = d, n
+		} else if count[g] != n || first[g] != d {
 			return false
 		}
 	}
@@ -658,8 +641,9 @@ func (c *netCarrier) run(ctx context.Context, down []bool) (time.Duration, [][]c
 	return took, got, err
 }
 
-// wait polls converged on every commit and every 20 ms until it holds
-// or the timeout passes.
+// wait polls converged when a network commits (at most once per
+// checkGap: each check reads every replica's digest) and every 20 ms,
+// until it holds or the timeout passes.
 func (c *netCarrier) wait(ctx context.Context, down []bool) error {
 	check := func() bool {
 		c.world.RLock()
@@ -670,19 +654,33 @@ func (c *netCarrier) wait(ctx context.Context, down []bool) error {
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
+	gap := time.NewTimer(checkGap)
+	defer gap.Stop()
+	done := func() error {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("%w (%s)", errNotConverged, c.timeout)
+		}
+		return ctx.Err()
+	}
 	for !check() {
+		gap.Reset(checkGap)
 		select {
 		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("%w (%s)", errNotConverged, c.timeout)
-			}
-			return ctx.Err()
+			return done()
 		case <-c.wake:
 		case <-tick.C:
+		}
+		select {
+		case <-ctx.Done():
+			return done()
+		case <-gap.C:
 		}
 	}
 	return nil
 }
+
+// checkGap is the least time between two convergence checks.
+const checkGap = 2 * time.Millisecond
 
 // visibility returns, in wall ms from the release of the step that made
 // them, the delay until the last venue of its side held each op that
