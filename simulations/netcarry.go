@@ -250,6 +250,10 @@ type netCarrier struct {
 	visMu    sync.Mutex
 	vis      map[opKey]*opVis
 	released time.Time
+	// carried counts the ops given to the networks; stopped sums the
+	// counters of the networks closed by crashes.
+	carried int
+	stopped p2p.Stats
 }
 
 // netCarrierConfig configures a netCarrier.
@@ -399,6 +403,7 @@ func (c *netCarrier) stop(n *carrierNode) error {
 	var errs []error
 	if n.net != nil {
 		errs = append(errs, n.net.Close())
+		c.stopped = combineStats(c.stopped, n.net.Stats(), 1)
 		n.net = nil
 	}
 	if n.wire != nil {
@@ -451,6 +456,7 @@ func (c *netCarrier) close() error {
 
 // Emitted implements Carrier: the op waits until the network runs.
 func (c *netCarrier) Emitted(v int, op crdt.Op) {
+	c.carried++
 	n := c.nodes[v]
 	n.mu.Lock()
 	n.own = append(n.own, op)
@@ -711,9 +717,9 @@ func (c *netCarrier) wire(v int) map[string]int64 {
 	return out
 }
 
-// stats sums the networks' counters.
+// stats sums the networks' counters, those closed by crashes included.
 func (c *netCarrier) stats() p2p.Stats {
-	var t p2p.Stats
+	t := c.stopped
 	for _, n := range c.nodes {
 		if n.net != nil {
 			t = combineStats(t, n.net.Stats(), 1)

@@ -222,9 +222,14 @@ type ScenarioResult struct {
 	// time from the moment the network could carry it (the end of the
 	// step that made it) until the last venue of its side held it, sorted.
 	MeasuredVisibilityMs []float64 `json:"measured_visibility_ms,omitempty"`
-	// WireBytes is what all hosts sent (network = "libp2p"), WireByProtocol
-	// split by protocol, and WireBytesPerOpPerNode WireBytes / (ops ×
-	// venues): the issue's "bytes per op per node" on the wire.
+	// CarriedOps is the ops the networks carried (all but the cards'
+	// issuing before t = 0, delivered as catch-up runs before the
+	// networks start). WireBytes is what all hosts sent (network =
+	// "libp2p"), WireByProtocol split by protocol, and
+	// WireBytesPerOpPerNode WireBytes / (CarriedOps × venues): the issue's
+	// "bytes per op per node" on the wire, periodic traffic (heartbeats,
+	// GossipSub control, periodic sync) over the run's wall time included.
+	CarriedOps            int              `json:"carried_ops,omitempty"`
 	WireBytes             int64            `json:"wire_bytes,omitempty"`
 	WireByProtocol        map[string]int64 `json:"wire_by_protocol,omitempty"`
 	WireBytesPerOpPerNode float64          `json:"wire_bytes_per_op_per_node,omitempty"`
@@ -880,7 +885,8 @@ func (r *scRun) collectWire() {
 		}
 		res.WireBytes += f.WireBytes
 	}
-	if ops := len(r.ops); ops > 0 {
+	res.CarriedOps = r.carry.carried
+	if ops := r.carry.carried; ops > 0 {
 		res.WireBytesPerOpPerNode = float64(res.WireBytes) / float64(ops) / float64(r.sc.Venues.Count)
 	}
 	st := r.carry.stats()
