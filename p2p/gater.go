@@ -325,7 +325,7 @@ func (g *gater) InterceptSecured(dir network.Direction, p peer.ID, cm network.Co
 
 // connectionStreams is what an inbound connection counts in its peer's
 // stream bucket: a handshake costs about as much as twenty stream
-// negotiations. With the defaults, a peer may connect 25 times at once
+// negotiations. With the defaults, a peer may connect 10 times at once
 // and 50 times a second; an honest venue connects a few times a minute
 // at most.
 const connectionStreams = 20

@@ -117,8 +117,8 @@ type Limits struct {
 	// (100 reservations a second at one coordinator, each released,
 	// anti-entropy every 100 ms), never more than a few dozen over the
 	// rate at once. An inbound connection counts 20 streams (a handshake
-	// costs as much). Defaults 1000 a second, burst 500: a rogue churning
-	// streams on loopback (about 17,000 a second) is banned within 40 ms.
+	// costs as much). Defaults 1000 a second, burst 200: a rogue churning
+	// streams on loopback (about 17,000 a second) is banned within 15 ms.
 	PeerStreamRate  float64
 	PeerStreamBurst int
 	// PeerRefusalRate and PeerRefusalBurst bound one peer's offences, a
@@ -179,7 +179,7 @@ func DefaultLimits() Limits {
 		ConnHighWater:         192,
 		ConnGrace:             20 * time.Second,
 		PeerStreamRate:        1000,
-		PeerStreamBurst:       500,
+		PeerStreamBurst:       200,
 		PeerRefusalRate:       10,
 		PeerRefusalBurst:      50,
 		BanBase:               10 * time.Second,
