@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -301,6 +302,8 @@ func reportPlots(res *ScenarioResult) ([]namedPlot, error) {
 var reportTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"kib":  func(b int64) float64 { return float64(b) / 1024 },
 	"kibf": func(b float64) float64 { return b / 1024 },
+	// ms rounds a wall time for reading (3.5s, not 3.476579218s).
+	"ms": func(d time.Duration) time.Duration { return d.Round(time.Millisecond) },
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -313,7 +316,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 pre{background:#f6f6f6;padding:.5rem;overflow:auto}
 </style></head><body>
 <h1>Scenario “{{.R.Scenario}}”</h1>
-<p>{{.R.Venues}} venues, {{.R.Cards}} cards, {{call .Sim .R.DurationMs}} simulated (seed {{.R.Seed}}) in {{.R.Wall}} of wall time. Engine: {{.R.Engine}}.</p>
+<p>{{.R.Venues}} venues, {{.R.Cards}} cards, {{call .Sim .R.DurationMs}} simulated (seed {{.R.Seed}}) in {{ms .R.Wall}} of wall time. Engine: {{.R.Engine}}.</p>
 {{if .R.Violation}}<h2 class="bad" id="violation">Invariant violated: {{.R.Violation.Invariant}}</h2>
 <p>At {{call .Sim .R.Violation.AtMs}}: {{.R.Violation.Detail}}</p><pre>{{range .R.Violation.Ops}}{{.}}
 {{end}}</pre>
@@ -342,8 +345,8 @@ pre{background:#f6f6f6;padding:.5rem;overflow:auto}
 <tr><td>store</td><td>{{.R.Store}}</td></tr>
 <tr><td>heals of the whole network</td><td>{{len .R.Heals}}</td></tr>
 <tr><td>transport of the ops</td><td id="network">{{.R.Network}}</td></tr>
-{{if .R.NetworkWait}}<tr><td>wall time the networks carried the ops (virtual clock stopped)</td><td>{{.R.NetworkWait}}</td></tr>{{end}}
-{{if .R.WireBytes}}<tr><td>bytes on the wire (all hosts), per op per node</td><td id="wire">{{.R.WireBytes}} B, {{printf "%.0f" .R.WireBytesPerOpPerNode}} B</td></tr>{{end}}
+{{if .R.NetworkWait}}<tr><td>wall time the networks carried the ops (virtual clock stopped)</td><td>{{ms .R.NetworkWait}}</td></tr>{{end}}
+{{if .R.WireBytes}}<tr><td>bytes on the wire: all hosts; per op per node</td><td id="wire">{{.R.WireBytes}} B; {{printf "%.0f" .R.WireBytesPerOpPerNode}} B</td></tr>{{end}}
 </table>
 {{with .R.Libp2p}}<h2>Heal on real libp2p hosts</h2>
 <p id="libp2p">{{.Nodes}} nodes ({{.Transport}}), {{.OpsPerSide}} ops on each side of a partition: converged {{.Took}} after the heal; {{.MissingOps}} ops ({{.MissingBytes}} B) were missing, {{.WireBytes}} B sent on the wire.</p>{{end}}
