@@ -49,12 +49,40 @@ func FuzzDecodeCheckpoint(f *testing.F) {
 	f.Add(cp[:len(cp)/2])
 	f.Add([]byte{1})
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The head-only decoder (the history fetch's) reads any bytes
+		// without panicking and refuses with ErrCheckpoint.
+		head, herr := crdt.DecodeCheckpointAuthors(b)
+		if herr != nil && !errors.Is(herr, crdt.ErrCheckpoint) {
+			t.Fatalf("head: error %v does not wrap ErrCheckpoint", herr)
+		}
 		d, err := crdt.DecodeCheckpoint(b)
 		if err != nil {
 			if !errors.Is(err, crdt.ErrCheckpoint) {
 				t.Fatalf("error %v does not wrap ErrCheckpoint", err)
 			}
 			return
+		}
+		// A checkpoint that decodes whole has a head that decodes alike,
+		// and references that read back lazily, all of them, in order.
+		if herr != nil {
+			t.Fatalf("checkpoint decodes but its head does not: %v", herr)
+		}
+		if head.Stored.Meta != d.Stored.Meta || len(head.Stored.Authors) != len(d.Stored.Authors) {
+			t.Fatal("the head decodes differently from the whole checkpoint")
+		}
+		var n uint64
+		prev := ""
+		if err := d.EachRef(func(ref string, _ crdt.RefEntry) error {
+			if n > 0 && ref <= prev {
+				t.Fatalf("reference %q after %q: out of order", ref, prev)
+			}
+			n, prev = n+1, ref
+			return nil
+		}); err != nil {
+			t.Fatalf("checked references do not read back: %v", err)
+		}
+		if n != d.NumRefs() {
+			t.Fatalf("read %d references of %d", n, d.NumRefs())
 		}
 		s1 := crdt.CheckpointSet(crdt.Config{Federation: d.Stored.Meta.Federation}, d)
 		enc1, err := s1.EncodeCheckpoint()
