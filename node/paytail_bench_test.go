@@ -121,18 +121,12 @@ func BenchmarkPaymentsDuringCompaction(b *testing.B) {
 		b.Logf("opened in %s", time.Since(opened).Round(time.Millisecond))
 		// Like the season benchmark, pay once the node may sign (without a
 		// peer, the sign gate opens after the federation's isolation delay).
-		for deadline := time.Now().Add(time.Minute); ; {
+		waitUntil(b, time.Minute, "the node to open its sign gate", func() bool {
 			n.mu.RLock()
 			seq, _ := n.set.Head(n.cfg.Key.Public())
 			n.mu.RUnlock()
-			if n.gate.check(seq) == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("the node did not open its sign gate within a minute")
-			}
-			time.Sleep(20 * time.Millisecond) // polling a condition with a deadline
-		}
+			return n.gate.check(seq) == nil
+		})
 		b.Logf("signing after %s", time.Since(opened).Round(time.Millisecond))
 		time.Sleep(*payTailSettle) // a benchmark parameter, not a wait for a condition
 		b.StartTimer()

@@ -272,15 +272,7 @@ func TestRevocationOnLoad(t *testing.T) {
 	for _, refoldWritten := range []bool{false, true} {
 		t.Run(fmt.Sprintf("refoldWritten=%v", refoldWritten), func(t *testing.T) {
 			dir := t.TempDir()
-			w := newWorld(t, 2)
-			st := openStore(t, dir, 0)
-			set, err := st.Load(w.fedKey())
-			if err != nil {
-				t.Fatal(err)
-			}
-			gen := w.genesis()
-			w.deliver(gen...)
-			addCommit(t, st, set, gen)
+			w, st, set := storeWithHistory(t, dir, 0, 0)
 			var ops []crdt.Op
 			for range 30 {
 				op := w.venueOp(0)
