@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"math"
 	"os"
 	"path/filepath"
@@ -42,15 +41,11 @@ from the seed, and the federation's settings count one node alone as in
 sync (min peers 0).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if pprofAddr != "" {
-				pctx, stopPprof := context.WithCancel(cmd.Context())
-				_, done, err := servePprof(pctx, pprofAddr, g.logger())
-				if err != nil {
-					stopPprof()
-					return err
-				}
-				defer func() { stopPprof(); <-done }()
+			stopPprof, err := startPprof(cmd.Context(), pprofAddr, g.logger())
+			if err != nil {
+				return err
 			}
+			defer stopPprof()
 			if os.Getenv("GOMEMLIMIT") == "" {
 				// The binary's soft limit is the node's (see
 				// setRuntimeLimits): the generator's heap holds
@@ -63,7 +58,7 @@ sync (min peers 0).`,
 			if cfg.FederationDir != "" {
 				cfg.FederationDir = filepath.Clean(cfg.FederationDir)
 			}
-			_, err := genhistory.Generate(cmd.Context(), cfg)
+			_, err = genhistory.Generate(cmd.Context(), cfg)
 			return err
 		},
 	}

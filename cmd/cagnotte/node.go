@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -36,15 +35,12 @@ See docs/operations.md, "Networking".`,
 			if err := checkDataDir(dataDir, bundle != ""); err != nil {
 				return err
 			}
-			if pprofAddr != "" { // before node.New: its start is profiled too
-				pctx, stopPprof := context.WithCancel(cmd.Context())
-				_, done, err := servePprof(pctx, pprofAddr, g.logger())
-				if err != nil {
-					stopPprof()
-					return err
-				}
-				defer func() { stopPprof(); <-done }()
+			// Before node.New: its start is profiled too.
+			stopPprof, err := startPprof(cmd.Context(), pprofAddr, g.logger())
+			if err != nil {
+				return err
 			}
+			defer stopPprof()
 			if bundle != "" {
 				ops, err := node.ReadBundle(bundle)
 				if err != nil {

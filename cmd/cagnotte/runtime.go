@@ -50,6 +50,22 @@ func memoryLimit(getenv func(string) string) (int64, bool) {
 // in flight) and must never be reachable from the network.
 var errPprofNotLoopback = errors.New("--pprof must listen on a loopback address (127.0.0.1 or [::1])")
 
+// startPprof serves the profiles on addr (servePprof) until the returned
+// stop is called, which waits for the server to end. An empty addr serves
+// nothing.
+func startPprof(ctx context.Context, addr string, log *slog.Logger) (stop func(), err error) {
+	if addr == "" {
+		return func() {}, nil
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	_, done, err := servePprof(pctx, addr, log)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return func() { cancel(); <-done }, nil
+}
+
 // servePprof serves net/http/pprof's handlers on addr, which must be a
 // loopback address, until ctx ends. It returns the address it listens on
 // (addr may name port 0) and a channel closed once the server has stopped.
