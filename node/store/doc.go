@@ -27,8 +27,8 @@
 //	"x" op id(32)                canonical bytes of an op kept as evidence
 //	"i" idempotency key          an API answer: request hash, status, body
 //	"n"                          number of ops stored under "o", uint64 BE
-//	"m"                          the state's meta record (gob crdt.Meta)
-//	"a" author(32)               an author's chain state (gob crdt.AuthorState)
+//	"m"                          the state's meta record (binary crdt.Meta; gob before)
+//	"a" author(32)               an author's chain state (binary crdt.AuthorState; gob before)
 //	"c" card                     a card's state (gob crdt.Card)
 //	"u" venue(32)                a venue (gob crdt.Venue)
 //	"e" venue(32) event id       an event (gob crdt.Event)

@@ -17,7 +17,7 @@ import (
 // author, card, venue, event and conflict, and one for the rest (meta).
 // Loading reads them back and no op.
 const (
-	prefixAuthor   = 'a' // author(32) → gob crdt.AuthorState
+	prefixAuthor   = 'a' // author(32) → binary crdt.AuthorState (gob before)
 	prefixCard     = 'c' // card → gob crdt.Card
 	prefixVenue    = 'u' // venue(32) → gob crdt.Venue
 	prefixEvent    = 'e' // venue(32) id → binary crdt.Event (gob before)
@@ -61,11 +61,14 @@ func writeChanges(txn *badger.Txn, ch *crdt.Changes) error {
 		}
 		return txn.Set(key, b)
 	}
-	if err := set(keyMeta, ch.Meta); err != nil {
+	// The meta and the committing authors' records are rewritten at every
+	// commit: binary, a third of their gob size (gob repeats its type
+	// descriptions in every record).
+	if err := txn.Set(keyMeta, ch.Meta.AppendBinary(nil)); err != nil {
 		return err
 	}
 	for _, a := range ch.Authors {
-		if err := set(recordKey(prefixAuthor, a.Key[:]), a); err != nil {
+		if err := txn.Set(recordKey(prefixAuthor, a.Key[:]), a.AppendBinary(nil)); err != nil {
 			return err
 		}
 	}
@@ -115,6 +118,48 @@ func deletePrefix(txn *badger.Txn, p []byte) error {
 	return nil
 }
 
+// decodeMeta reads the meta record: binary, or gob as stores wrote it
+// before (rewritten binary at the next commit).
+func decodeMeta(v []byte, m *crdt.Meta) error {
+	bm, ok, err := crdt.DecodeMetaRecord(v)
+	switch {
+	case err != nil:
+		return err
+	case ok:
+		*m = bm
+		return nil
+	}
+	return gob.NewDecoder(bytes.NewReader(v)).Decode(m)
+}
+
+// eachAuthor reads the author records: binary, or gob as stores wrote
+// them before (each rewritten binary at the author's next op).
+func eachAuthor(txn *badger.Txn, fn func(a *crdt.AuthorState)) error {
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixAuthor}, PrefetchValues: true, PrefetchSize: 256})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := it.Item()
+		err := item.Value(func(v []byte) error {
+			a, ok, err := crdt.DecodeAuthorRecord(v)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				a = &crdt.AuthorState{}
+				if err := gob.NewDecoder(bytes.NewReader(v)).Decode(a); err != nil {
+					return err
+				}
+			}
+			fn(a)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("%w: author record %q: %v", ErrCorrupt, item.Key(), err)
+		}
+	}
+	return nil
+}
+
 // eachCard reads the card records: binary, or gob as the first format-2
 // stores wrote them (fn's second argument is true for those: decoding
 // one costs a gob type exchange, 20 times a binary record).
@@ -156,7 +201,7 @@ func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card
 			return err
 		}
 		ok = true
-		if err := item.Value(func(v []byte) error { return gob.NewDecoder(bytes.NewReader(v)).Decode(&st.Meta) }); err != nil {
+		if err := item.Value(func(v []byte) error { return decodeMeta(v, &st.Meta) }); err != nil {
 			return fmt.Errorf("%w: meta: %v", ErrCorrupt, err)
 		}
 		if item, err := txn.Get(keyGeneration); err == nil {
@@ -183,11 +228,7 @@ func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card
 			}
 			return nil
 		}
-		if err := each(prefixAuthor, func(d *gob.Decoder) error {
-			a := &crdt.AuthorState{}
-			st.Authors = append(st.Authors, a)
-			return d.Decode(a)
-		}); err != nil {
+		if err := eachAuthor(txn, func(a *crdt.AuthorState) { st.Authors = append(st.Authors, a) }); err != nil {
 			return err
 		}
 		if err := eachCard(txn, func(c *crdt.Card, wasGob bool) {
