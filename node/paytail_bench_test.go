@@ -161,16 +161,38 @@ type payTailResult struct {
 	lat     []time.Duration // by send order
 	sent    []time.Duration // send time since the run's start
 	errors  int
+	why     map[string]int // the failures' causes: HTTP status and error code, or the client's error
 	elapsed time.Duration
 	pauses  [2]float64 // GC stop-the-world pause: total seconds and max bucket, during the run
 	cycles  uint64     // GC cycles during the run
+	written int64      // bytes the process wrote to disk during the run (/proc/self/io write_bytes), -1 if unknown
+}
+
+// diskWritten returns the bytes this process caused to be written to disk
+// (/proc/self/io's write_bytes: Badger's logs, tables and compactions),
+// or -1 where the kernel does not say.
+func diskWritten() int64 {
+	raw, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		if v, ok := bytes.CutPrefix(line, []byte("write_bytes: ")); ok {
+			n, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil {
+				return -1
+			}
+			return n
+		}
+	}
+	return -1
 }
 
 func payTail(b *testing.B, v *testVenue, m *payTailManifest, rate int, d time.Duration) *payTailResult {
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512}}
 	defer hc.CloseIdleConnections()
 	total := int(d.Seconds() * float64(rate))
-	r := &payTailResult{lat: make([]time.Duration, total), sent: make([]time.Duration, total)}
+	r := &payTailResult{lat: make([]time.Duration, total), sent: make([]time.Duration, total), why: map[string]int{}}
 	spent := map[string]int64{}
 	card := 0
 	next := func() (string, bool) {
@@ -195,7 +217,7 @@ func payTail(b *testing.B, v *testVenue, m *payTailManifest, rate int, d time.Du
 		}
 		defer trace.Stop()
 	}
-	pausesBefore, cyclesBefore := gcPauses(), gcCycles()
+	pausesBefore, cyclesBefore, writtenBefore := gcPauses(), gcCycles(), diskWritten()
 	if *payTailHeap != "" {
 		stop := watchHeapPeak(b, *payTailHeap)
 		defer stop()
@@ -228,15 +250,26 @@ func payTail(b *testing.B, v *testVenue, m *payTailManifest, rate int, d time.Du
 			resp, err := hc.Do(req)
 			lat := time.Since(start) - sent
 			ok := err == nil && resp.StatusCode == http.StatusOK
-			if err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
+			why := ""
+			if err != nil {
+				why = err.Error()
+			} else {
+				body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 				resp.Body.Close()
+				if !ok {
+					var e struct {
+						Code string `json:"error"`
+					}
+					_ = json.Unmarshal(body, &e)
+					why = fmt.Sprintf("%d %s", resp.StatusCode, e.Code)
+				}
 			}
 			mu.Lock()
 			defer mu.Unlock()
 			r.sent[i], r.lat[i] = sent, lat
 			if !ok {
 				errs++
+				r.why[why]++
 				r.lat[i] = -1
 			}
 		}()
@@ -247,6 +280,11 @@ func payTail(b *testing.B, v *testVenue, m *payTailManifest, rate int, d time.Du
 	after := gcPauses()
 	r.pauses = [2]float64{after[0] - pausesBefore[0], after[1]}
 	r.cycles = gcCycles() - cyclesBefore
+	if w := diskWritten(); w >= 0 && writtenBefore >= 0 {
+		r.written = w - writtenBefore
+	} else {
+		r.written = -1
+	}
 	return r
 }
 
@@ -338,6 +376,9 @@ func (r *payTailResult) report(b *testing.B, n *Node) {
 	b.ReportMetric(r.pauses[0]*1000, "gc-stw-total-ms")
 	b.ReportMetric(float64(r.cycles), "gc-cycles")
 	b.ReportMetric(0, "ns/op")
+	if r.written >= 0 {
+		b.ReportMetric(float64(r.written)/float64(len(ok)), "disk-bytes/payment")
+	}
 	// The seconds of the run where the slowest payments were sent.
 	slow := map[int]int{}
 	for i, l := range r.lat {
@@ -356,10 +397,11 @@ func (r *payTailResult) report(b *testing.B, n *Node) {
 	}
 	b.Logf("%d payments in %s: p50 %s, p99 %s, max %s, %d errors; %d GC cycles, stop-the-world %.1f ms in all (largest bucket %.2f ms)",
 		len(ok), r.elapsed.Round(time.Millisecond), q(0.5), q(0.99), ok[len(ok)-1], r.errors, r.cycles, r.pauses[0]*1000, r.pauses[1]*1000)
+	b.Logf("disk written during the run: %d bytes, %d per payment (write_bytes of /proc/self/io: logs, tables, compactions)", r.written, r.written/int64(len(ok)))
 	b.Logf("payments over 10 ms by the second they were sent:%s", line.String())
 	b.Logf("writer phases (cagnotte_write_phase_seconds, whole run): %s", writePhases(n))
 	if r.errors > 0 {
-		b.Errorf("%d payments failed", r.errors)
+		b.Errorf("%d payments failed: %v", r.errors, r.why)
 	}
 }
 
