@@ -11,7 +11,8 @@ import (
 // set tells what changed since the last commit (Config.TrackChanges).
 
 // Meta is the state that is neither a card, a venue, an event, a conflict
-// nor an author.
+// nor an author. Events are not records of the state: they go through the
+// set's EventIndex (Config.Events), like card entries through its Index.
 type Meta struct {
 	Federation PublicKey
 	Name       string
@@ -34,13 +35,12 @@ type Changes struct {
 	Authors   []*AuthorState
 	Cards     []*Card
 	Venues    []*Venue
-	Events    []*Event
 	Conflicts []*Conflict
 }
 
 // Empty reports whether nothing but the meta record changed.
 func (c *Changes) Empty() bool {
-	return !c.Reset && len(c.Authors)+len(c.Cards)+len(c.Venues)+len(c.Events)+len(c.Conflicts) == 0
+	return !c.Reset && len(c.Authors)+len(c.Cards)+len(c.Venues)+len(c.Conflicts) == 0
 }
 
 func (s *OpSet) meta() Meta {
@@ -72,9 +72,6 @@ func (s *OpSet) TakeChanges() Changes {
 		for _, v := range st.Venues {
 			ch.Venues = append(ch.Venues, v)
 		}
-		for _, e := range st.Events {
-			ch.Events = append(ch.Events, e)
-		}
 		for _, c := range st.Conflicts {
 			ch.Conflicts = append(ch.Conflicts, c)
 		}
@@ -90,9 +87,6 @@ func (s *OpSet) TakeChanges() Changes {
 				ch.Venues = append(ch.Venues, v)
 			}
 		}
-		for k := range st.dirty.events {
-			ch.Events = append(ch.Events, st.Events[k])
-		}
 		for k := range st.dirty.conflicts {
 			ch.Conflicts = append(ch.Conflicts, st.Conflicts[k])
 		}
@@ -105,7 +99,9 @@ func (s *OpSet) TakeChanges() Changes {
 	return ch
 }
 
-// Stored is a set's state as read back from its records.
+// Stored is a set's state as read back from its records. Events are
+// those of a checkpoint: FromStored puts them in the set's EventIndex (a
+// store's own events are in its index already).
 type Stored struct {
 	Meta      Meta
 	Authors   []*AuthorState
@@ -117,7 +113,8 @@ type Stored struct {
 }
 
 // FromStored returns an op set holding a state read back from its records
-// (cfg.Index must hold the matching index).
+// (cfg.Index and cfg.Events must hold the matching index and events, or
+// in.Events the events to put in cfg.Events).
 func FromStored(cfg Config, in Stored) *OpSet {
 	s := NewOpSet(cfg)
 	for _, a := range in.Authors {
@@ -138,7 +135,7 @@ func FromStored(cfg Config, in Stored) *OpSet {
 		st.Venues[v.Key] = v
 	}
 	for _, e := range in.Events {
-		st.Events[e.Key] = e
+		st.events.PutEvent(*e)
 	}
 	for _, c := range in.Conflicts {
 		st.Conflicts[c.Key()] = c

@@ -72,10 +72,12 @@ func (s *OpSet) EncodeCheckpoint() ([]byte, error) {
 	for _, v := range venues {
 		encodeVenue(w, v)
 	}
-	events := sortedValues(s.State.Events, func(e *Event) string { return string(e.Key.Venue[:]) + e.Key.ID })
+	// Events in (venue, id) order, as the index lists them.
+	var events []Event
+	s.State.events.EachEvent(func(e Event) bool { events = append(events, e); return true })
 	w.uvarint(uint64(len(events)))
-	for _, e := range events {
-		encodeEvent(w, e)
+	for i := range events {
+		encodeEvent(w, &events[i])
 	}
 	conflicts := sortedValues(s.State.Conflicts, func(c *Conflict) string { return c.Key() })
 	w.uvarint(uint64(len(conflicts)))
@@ -675,7 +677,8 @@ func DecodeCardRecord(p []byte) (c *Card, ok bool, err error) {
 const eventRecordVersion = 0xE1
 
 // AppendBinary appends the event's record in the checkpoint's canonical
-// encoding, for a store to keep (a restart reads every event).
+// encoding, for a store to keep (read one at a time, as the agenda needs
+// them).
 func (e *Event) AppendBinary(b []byte) []byte {
 	w := &writer{b: append(b, eventRecordVersion)}
 	encodeEvent(w, e)

@@ -117,6 +117,10 @@ type Config struct {
 	// Index holds the views that grow with history. Default: a new
 	// MemIndex.
 	Index Index
+	// Events holds the agenda's events. Default: the Index's own event
+	// index if it has one (an EventIndexer, as a store's index does),
+	// else a new MemEvents.
+	Events EventIndex
 	// TrackChanges makes the set list what changed, for TakeChanges.
 	TrackChanges bool
 }
@@ -146,6 +150,13 @@ func NewOpSet(cfg Config) *OpSet {
 	if cfg.Index == nil {
 		cfg.Index = NewMemIndex()
 	}
+	if cfg.Events == nil {
+		if ei, ok := cfg.Index.(EventIndexer); ok {
+			cfg.Events = ei.Events()
+		} else {
+			cfg.Events = NewMemEvents()
+		}
+	}
 	s := &OpSet{cfg: cfg, verified: &verifiedCache{}}
 	s.reset()
 	return s
@@ -159,6 +170,7 @@ func (s *OpSet) reset() {
 	s.State = newState()
 	s.State.Fed = s.cfg.Federation
 	s.State.index = s.cfg.Index
+	s.State.events = s.cfg.Events
 	if s.cfg.TrackChanges {
 		s.State.dirty = newDirty()
 		s.dirtyAuthors = map[PublicKey]bool{}
@@ -715,6 +727,11 @@ func (s *OpSet) Refold(r OpReader) error {
 	} else {
 		s.cfg.Index.Reset()
 	}
+	if eb, ok := s.cfg.Events.(EventRebuilder); ok {
+		cfg.Events = eb.Scratch()
+	} else {
+		s.cfg.Events.Reset()
+	}
 	n := NewOpSet(cfg)
 	n.EvidenceOps = s.EvidenceOps
 	// Forks are facts about ops outside the chains: keep them.
@@ -789,6 +806,11 @@ func (s *OpSet) Refold(r OpReader) error {
 		rb.Adopt(cfg.Index)
 		n.cfg.Index = s.cfg.Index
 		n.State.index = s.cfg.Index
+	}
+	if eb, ok := s.cfg.Events.(EventRebuilder); ok {
+		eb.Adopt(cfg.Events)
+		n.cfg.Events = s.cfg.Events
+		n.State.events = s.cfg.Events
 	}
 	*s = *n
 	return nil

@@ -7,14 +7,16 @@ type Snapshot struct {
 	Authors     map[PublicKey]*AuthorState
 	EvidenceOps map[OpID]Op
 	State       *State
-	Index       *MemIndex // nil unless the set's index is a MemIndex
+	Index       *MemIndex  // nil unless the set's index is a MemIndex
+	Events      *MemEvents // nil unless the set's events are a MemEvents
 	Ops         uint64
 }
 
 // Snapshot returns the set's state.
 func (s *OpSet) Snapshot() Snapshot {
 	m, _ := s.cfg.Index.(*MemIndex)
-	return Snapshot{Authors: s.Authors, EvidenceOps: s.EvidenceOps, State: s.State, Index: m, Ops: s.ops}
+	ev, _ := s.cfg.Events.(*MemEvents)
+	return Snapshot{Authors: s.Authors, EvidenceOps: s.EvidenceOps, State: s.State, Index: m, Events: ev, Ops: s.ops}
 }
 
 // Restore returns an op set holding a snapshot's state. A snapshot taken
@@ -22,6 +24,9 @@ func (s *OpSet) Snapshot() Snapshot {
 func Restore(cfg Config, snap Snapshot) *OpSet {
 	if snap.Index != nil {
 		cfg.Index = snap.Index
+	}
+	if snap.Events != nil {
+		cfg.Events = snap.Events
 	}
 	s := NewOpSet(cfg)
 	if snap.Authors != nil {
@@ -34,11 +39,9 @@ func Restore(cfg Config, snap Snapshot) *OpSet {
 		s.State = snap.State
 		s.State.Fed = cfg.Federation
 		s.State.index = s.cfg.Index
+		s.State.events = s.cfg.Events
 		if cfg.TrackChanges {
 			s.State.dirty = newDirty()
-		}
-		if s.State.Events == nil {
-			s.State.Events = map[EventKey]*Event{}
 		}
 		if s.State.Venues == nil {
 			s.State.Venues = map[PublicKey]*Venue{}

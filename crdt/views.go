@@ -212,15 +212,16 @@ type State struct {
 	Currency  string
 	Settings  Settings
 	Cards     map[CardID]*Card
-	Events    map[EventKey]*Event
 	Venues    map[PublicKey]*Venue
 	Conflicts map[string]*Conflict
 	Credits   int64 // Σ counted credits over all cards
 	Debits    int64 // Σ counted debits over all cards
 	Counted   uint64
 
-	// index holds the views that grow with history (see Index).
-	index Index
+	// index holds the views that grow with history (see Index), events
+	// the agenda (see EventIndex).
+	index  Index
+	events EventIndex
 	// dirty lists what changed since the last OpSet.TakeChanges, when the
 	// set tracks changes (Config.TrackChanges); nil otherwise.
 	dirty *dirty
@@ -230,12 +231,11 @@ type State struct {
 type dirty struct {
 	cards     map[CardID]bool
 	venues    map[PublicKey]bool
-	events    map[EventKey]bool
 	conflicts map[string]bool
 }
 
 func newDirty() *dirty {
-	return &dirty{cards: map[CardID]bool{}, venues: map[PublicKey]bool{}, events: map[EventKey]bool{}, conflicts: map[string]bool{}}
+	return &dirty{cards: map[CardID]bool{}, venues: map[PublicKey]bool{}, conflicts: map[string]bool{}}
 }
 
 // Index returns the index holding the views that grow with history.
@@ -245,10 +245,10 @@ func newState() *State {
 	return &State{
 		Settings:  DefaultSettings(),
 		Cards:     map[CardID]*Card{},
-		Events:    map[EventKey]*Event{},
 		Venues:    map[PublicKey]*Venue{},
 		Conflicts: map[string]*Conflict{},
 		index:     NewMemIndex(),
+		events:    NewMemEvents(),
 	}
 }
 
@@ -343,9 +343,7 @@ func (s *State) apply(op *Op, id OpID, body Body) {
 	case *EventUpsert:
 		s.upsertEvent(op.Author, b, st)
 	case *EventCancel:
-		e := s.event(EventKey{Venue: op.Author, ID: b.EventID})
-		e.Cancelled = true
-		e.Updated = max(e.Updated, op.HLC)
+		s.cancelEvent(op.Author, b, op.HLC)
 	case *CardRegister:
 		s.card(b.Card).Registered = true
 	case *CardLink:
@@ -383,42 +381,6 @@ func (s *State) apply(op *Op, id OpID, body Body) {
 	case *Correction:
 		s.money(op, st, b.Card, b.Delta, 0, b.Reason, "", false)
 	}
-}
-
-func (s *State) event(k EventKey) *Event {
-	e := s.Events[k]
-	if e == nil {
-		e = &Event{Key: k}
-		s.Events[k] = e
-	}
-	if s.dirty != nil {
-		s.dirty.events[k] = true
-	}
-	return e
-}
-
-func (s *State) upsertEvent(venue PublicKey, b *EventUpsert, st Stamp) {
-	e := s.event(EventKey{Venue: venue, ID: b.EventID})
-	for i := range e.Stamps {
-		f := uint64(1) << i
-		if b.Fields&f == 0 || !st.After(e.Stamps[i]) {
-			continue
-		}
-		e.Stamps[i] = st
-		switch f {
-		case FieldTitle:
-			e.Title = b.Title
-		case FieldStartsAt:
-			e.StartsAt = b.StartsAt
-		case FieldEndsAt:
-			e.EndsAt = b.EndsAt
-		case FieldDescription:
-			e.Description = b.Description
-		case FieldLocation:
-			e.Location = b.Location
-		}
-	}
-	e.Updated = max(e.Updated, st.HLC)
 }
 
 // money records a credit (amount > 0) or debit on a card. An op with an
@@ -501,23 +463,5 @@ func (s *State) SortedConflicts() []*Conflict {
 		out = append(out, c)
 	}
 	slices.SortFunc(out, func(a, b *Conflict) int { return cmp.Compare(a.Key(), b.Key()) })
-	return out
-}
-
-// Agenda returns every event, ordered by start time, venue and id.
-func (s *State) Agenda() []*Event {
-	out := make([]*Event, 0, len(s.Events))
-	for _, e := range s.Events {
-		out = append(out, e)
-	}
-	slices.SortFunc(out, func(a, b *Event) int {
-		if c := cmp.Compare(a.StartsAt, b.StartsAt); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(string(a.Key.Venue[:]), string(b.Key.Venue[:])); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Key.ID, b.Key.ID)
-	})
 	return out
 }

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -354,13 +356,60 @@ func eventView(set *crdt.OpSet, e *crdt.Event) EventView {
 	}
 }
 
+// handleEvents lists the agenda a page at a time: ?from= (RFC 3339: the
+// events running then or starting after; default every event), ?after=
+// (the cursor of the previous page's Link header), ?limit= (default
+// apiEventsLimit, at most agendaMaxShown).
 func (n *Node) handleEvents(w http.ResponseWriter, r *http.Request) {
-	out := []EventView{}
-	n.View(func(set *crdt.OpSet) {
-		for _, e := range set.State.Agenda() {
-			out = append(out, eventView(set, e))
+	q := r.URL.Query()
+	var from time.Time
+	if s := q.Get("from"); s != "" {
+		t, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			writeError(w, badRequest("from: want an RFC 3339 time"))
+			return
 		}
+		from = t
+	}
+	limit := apiEventsLimit
+	if s := q.Get("limit"); s != "" {
+		l, err := strconv.Atoi(s)
+		if err != nil || l < 1 {
+			writeError(w, badRequest("limit: want a positive number"))
+			return
+		}
+		limit = min(l, agendaMaxShown)
+	}
+	after := q.Get("after")
+	if len(after) > 256 {
+		writeError(w, badRequest("after: not a cursor"))
+		return
+	}
+	out := []EventView{}
+	complete, err := n.EachEvent(r.Context(), from, after, func(e EventView) bool {
+		out = append(out, e)
+		return len(out) < limit+1
 	})
+	switch {
+	case errors.Is(err, ErrBadCursor):
+		writeError(w, badRequest("after: not a cursor"))
+		return
+	case err != nil:
+		writeError(w, err)
+		return
+	}
+	if len(out) > limit || !complete {
+		if len(out) > limit {
+			out = out[:limit]
+		}
+		if len(out) > 0 {
+			nq := url.Values{"after": {AgendaCursor(out[len(out)-1])}, "limit": {strconv.Itoa(limit)}}
+			if !from.IsZero() {
+				nq.Set("from", from.Format(time.RFC3339))
+			}
+			w.Header().Set("Link", "</api/v1/events?"+nq.Encode()+`>; rel="next"`)
+		}
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -418,7 +467,8 @@ func (n *Node) handleEventUpsert(w http.ResponseWriter, r *http.Request) {
 	n.write(w, r, ik, func(tx *writeTx) (any, error) {
 		me := n.cfg.Key.Public()
 		key := crdt.EventKey{Venue: me, ID: up.EventID}
-		existing := key.ID != "" && n.set.State.Events[key] != nil
+		cur, existing := n.set.State.Event(key)
+		existing = existing && key.ID != ""
 		if key.ID == "" {
 			key.ID = newEventID()
 			up.EventID = key.ID
@@ -433,8 +483,7 @@ func (n *Node) handleEventUpsert(w http.ResponseWriter, r *http.Request) {
 			return nil, badRequest("a new event needs title, starts_at and ends_at")
 		}
 		if existing && up.Fields&(crdt.FieldStartsAt|crdt.FieldEndsAt) != 0 {
-			e := n.set.State.Events[key]
-			s, en := e.StartsAt, e.EndsAt
+			s, en := cur.StartsAt, cur.EndsAt
 			if up.Fields&crdt.FieldStartsAt != 0 {
 				s = up.StartsAt
 			}
@@ -464,7 +513,8 @@ func (n *Node) handleEventUpsert(w http.ResponseWriter, r *http.Request) {
 		if up.Fields == 0 && !req.Cancelled {
 			return nil, badRequest("nothing to change")
 		}
-		return eventView(n.set, n.set.State.Events[key]), nil
+		e, _ := n.set.State.Event(key)
+		return eventView(n.set, &e), nil
 	})
 }
 

@@ -85,7 +85,7 @@ func otherVenuesEvent(set *crdt.OpSet, me crdt.PublicKey, id string) error {
 		if k == me {
 			continue
 		}
-		if set.State.Events[crdt.EventKey{Venue: k, ID: id}] != nil {
+		if _, ok := set.State.Event(crdt.EventKey{Venue: k, ID: id}); ok {
 			return apiErr(ErrNotYourEvent.Status, ErrNotYourEvent.Code,
 				"the event "+id+" belongs to "+v.DisplayName()+": a venue edits only its own events (an id is unique per venue; to publish your own event with this id, send title, starts_at and ends_at)")
 		}

@@ -10,7 +10,12 @@ import (
 )
 
 // handleICS serves the federated agenda as an RFC 5545 iCalendar feed.
-func (n *Node) handleICS(w http.ResponseWriter, r *http.Request) {
+func (n *Node) handleICS(w http.ResponseWriter, r *http.Request) { n.serveICS(w, r, nil) }
+
+// serveICS serves the agenda as an iCalendar feed: the events running
+// feedPast ago or starting after, at most agendaMaxShown of them (and of
+// venue's only when venue is non-nil), read from the start-time index.
+func (n *Node) serveICS(w http.ResponseWriter, r *http.Request, venue *crdt.PublicKey) {
 	var b strings.Builder
 	line := func(s string) { b.WriteString(foldICS(s)) }
 	line("BEGIN:VCALENDAR")
@@ -19,7 +24,15 @@ func (n *Node) handleICS(w http.ResponseWriter, r *http.Request) {
 	line("CALSCALE:GREGORIAN")
 	n.View(func(set *crdt.OpSet) {
 		line("X-WR-CALNAME:" + escapeICS(set.State.Name))
-		for _, e := range set.State.Agenda() {
+		shown, scanned := 0, 0
+		set.State.AgendaFrom(n.cfg.Now().Add(-feedPast).UnixMilli(), nil, func(e crdt.Event) bool {
+			if scanned++; scanned > agendaMaxScan {
+				return false
+			}
+			if venue != nil && e.Key.Venue != *venue {
+				return true
+			}
+			shown++
 			line("BEGIN:VEVENT")
 			line("UID:" + escapeICS(e.Key.ID) + "@" + e.Key.Venue.String())
 			line("DTSTAMP:" + icsTime(e.Updated.Millis()))
@@ -40,7 +53,8 @@ func (n *Node) handleICS(w http.ResponseWriter, r *http.Request) {
 				line("STATUS:CONFIRMED")
 			}
 			line("END:VEVENT")
-		}
+			return shown < agendaMaxShown
+		})
 	})
 	line("END:VCALENDAR")
 	w.Header().Set("Content-Type", "text/calendar; charset=utf-8")

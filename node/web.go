@@ -497,23 +497,6 @@ func (n *Node) CardHistoryPage(ctx context.Context, card crdt.CardID, limit int,
 	return p, true, nil
 }
 
-// Events returns the federated agenda, all venues, by start time (what
-// GET /api/v1/events answers, built by the same view).
-func (n *Node) Events(ctx context.Context) ([]EventView, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	var out []EventView
-	n.View(func(set *crdt.OpSet) {
-		agenda := set.State.Agenda()
-		out = make([]EventView, 0, len(agenda))
-		for _, e := range agenda {
-			out = append(out, eventView(set, e))
-		}
-	})
-	return out, nil
-}
-
 // Conflicts returns the conflicts the node knows (what GET
 // /api/v1/conflicts answers).
 func (n *Node) Conflicts(ctx context.Context) ([]ConflictView, error) {

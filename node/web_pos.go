@@ -31,17 +31,13 @@ func (n *Node) handleIndex(w http.ResponseWriter, r *http.Request) {
 	b := n.pageBase(w, r, "home.title")
 	b.Title = b.Venue
 	d := homeData{Base: b}
-	if evs, err := n.Events(r.Context()); err == nil {
-		now := n.cfg.Now()
-		for _, e := range evs {
-			if e.EndsAt.After(now) && !e.Cancelled {
-				d.Next = append(d.Next, newWebEvent(e))
-				if len(d.Next) == 5 {
-					break
-				}
-			}
+	now := n.cfg.Now()
+	_, _ = n.EachEvent(r.Context(), now, "", func(e EventView) bool {
+		if e.EndsAt.After(now) && !e.Cancelled {
+			d.Next = append(d.Next, newWebEvent(e))
 		}
-	}
+		return len(d.Next) < 5
+	})
 	n.renderPage(w, http.StatusOK, "home", d)
 }
 
@@ -642,17 +638,25 @@ func (ws *webServer) staffEventsPage(w http.ResponseWriter, r *http.Request, sta
 	b := ws.base(w, r, "sevents.title")
 	d := staffEventsData{Base: b, Key: randomToken(), Error: errMsg, Saved: r.URL.Query().Get("saved") == "1"}
 	me := ws.n.Key().String()
-	evs, err := ws.n.Events(r.Context())
+	// This venue's events from staffEventsPast on, a page of them; the one
+	// being edited is read by its key.
+	_, err := ws.n.EachEvent(r.Context(), ws.n.cfg.Now().Add(-staffEventsPast), "", func(e EventView) bool {
+		if e.VenueID == me {
+			d.Events = append(d.Events, newWebEvent(e))
+		}
+		return len(d.Events) < agendaPageSize
+	})
 	if err != nil {
 		ws.errorPage(w, r, http.StatusInternalServerError, "error.internal")
 		return
 	}
-	for _, e := range evs {
-		if e.VenueID != me {
-			continue
+	if edit.ID != "" && errMsg == "" {
+		e, ok, err := ws.n.Event(r.Context(), me, edit.ID)
+		if err != nil {
+			ws.errorPage(w, r, http.StatusInternalServerError, "error.internal")
+			return
 		}
-		d.Events = append(d.Events, newWebEvent(e))
-		if edit.ID == e.ID && errMsg == "" {
+		if ok {
 			loc := b.Loc
 			edit = eventFormValues{ID: e.ID, Title: e.Title, Start: e.StartsAt.In(loc).Format(datetimeLocal), End: e.EndsAt.In(loc).Format(datetimeLocal),
 				Location: e.Location, Description: e.Description, Cancelled: e.Cancelled}

@@ -1,12 +1,9 @@
 package node
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -326,6 +323,9 @@ type agendaData struct {
 	VenueOptions []venueOption
 	Days         []agendaDay
 	Count, Shown int
+	// More: the page read as many events as one read may
+	// (agendaMaxScan) before the end: Count is a lower bound.
+	More bool
 	// First is the rank of the page's first event (from 1); PrevURL and
 	// NextURL lead to the pages around it.
 	First, Last      int
@@ -355,11 +355,6 @@ func (ws *webServer) handleAgenda(w http.ResponseWriter, r *http.Request) {
 	} else {
 		d.To = ""
 	}
-	evs, err := ws.n.Events(r.Context())
-	if err != nil {
-		ws.errorPage(w, r, http.StatusInternalServerError, "error.internal")
-		return
-	}
 	now := ws.n.cfg.Now()
 	needle := strings.ToLower(strings.TrimSpace(d.Q))
 	limit := agendaPageSize
@@ -371,21 +366,34 @@ func (ws *webServer) handleAgenda(w http.ResponseWriter, r *http.Request) {
 		page = p
 	}
 	skip := (page - 1) * limit
+	// The scan starts where the page's events can be (the events running
+	// at from, or now, or every event for the past) and stops at to.
+	scanFrom := from
+	switch {
+	case !from.IsZero():
+	case d.Past:
+	default:
+		scanFrom = now
+	}
 	var dayKey string
-	for _, e := range evs {
+	atTo := false
+	complete, err := ws.n.EachEvent(r.Context(), scanFrom, "", func(e EventView) bool {
+		if !to.IsZero() && !e.StartsAt.Before(to) {
+			atTo = true
+			return false
+		}
 		switch {
 		case venue != "" && e.VenueID != venue,
 			!d.Past && from.IsZero() && e.EndsAt.Before(now),
-			!from.IsZero() && e.EndsAt.Before(from),
-			!to.IsZero() && !e.StartsAt.Before(to):
-			continue
+			!from.IsZero() && e.EndsAt.Before(from):
+			return true
 		}
 		if needle != "" && !strings.Contains(strings.ToLower(e.Title+"\n"+e.Description+"\n"+e.Location+"\n"+e.Venue), needle) {
-			continue
+			return true
 		}
 		d.Count++
 		if d.Count <= skip || d.Shown >= limit {
-			continue
+			return true
 		}
 		d.Shown++
 		local := e.StartsAt.In(b.Loc)
@@ -395,7 +403,14 @@ func (ws *webServer) handleAgenda(w http.ResponseWriter, r *http.Request) {
 		}
 		last := &d.Days[len(d.Days)-1]
 		last.Events = append(last.Events, newWebEvent(e))
+		return true
+	})
+	if err != nil {
+		ws.errorPage(w, r, http.StatusInternalServerError, "error.internal")
+		return
 	}
+	// When the scan stopped at its bound, Count is a lower bound.
+	d.More = !complete && !atTo
 	if d.Shown > 0 {
 		d.First, d.Last = skip+1, skip+d.Shown
 	}
@@ -408,7 +423,7 @@ func (ws *webServer) handleAgenda(w http.ResponseWriter, r *http.Request) {
 	if page > 1 {
 		d.PrevURL = link(page - 1)
 	}
-	if skip+d.Shown < d.Count {
+	if skip+d.Shown < d.Count || d.More {
 		d.NextURL = link(page + 1)
 	}
 	w.Header().Set("Cache-Control", "no-cache")
@@ -427,17 +442,16 @@ type eventData struct {
 
 func (ws *webServer) handleEventPage(w http.ResponseWriter, r *http.Request) {
 	id, venue := r.PathValue("id"), r.URL.Query().Get("venue")
-	evs, err := ws.n.Events(r.Context())
+	ev, ok, err := ws.n.Event(r.Context(), venue, id)
 	if err != nil {
 		ws.errorPage(w, r, http.StatusInternalServerError, "error.internal")
 		return
 	}
-	i := slices.IndexFunc(evs, func(e EventView) bool { return e.ID == id && (venue == "" || e.VenueID == venue) })
-	if i < 0 {
+	if !ok {
 		ws.errorPage(w, r, http.StatusNotFound, "error.noevent")
 		return
 	}
-	e := newWebEvent(evs[i])
+	e := newWebEvent(ev)
 	b := ws.base(w, r, "")
 	b.Title = e.Title
 	self := pageURL(r, e.URL)
@@ -496,43 +510,7 @@ func (n *Node) handleVenueICS(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apiErr(http.StatusNotFound, "not_found", "no such venue"))
 		return
 	}
-	var rec recorder
-	n.handleICS(&rec, r)
-	var out bytes.Buffer
-	suffix := "@" + venue.String()
-	var block []string
-	keep := true
-	sc := bufio.NewScanner(bytes.NewReader(unfoldICS(rec.body.Bytes())))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
-		switch {
-		case line == "BEGIN:VEVENT":
-			block, keep = []string{line}, false
-		case block != nil:
-			block = append(block, line)
-			if strings.HasPrefix(line, "UID:") && strings.HasSuffix(line, suffix) {
-				keep = true
-			}
-			if line == "END:VEVENT" {
-				if keep {
-					for _, l := range block {
-						out.WriteString(foldICS(l))
-					}
-				}
-				block = nil
-			}
-		default:
-			out.WriteString(foldICS(line))
-		}
-	}
-	w.Header().Set("Content-Type", "text/calendar; charset=utf-8")
-	w.Write(out.Bytes())
-}
-
-// unfoldICS joins RFC 5545 folded lines.
-func unfoldICS(b []byte) []byte {
-	return bytes.ReplaceAll(bytes.ReplaceAll(b, []byte("\r\n "), nil), []byte("\r\n\t"), nil)
+	n.serveICS(w, r, &venue)
 }
 
 // ---- dashboard ----

@@ -77,7 +77,9 @@ func SaveAttestedCheckpoint(ctx context.Context, dir string, logger *slog.Logger
 		if err := st.SaveCheckpoint(cp, atts); err != nil {
 			return err
 		}
-		info = CheckpointInfo{Ops: set.Len(), Bytes: len(cp), Attestations: need, Events: len(set.State.Events)}
+		events := 0
+		set.State.Events().EachEvent(func(crdt.Event) bool { events++; return true })
+		info = CheckpointInfo{Ops: set.Len(), Bytes: len(cp), Attestations: need, Events: events}
 		return nil
 	}()
 	if cerr := st.Close(); cerr != nil {

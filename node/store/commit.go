@@ -148,7 +148,7 @@ func (s *Store) commit(b Batch) error {
 		c := b.State.TakeChanges()
 		ch = &c
 	}
-	if len(entries) == 0 && (ch == nil || ch.Empty() && s.index.pend.empty()) {
+	if len(entries) == 0 && (ch == nil || ch.Empty() && s.index.pend.empty() && s.events.pend.empty()) {
 		s.mu.Unlock()
 		return nil
 	}
@@ -159,6 +159,7 @@ func (s *Store) commit(b Batch) error {
 	}
 	if err != nil {
 		s.index.discard()
+		s.events.discard()
 		s.mu.Unlock()
 		if errors.Is(err, badger.ErrTxnTooBig) {
 			return fmt.Errorf("%w: %d ops, %d evidence, %d idempotency records: %w",
@@ -179,6 +180,7 @@ func (s *Store) commit(b Batch) error {
 	tm.Durable = time.Since(t2)
 	if err != nil {
 		s.index.discard()
+		s.events.discard()
 		if IsDiskFull(err) {
 			// ENOSPC from Badger: the transaction may or may not have
 			// reached its memtable, wholly or not at all; the caller
@@ -192,8 +194,11 @@ func (s *Store) commit(b Batch) error {
 		s.fail(err)
 		return fmt.Errorf("store: commit: %w", err)
 	}
-	if ch != nil && s.index.committed(gen) {
-		s.dropOldGenerations(gen)
+	if ch != nil {
+		s.events.committed(gen, gen != s.index.gen)
+		if s.index.committed(gen) {
+			s.dropOldGenerations(gen)
+		}
 	}
 	return nil
 }
@@ -234,8 +239,10 @@ func (s *Store) fill(entries []*badger.Entry, nops uint64, ch *crdt.Changes) (*b
 			return err
 		}
 		var err error
-		gen, err = s.index.flush(txn)
-		return err
+		if gen, err = s.index.flush(txn); err != nil {
+			return err
+		}
+		return s.events.flush(txn, gen)
 	}()
 	if err != nil {
 		txn.Discard()
@@ -277,8 +284,14 @@ func (s *Store) bulkCommit(entries []*badger.Entry, nops uint64, ch *crdt.Change
 			return fmt.Errorf("store: bulk commit: %w", err)
 		}
 	}
+	if err := s.events.bulkWrite(wb, gen); err != nil {
+		s.index.discard()
+		s.events.discard()
+		return fmt.Errorf("store: bulk commit: %w", err)
+	}
 	if err := wb.Flush(); err != nil {
 		s.index.discard()
+		s.events.discard()
 		s.fail(err)
 		return fmt.Errorf("store: bulk commit: %w", err)
 	}
@@ -297,14 +310,12 @@ func (s *Store) bulkCommit(entries []*badger.Entry, nops uint64, ch *crdt.Change
 		rest.Reset = false
 		meta := rest.Meta
 		rest.Meta.Stale = true // until the last transaction
-		for len(rest.Cards) > 0 || len(rest.Authors)+len(rest.Venues)+len(rest.Events)+len(rest.Conflicts) > 0 {
+		for len(rest.Cards) > 0 || len(rest.Authors)+len(rest.Venues)+len(rest.Conflicts) > 0 {
 			part := rest
 			n := min(len(rest.Cards), 2000)
 			part.Cards, rest.Cards = rest.Cards[:n], rest.Cards[n:]
-			// Events (up to a few KiB each) and conflicts are chunked
-			// too: a season holds tens of thousands of them.
-			e := min(len(rest.Events), 500)
-			part.Events, rest.Events = rest.Events[:e], rest.Events[e:]
+			// Conflicts are chunked too: a season holds tens of
+			// thousands of them.
 			k := min(len(rest.Conflicts), 2000)
 			part.Conflicts, rest.Conflicts = rest.Conflicts[:k], rest.Conflicts[k:]
 			rest.Authors, rest.Venues = nil, nil
@@ -328,12 +339,14 @@ func (s *Store) bulkCommit(entries []*badger.Entry, nops uint64, ch *crdt.Change
 	}
 	if err != nil {
 		s.index.discard()
+		s.events.discard()
 		s.fail(err)
 		return fmt.Errorf("store: bulk commit: %w", err)
 	}
 	s.mu.Lock()
 	s.opsStored += nops
 	s.mu.Unlock()
+	s.events.committed(gen, gen != s.index.gen)
 	s.index.committed(gen)
 	s.dropOldGenerations(gen)
 	return nil

@@ -196,12 +196,14 @@ func sameSet(t testing.TB, got, want *crdt.OpSet) {
 			}
 		}
 	}
-	if len(g.Events) != len(w.Events) {
-		t.Errorf("%d events, want %d", len(g.Events), len(w.Events))
-	}
-	for k, we := range w.Events {
-		if ge := g.Events[k]; ge == nil || *ge != *we {
-			t.Errorf("event %v: %+v, want %+v", k, ge, we)
+	ga, wa := g.Agenda(), w.Agenda()
+	if len(ga) != len(wa) {
+		t.Errorf("%d events, want %d", len(ga), len(wa))
+	} else {
+		for i := range wa {
+			if *ga[i] != *wa[i] {
+				t.Errorf("event %d: %+v, want %+v", i, *ga[i], *wa[i])
+			}
 		}
 	}
 	if len(g.Venues) != len(w.Venues) {

@@ -521,7 +521,7 @@ func (d *DiskIndex) WriteRefsAside(ctx context.Context, each func(fn func(ref st
 	}
 	gen := d.gen + 1
 	// What a crashed install or rebuild left under that generation.
-	for _, p := range []byte{prefixEntry, prefixCounter, prefixRef} {
+	for _, p := range append([]byte{prefixEntry, prefixCounter, prefixRef}, eventPrefixes...) {
 		if err := s.deletePrefixBackground(indexPrefix(p, gen)); err != nil {
 			return 0, fmt.Errorf("store: clear index generation %d: %w", gen, err)
 		}

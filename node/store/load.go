@@ -35,11 +35,19 @@ func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 	}
 	defer s.release()
 	start := time.Now()
-	st, gen, gobCards, gobEvents, ok, err := s.readRecords()
+	st, gen, gobCards, ok, err := s.readRecords()
 	if err != nil {
 		return nil, err
 	}
 	s.index.gen, s.index.pend = gen, newOverlay(false)
+	if ok && !s.format1 {
+		// Event records of an older store: into the event index, once.
+		if n, err := s.migrateEvents(gen); err != nil {
+			return nil, err
+		} else if n > 0 {
+			s.log.Info("event records moved to the event index", "events", n, "took", time.Since(start))
+		}
+	}
 	cfg := crdt.Config{Federation: fed, Log: s, Index: s.index, TrackChanges: true}
 	if !ok || s.format1 {
 		return s.rebuild(cfg, start)
@@ -58,13 +66,6 @@ func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 			s.log.Warn("card records left in gob (rewritten at the next start)", "cards", len(gobCards), "err", err)
 		} else {
 			s.log.Info("card records rewritten in binary", "cards", len(gobCards))
-		}
-	}
-	if len(gobEvents) > 0 {
-		if err := s.rewriteEvents(gobEvents); err != nil {
-			s.log.Warn("event records left in gob (rewritten at the next start)", "events", len(gobEvents), "err", err)
-		} else {
-			s.log.Info("event records rewritten in binary", "events", len(gobEvents))
 		}
 	}
 	var loaded uint64

@@ -14,13 +14,15 @@ import (
 
 // The op set's state is kept as small records, each rewritten in the same
 // transaction as the ops that change it (crdt.OpSet.TakeChanges): one per
-// author, card, venue, event and conflict, and one for the rest (meta).
-// Loading reads them back and no op.
+// author, card, venue and conflict, and one for the rest (meta).
+// Loading reads them back and no op. Events are in the event index
+// (events.go), read as the agenda needs them; "e" records are those of
+// older stores, which Load migrates there.
 const (
 	prefixAuthor   = 'a' // author(32) → binary crdt.AuthorState (gob before)
 	prefixCard     = 'c' // card → gob crdt.Card
 	prefixVenue    = 'u' // venue(32) → gob crdt.Venue
-	prefixEvent    = 'e' // venue(32) id → binary crdt.Event (gob before)
+	prefixEvent    = 'e' // older stores: venue(32) id → binary crdt.Event (gob before); see events.go
 	prefixConflict = 'f' // conflict key → gob crdt.Conflict
 )
 
@@ -80,12 +82,6 @@ func writeChanges(txn *badger.Txn, ch *crdt.Changes) error {
 	}
 	for _, v := range ch.Venues {
 		if err := set(recordKey(prefixVenue, v.Key[:]), v); err != nil {
-			return err
-		}
-	}
-	for _, e := range ch.Events {
-		// Binary, like cards: a restart reads every event.
-		if err := txn.Set(eventRecordKey(e), e.AppendBinary(nil)); err != nil {
 			return err
 		}
 	}
@@ -191,7 +187,7 @@ func eachCard(txn *badger.Txn, fn func(c *crdt.Card, wasGob bool)) error {
 
 // readRecords reads the state's records; ok is false when the store holds
 // none (a new store, or one written by format 1).
-func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card, gobEvents []*crdt.Event, ok bool, err error) {
+func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card, ok bool, err error) {
 	err = s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keyMeta)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -246,70 +242,13 @@ func (s *Store) readRecords() (st crdt.Stored, gen uint32, gobCards []*crdt.Card
 		}); err != nil {
 			return err
 		}
-		if err := eachEvent(txn, func(e *crdt.Event, wasGob bool) {
-			st.Events = append(st.Events, e)
-			if wasGob {
-				gobEvents = append(gobEvents, e)
-			}
-		}); err != nil {
-			return err
-		}
 		return each(prefixConflict, func(d *gob.Decoder) error {
 			c := &crdt.Conflict{}
 			st.Conflicts = append(st.Conflicts, c)
 			return d.Decode(c)
 		})
 	})
-	return st, gen, gobCards, gobEvents, ok, err
-}
-
-// eachEvent reads the event records: binary, or gob as stores wrote them
-// before (fn's second argument is true for those).
-func eachEvent(txn *badger.Txn, fn func(e *crdt.Event, wasGob bool)) error {
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixEvent}, PrefetchValues: true, PrefetchSize: 256})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		item := it.Item()
-		err := item.Value(func(v []byte) error {
-			e, ok, err := crdt.DecodeEventRecord(v)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				e = &crdt.Event{}
-				if err := gob.NewDecoder(bytes.NewReader(v)).Decode(e); err != nil {
-					return err
-				}
-			}
-			fn(e, !ok)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("%w: event record %q: %v", ErrCorrupt, item.Key(), err)
-		}
-	}
-	return nil
-}
-
-// rewriteEvents writes events in their binary record, in transactions of
-// up to 500 events (see rewriteCards).
-func (s *Store) rewriteEvents(events []*crdt.Event) error {
-	for len(events) > 0 {
-		n := min(len(events), 500)
-		part := events[:n]
-		events = events[n:]
-		if err := s.db.Update(func(txn *badger.Txn) error {
-			for _, e := range part {
-				if err := txn.Set(eventRecordKey(e), e.AppendBinary(nil)); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return fmt.Errorf("store: rewrite event records: %w", err)
-		}
-	}
-	return nil
+	return st, gen, gobCards, ok, err
 }
 
 // rewriteCards writes cards in their binary record, in transactions of

@@ -8,10 +8,11 @@ import (
 	"github.com/cagnotte/cagnotte/crdt"
 )
 
-// TestGobCardRecordsRewrittenAtLoad: a store whose card and event records
-// are still gob (as the first format-2 stores wrote them) loads the same
-// state, and its records are binary afterwards, so that later starts
-// decode them quickly.
+// TestGobCardRecordsRewrittenAtLoad: a store whose card records are still
+// gob (as the first format-2 stores wrote them) loads the same state, and
+// its records are binary afterwards, so that later starts decode them
+// quickly. (Old event records, gob or binary, are moved to the event
+// index: TestOldStoreEventsMigrate.)
 func TestGobCardRecordsRewrittenAtLoad(t *testing.T) {
 	dir := t.TempDir()
 	w, st, _ := storeWithHistory(t, dir, 20, 10)
@@ -24,7 +25,7 @@ func TestGobCardRecordsRewrittenAtLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, nev := 0, 0
+	n := 0
 	err = db.Update(func(txn *badger.Txn) error {
 		var cards []*crdt.Card
 		if err := eachCard(txn, func(c *crdt.Card, _ bool) { cards = append(cards, c) }); err != nil {
@@ -40,20 +41,6 @@ func TestGobCardRecordsRewrittenAtLoad(t *testing.T) {
 			}
 			n++
 		}
-		var events []*crdt.Event
-		if err := eachEvent(txn, func(e *crdt.Event, _ bool) { events = append(events, e) }); err != nil {
-			return err
-		}
-		for _, e := range events {
-			b, err := gobBytes(e)
-			if err != nil {
-				return err
-			}
-			if err := txn.Set(eventRecordKey(e), b); err != nil {
-				return err
-			}
-			nev++
-		}
 		return nil
 	})
 	if err != nil {
@@ -62,40 +49,32 @@ func TestGobCardRecordsRewrittenAtLoad(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n == 0 || nev == 0 {
-		t.Fatalf("the history made %d cards and %d events", n, nev)
+	if n == 0 {
+		t.Fatalf("the history made %d cards", n)
 	}
 
 	for _, tc := range []struct {
-		name          string
-		wantGob       int
-		wantGobEvents int
+		name    string
+		wantGob int
 	}{
-		{"first load reads gob", n, nev},
-		{"second load reads binary", 0, 0},
+		{"first load reads gob", n},
+		{"second load reads binary", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := openStore(t, dir, 0)
 			defer st.Close()
-			var gobs, gobEvents int
+			var gobs int
 			if err := st.db.View(func(txn *badger.Txn) error {
-				if err := eachCard(txn, func(_ *crdt.Card, wasGob bool) {
+				return eachCard(txn, func(_ *crdt.Card, wasGob bool) {
 					if wasGob {
 						gobs++
-					}
-				}); err != nil {
-					return err
-				}
-				return eachEvent(txn, func(_ *crdt.Event, wasGob bool) {
-					if wasGob {
-						gobEvents++
 					}
 				})
 			}); err != nil {
 				t.Fatal(err)
 			}
-			if gobs != tc.wantGob || gobEvents != tc.wantGobEvents {
-				t.Errorf("%d gob card records and %d gob event records before Load, want %d and %d", gobs, gobEvents, tc.wantGob, tc.wantGobEvents)
+			if gobs != tc.wantGob {
+				t.Errorf("%d gob card records before Load, want %d", gobs, tc.wantGob)
 			}
 			loaded, err := st.Load(w.fedKey())
 			if err != nil {

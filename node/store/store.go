@@ -71,6 +71,10 @@ type Config struct {
 	// to reclaim them. Default 0 means DefaultMappedBudget (64 MiB);
 	// negative turns it off.
 	MappedBudget int64
+	// EventCache is how many agenda events the store keeps decoded in
+	// memory (the ones read last). Default 0 means DefaultEventCache
+	// (1,024).
+	EventCache int
 }
 
 // Store is one node's Badger database. Its methods are safe for concurrent
@@ -92,7 +96,8 @@ type Store struct {
 	loadedOps uint64 // ops read by the last Load
 	format1   bool   // the store was written by format 1: Load migrates it
 
-	index *DiskIndex
+	index  *DiskIndex
+	events *DiskEvents // the agenda, under the index's generation
 
 	dropKick chan uint32
 	gcStop   chan struct{}
@@ -132,6 +137,7 @@ func openWith(cfg Config, options func(Config, *slog.Logger) badger.Options) (*S
 		gcDone:   make(chan struct{}),
 	}
 	s.index = &DiskIndex{s: s, pend: newOverlay(false)}
+	s.events = newDiskEvents(s, cfg.EventCache)
 	if err := s.init(); err != nil {
 		if cerr := db.Close(); cerr != nil {
 			log.Warn("close after failed open", "err", cerr)
@@ -341,7 +347,7 @@ func (s *Store) gcLoop() {
 			// Deleted key by key in the background: DropPrefix would
 			// block the node's writes while it runs.
 			for g := range gen {
-				for _, p := range []byte{prefixEntry, prefixCounter, prefixRef} {
+				for _, p := range append([]byte{prefixEntry, prefixCounter, prefixRef}, eventPrefixes...) {
 					if err := s.deletePrefixBackground(indexPrefix(p, g)); err != nil {
 						s.log.Warn("delete an old index generation", "err", err)
 					}

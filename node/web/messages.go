@@ -188,6 +188,7 @@ var messages = map[string]message{
 	"agenda.feeds":         {"S'abonner (iCalendar) :", "Subscribe (iCalendar):"},
 	"agenda.allfeed":       {"tout le réseau", "the whole network"},
 	"agenda.count":         {"%d événements.", "%d events."},
+	"agenda.countmore":     {"Au moins %d événements.", "At least %d events."},
 	"agenda.range":         {"Ici, du %de au %de.", "Showing %d to %d."},
 	"agenda.pages":         {"Pages de l'agenda", "Agenda pages"},
 	"agenda.prev":          {"Précédents", "Earlier"},
