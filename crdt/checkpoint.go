@@ -698,3 +698,22 @@ func DecodeEventRecord(p []byte) (e *Event, ok bool, err error) {
 	}
 	return e, true, nil
 }
+
+// EventRecordTimes reads only the start and end times of a record written
+// by Event.AppendBinary, without decoding its strings (a store checks
+// which events still run at a time this way).
+func EventRecordTimes(p []byte) (start, end int64, err error) {
+	if len(p) == 0 || p[0] != eventRecordVersion {
+		return 0, 0, fmt.Errorf("%w: not an event record", ErrCheckpoint)
+	}
+	r := &reader{b: p[1:]}
+	var k PublicKey
+	r.fixed(k[:])
+	r.bytes(MaxEventID)  // id
+	r.bytes(MaxBodySize) // title
+	start, end = r.varint(), r.varint()
+	if r.err != nil {
+		return 0, 0, fmt.Errorf("%w: event record: %v", ErrCheckpoint, r.err)
+	}
+	return start, end, nil
+}

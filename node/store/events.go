@@ -25,7 +25,7 @@ import (
 //
 //	"V" gen venue(32) id                     → event record (crdt.Event.AppendBinary)
 //	"T" gen start(8) venue(32) id            → the same record, in agenda order
-//	"W" gen end(8) venue(32) id              → nothing: the events longer than
+//	"W" gen end(8) venue(32) id              → start(8): the events longer than
 //	                                           RunningWindow, by end time
 //
 // Times are Unix ms with the sign bit flipped, so that byte order is time
@@ -43,9 +43,10 @@ const (
 var eventPrefixes = []byte{prefixEventRec, prefixEventStart, prefixEventLong}
 
 // RunningWindow is how long an event may last and still be found from its
-// start time alone when listing the events running at a time; longer ones
+// start time alone when listing the events running at a time (the "T"
+// keys of the window before it are read, their times only); longer ones
 // are also indexed by their end time ("W").
-const RunningWindow int64 = 7 * 24 * 3600 * 1000
+const RunningWindow int64 = 24 * 3600 * 1000
 
 // DefaultEventCache is how many events the event index keeps decoded in
 // memory by default (Config.EventCache): the ones the fold or the pages
@@ -265,6 +266,19 @@ func (d *DiskEvents) scanByStart(from int64, after *crdt.AgendaPos, fn func(crdt
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: indexPrefix(prefixEventStart, gen), PrefetchValues: true, PrefetchSize: 64})
 			end := timeBytes(indexPrefix(prefixEventStart, gen), from)
 			for it.Seek(timeBytes(indexPrefix(prefixEventStart, gen), lo)); it.Valid() && bytes.Compare(it.Item().Key(), end) < 0; it.Next() {
+				// The times first: most of the window's events are over.
+				var ends int64
+				if err := it.Item().Value(func(v []byte) error {
+					var err error
+					_, ends, err = crdt.EventRecordTimes(v)
+					return err
+				}); err != nil {
+					it.Close()
+					return fmt.Errorf("%w: %v", ErrCorrupt, err)
+				}
+				if ends < from {
+					continue
+				}
 				e, err := d.itemEvent(it.Item())
 				if err != nil {
 					it.Close()
@@ -275,13 +289,27 @@ func (d *DiskEvents) scanByStart(from int64, after *crdt.AgendaPos, fn func(crdt
 				}
 			}
 			it.Close()
-			it = txn.NewIterator(badger.IteratorOptions{Prefix: indexPrefix(prefixEventLong, gen)})
+			it = txn.NewIterator(badger.IteratorOptions{Prefix: indexPrefix(prefixEventLong, gen), PrefetchValues: true})
 			for it.Seek(timeBytes(indexPrefix(prefixEventLong, gen), from)); it.Valid(); it.Next() {
 				k := it.Item().Key()
 				var ek crdt.EventKey
+				var starts int64
+				if err := it.Item().Value(func(v []byte) error {
+					if len(v) != 8 {
+						return fmt.Errorf("%w: long event value of %d bytes", ErrCorrupt, len(v))
+					}
+					starts = int64(binary.BigEndian.Uint64(v) ^ (1 << 63))
+					return nil
+				}); err != nil {
+					it.Close()
+					return err
+				}
 				if len(k) < 5+8+32 {
 					it.Close()
 					return fmt.Errorf("%w: long event key of %d bytes", ErrCorrupt, len(k))
+				}
+				if starts >= lo {
+					continue // listed from its start time
 				}
 				copy(ek.Venue[:], k[5+8:])
 				ek.ID = string(k[5+8+32:])
@@ -440,7 +468,7 @@ func (d *DiskEvents) write(gen uint32, fresh bool, set func(k, v []byte) error, 
 					return err
 				}
 			}
-			if isLong(&old) && (!isLong(e) || old.EndsAt != e.EndsAt) {
+			if isLong(&old) && (!isLong(e) || old.EndsAt != e.EndsAt || old.StartsAt != e.StartsAt) {
 				if err := del(eventLongKey(gen, &old)); err != nil {
 					return err
 				}
@@ -454,7 +482,7 @@ func (d *DiskEvents) write(gen uint32, fresh bool, set func(k, v []byte) error, 
 			return err
 		}
 		if isLong(e) {
-			if err := set(eventLongKey(gen, e), nil); err != nil {
+			if err := set(eventLongKey(gen, e), timeBytes(nil, e.StartsAt)); err != nil {
 				return err
 			}
 		}
@@ -524,7 +552,7 @@ func (s *Store) migrateEvents(gen uint32) (int, error) {
 					return err
 				}
 				if isLong(e) {
-					if err := txn.Set(eventLongKey(gen, e), nil); err != nil {
+					if err := txn.Set(eventLongKey(gen, e), timeBytes(nil, e.StartsAt)); err != nil {
 						return err
 					}
 				}

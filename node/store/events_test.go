@@ -551,3 +551,60 @@ func TestPropertyAgendaSameWhateverOrder(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkAgendaNextEvents reads the next 50 events from a time near the
+// end of a season of n events (nine in ten are past by then), from the
+// store's start-time index and, for comparison, from the in-memory index
+// (what the state held before: every event, sorted at each read):
+//
+//	go test ./node/store -run '^$' -bench BenchmarkAgendaNextEvents -benchtime 200x
+func BenchmarkAgendaNextEvents(b *testing.B) {
+	for _, n := range []int{5000, 50000} {
+		b.Run(fmt.Sprintf("events=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			w := newWorld(b, 2)
+			st, err := Open(Config{Dir: dir, Logger: quietLogger(), NoSync: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			set := st.NewSet(w.fedKey())
+			gen := w.genesis()
+			w.deliver(gen...)
+			addCommit(b, st, set, gen)
+			// n new events (distinct ids), over 100 days, in commits of 500.
+			for made := 0; made < n; {
+				var ops []crdt.Op
+				for ; len(ops) < 500 && made < n; made++ {
+					v := made % 2
+					start := t0 + int64(w.rng.IntN(400))*day/4
+					op := w.venues[v].Make(&crdt.EventUpsert{EventID: fmt.Sprint("ev", made), Fields: crdt.FieldTitle | crdt.FieldStartsAt | crdt.FieldEndsAt | crdt.FieldDescription | crdt.FieldLocation,
+						Title: fmt.Sprintf("Bal %d", made), StartsAt: start, EndsAt: start + 3*3600*1000, Description: "Une soirée de musique", Location: "Grande salle"})
+					w.deliver(op)
+					ops = append(ops, op)
+				}
+				addCommit(b, st, set, ops)
+			}
+			from := t0 + 90*day
+			for _, tc := range []struct {
+				name  string
+				state *crdt.State
+			}{
+				{"store", set.State},
+				{"memory", w.ref.Set.State},
+			} {
+				b.Run(tc.name, func(b *testing.B) {
+					r0 := st.Events().Reads()
+					b.ResetTimer()
+					for range b.N {
+						if got := agendaFrom(tc.state, from, nil, 50); len(got) != 50 {
+							b.Fatalf("%d events", len(got))
+						}
+					}
+					b.StopTimer()
+					b.ReportMetric(float64(st.Events().Reads()-r0)/float64(b.N), "records/op")
+				})
+			}
+		})
+	}
+}
