@@ -49,7 +49,7 @@ var (
 	payTailOps      = flag.Uint64("paytail.ops", 100_000, "ops to generate when -paytail.history is empty")
 	payTailRate     = flag.Int("paytail.rate", 200, "payments per second offered")
 	payTailDuration = flag.Duration("paytail.duration", 30*time.Second, "how long payments are offered")
-	payTailMemLimit = flag.Int64("paytail.memlimit", 192<<20, "soft memory limit during the run, as the cagnotte binary sets its own (0: leave the runtime's)")
+	payTailMemLimit = flag.Int64("paytail.memlimit", 256<<20, "soft memory limit during the run, as the cagnotte binary sets its own (0: leave the runtime's)")
 	payTailTrace    = flag.String("paytail.trace", "", "write a runtime/trace of the payment run to this file")
 	payTailLog      = flag.String("paytail.log", "", "write the node's debug log (slow write groups) to this file")
 	payTailSettle   = flag.Duration("paytail.settle", 0, "wait this long after the node started before paying (lets the first compaction run its course)")
