@@ -31,12 +31,15 @@
 //	"a" author(32)               an author's chain state (binary crdt.AuthorState; gob before)
 //	"c" card                     a card's state (gob crdt.Card)
 //	"u" venue(32)                a venue (gob crdt.Venue)
-//	"e" venue(32) event id       an event (gob crdt.Event)
+//	"e" venue(32) event id       older stores: an event, moved to "V"/"T"/"W" by Load
 //	"f" conflict key             a conflict (gob crdt.Conflict)
 //	"g"                          the index generation, uint32 BE
 //	"E" gen(4) card entry        a card's entry: key (HLC, op id), value kind, counted, venue, amount, counter, label
 //	"P" gen(4) card counter(8)   the first payment op id seen at that counter
 //	"R" gen(4) reference         the op credited for an external reference
+//	"V" gen(4) venue(32) id      an event (binary crdt.Event)
+//	"T" gen(4) start(8) venue id the same event, in agenda order (see events.go)
+//	"W" gen(4) end(8) venue id   an event longer than a day: its start
 //
 // Because seqs are big-endian, the "o" keys of one author sort by seq and
 // "ops of author A from seq N" is one prefix iteration seeking to

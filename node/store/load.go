@@ -42,10 +42,11 @@ func (s *Store) Load(fed crdt.PublicKey) (*crdt.OpSet, error) {
 	s.index.gen, s.index.pend = gen, newOverlay(false)
 	if ok && !s.format1 {
 		// Event records of an older store: into the event index, once.
+		t := time.Now()
 		if n, err := s.migrateEvents(gen); err != nil {
 			return nil, err
 		} else if n > 0 {
-			s.log.Info("event records moved to the event index", "events", n, "took", time.Since(start))
+			s.log.Info("event records moved to the event index", "events", n, "took", time.Since(t))
 		}
 	}
 	cfg := crdt.Config{Federation: fed, Log: s, Index: s.index, TrackChanges: true}
