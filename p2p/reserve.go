@@ -293,29 +293,64 @@ func (n *Network) ask(ctx context.Context, c crdt.PublicKey, op byte, card crdt.
 	if err != nil {
 		return reserveAnswer{err: fmt.Errorf("p2p: reservation stream to %s: %w", c.Short(), err)}
 	}
-	defer s.Close()
+	return n.exchangeReserve(ctx, s, c, encodeReserveRequest(op, card, amount))
+}
+
+// exchangeReserve writes a request on s and reads the answer, returning
+// when ctx ends at the latest. On a yamux connection whose writes are
+// stalled (a link gone dead, the peer's buffers full), the stream's
+// Write, CloseWrite, Close and even Reset can each block until the
+// connection's write timeout (10 s), whatever the stream's deadline or a
+// Reset from another goroutine: so the exchange runs in a goroutine of
+// its own, and when ctx ends first the stream is reset in another and
+// the caller is answered at once. Both goroutines end when their call
+// on the stream returns, by the connection's write timeout at the
+// latest (or when the connection closes).
+func (n *Network) exchangeReserve(ctx context.Context, s network.Stream, c crdt.PublicKey, req []byte) reserveAnswer {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = s.SetDeadline(dl)
 	}
-	stop := context.AfterFunc(ctx, func() { _ = s.Reset() })
-	defer stop()
-	if _, err := s.Write(encodeReserveRequest(op, card, amount)); err != nil {
+	done := make(chan reserveAnswer, 1)
+	go func() {
+		a := reserveExchange(s, c, req)
+		if a.err != nil {
+			_ = s.Reset()
+		} else {
+			_ = s.Close() // both halves already closed: returns at once
+		}
+		done <- a
+	}()
+	select {
+	case a := <-done:
+		if a.err == nil {
+			n.noteTraffic(s.Conn().RemotePeer())
+			if a.status == reserveRefused {
+				a.err = fmt.Errorf("%w by %s", ErrReserveRefused, c.Short())
+			}
+		}
+		return a
+	case <-ctx.Done():
+		go func() { _ = s.Reset() }()
+		return reserveAnswer{err: fmt.Errorf("p2p: reservation request to %s: %w", c.Short(), ctx.Err())}
+	}
+}
+
+// reserveExchange writes req on s, closes its writing half and reads the
+// answer to the end of the stream.
+func reserveExchange(s network.Stream, c crdt.PublicKey, req []byte) reserveAnswer {
+	if _, err := s.Write(req); err != nil {
 		return reserveAnswer{err: fmt.Errorf("p2p: reservation request to %s: %w", c.Short(), err)}
 	}
 	if err := s.CloseWrite(); err != nil {
 		return reserveAnswer{err: fmt.Errorf("p2p: reservation request to %s: %w", c.Short(), err)}
 	}
-	p2, err := io.ReadAll(io.LimitReader(s, maxReserveMsg+1))
+	p, err := io.ReadAll(io.LimitReader(s, maxReserveMsg+1))
 	if err != nil {
 		return reserveAnswer{err: fmt.Errorf("p2p: reservation answer from %s: %w", c.Short(), err)}
 	}
-	a, err := decodeReserveAnswer(p2)
+	a, err := decodeReserveAnswer(p)
 	if err != nil {
 		return reserveAnswer{err: fmt.Errorf("p2p: reservation answer from %s: %w", c.Short(), err)}
-	}
-	n.noteTraffic(p)
-	if a.status == reserveRefused {
-		a.err = fmt.Errorf("%w by %s", ErrReserveRefused, c.Short())
 	}
 	return a
 }
