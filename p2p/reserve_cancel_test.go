@@ -182,7 +182,9 @@ func TestReserveAskReturnsOnCancel(t *testing.T) {
 
 	actx, cancel := context.WithCancel(ctx)
 	done := make(chan reserveAnswer, 1)
-	go func() { done <- asker.exchangeReserve(actx, s, sc.Public(), encodeReserveRequest(reserveOpReserve, "04A1B2C3D4", 3000)) }()
+	go func() {
+		done <- asker.exchangeReserve(actx, s, sc.Public(), encodeReserveRequest(reserveOpReserve, "04A1B2C3D4", 3000))
+	}()
 	cancel()
 	start := time.Now()
 	select {
