@@ -524,49 +524,56 @@ func (d *DiskEvents) committed(gen uint32, newGen bool) {
 func (s *Store) migrateEvents(gen uint32) (int, error) {
 	moved := 0
 	for {
-		type old struct {
-			key []byte
-			e   *crdt.Event
-		}
-		var part []old
-		err := s.db.View(func(txn *badger.Txn) error {
-			return eachEventKey(txn, func(key []byte, e *crdt.Event) bool {
-				part = append(part, old{key, e})
-				return len(part) < 500
-			})
-		})
-		if err != nil {
+		n, err := s.migrateEventsOnce(gen, 500)
+		moved += n
+		if err != nil || n == 0 {
 			return moved, err
 		}
-		if len(part) == 0 {
-			return moved, nil
-		}
-		err = s.db.Update(func(txn *badger.Txn) error {
-			for _, o := range part {
-				e := o.e
-				rec := e.AppendBinary(nil)
-				if err := txn.Set(eventRecKey(gen, e.Key), rec); err != nil {
-					return err
-				}
-				if err := txn.Set(eventStartKey(gen, e), rec); err != nil {
-					return err
-				}
-				if isLong(e) {
-					if err := txn.Set(eventLongKey(gen, e), timeBytes(nil, e.StartsAt)); err != nil {
-						return err
-					}
-				}
-				if err := txn.Delete(o.key); err != nil {
+	}
+}
+
+// migrateEventsOnce moves up to max old event records in one transaction
+// and returns how many it moved.
+func (s *Store) migrateEventsOnce(gen uint32, max int) (int, error) {
+	type old struct {
+		key []byte
+		e   *crdt.Event
+	}
+	var part []old
+	err := s.db.View(func(txn *badger.Txn) error {
+		return eachEventKey(txn, func(key []byte, e *crdt.Event) bool {
+			part = append(part, old{key, e})
+			return len(part) < max
+		})
+	})
+	if err != nil || len(part) == 0 {
+		return 0, err
+	}
+	err = s.db.Update(func(txn *badger.Txn) error {
+		for _, o := range part {
+			e := o.e
+			rec := e.AppendBinary(nil)
+			if err := txn.Set(eventRecKey(gen, e.Key), rec); err != nil {
+				return err
+			}
+			if err := txn.Set(eventStartKey(gen, e), rec); err != nil {
+				return err
+			}
+			if isLong(e) {
+				if err := txn.Set(eventLongKey(gen, e), timeBytes(nil, e.StartsAt)); err != nil {
 					return err
 				}
 			}
-			return nil
-		})
-		if err != nil {
-			return moved, fmt.Errorf("store: migrate event records: %w", err)
+			if err := txn.Delete(o.key); err != nil {
+				return err
+			}
 		}
-		moved += len(part)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: migrate event records: %w", err)
 	}
+	return len(part), nil
 }
 
 // eachEventKey reads the old event records with their keys (see

@@ -389,8 +389,8 @@ func countOld(t *testing.T, st *Store) int {
 
 // TestOldStoreEventsMigrate: a store whose events are "e" records (binary
 // or gob, all read at every start, as before the event index) opens and
-// serves the same agenda; its first Load moves them to the event index,
-// and later ones find none to move.
+// serves the same agenda; its first Load moves them to the event index
+// (resuming a move a crash cut short), and later ones find none to move.
 func TestOldStoreEventsMigrate(t *testing.T) {
 	dir := t.TempDir()
 	w, st, _ := storeWithEvents(t, dir, 1200, 600, 100)
@@ -404,13 +404,32 @@ func TestOldStoreEventsMigrate(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		wantOld int
+		// crash: one transaction of the move is made, then the node
+		// stops, as if it crashed in the middle of the move.
+		crash bool
 	}{
-		{"first load migrates", n},
-		{"second load finds nothing to migrate", 0},
+		{"a move cut by a crash", n, true},
+		{"the next load moves the rest", n - 200, false},
+		{"a later load finds nothing to move", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := openStore(t, dir, 0)
 			defer st.Close()
+			if tc.crash {
+				var gen uint32
+				if _, g, _, _, err := st.readRecords(); err != nil {
+					t.Fatal(err)
+				} else {
+					gen = g
+				}
+				if moved, err := st.migrateEventsOnce(gen, 200); err != nil || moved != 200 {
+					t.Fatalf("moved %d: %v", moved, err)
+				}
+				if got := countOld(t, st); got != n-200 {
+					t.Errorf("%d old event records after the cut move, want %d", got, n-200)
+				}
+				return
+			}
 			if got := countOld(t, st); got != tc.wantOld {
 				t.Errorf("%d old event records before Load, want %d", got, tc.wantOld)
 			}
