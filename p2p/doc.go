@@ -154,9 +154,18 @@
 //     same equivocation conflict and the same digest.
 //
 // When SyncWith returns, both sides hold the union of what they held.
-// Sessions run when a peer connects, when a gap seen on gossip persists,
-// when a heartbeat shows a peer ahead, and every Config.SyncInterval (±20
-// %) with a random connected member that is not on penalty.
+// Sessions run when a peer connects (one per connection: the side with
+// the lower peer id starts it, the other only if none completed within
+// half a second, and neither if the peer announced our digest since),
+// when a gap seen on gossip persists, when a heartbeat shows a peer ahead
+// (from whichever connected member announced the most ops, chosen at
+// random among ties; at once when it is GossipBatch ops or more ahead,
+// else after GapSyncDelay), after a session that brought at least
+// GossipBatch ops (pushed on to two connected members whose heartbeat
+// does not show our digest, so that a heal spreads from venue to venue),
+// and every Config.SyncInterval (±20 %) with a random connected member
+// that is not on penalty. A node that received ops by anti-entropy
+// announces its new state with a heartbeat soon after.
 //
 // # Sync limits
 //

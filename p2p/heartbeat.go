@@ -186,13 +186,13 @@ func (n *Network) onHeartbeat(p peer.ID, hb *Heartbeat) {
 		n.host.Peerstore().AddAddrs(p, hb.Addrs, heartbeatAddrTTL)
 		n.redialNow(p) // it is alive and reachable by others: dial it now
 	}
-	if connected && !recent && n.behind(hb) {
+	if connected && (!recent || n.farAhead(hb)) && n.behind(hb) {
 		// After GapSyncDelay, and only if the peer's latest heartbeat
 		// still shows it ahead then: under load a heartbeat is often ahead
 		// by ops still in flight on gossip, which arrive within
 		// milliseconds.
 		n.stats.hbSyncs.Add(1)
-		n.wantSync(p, n.cfg.GapSyncDelay, func(w *want) { w.hb = true })
+		n.wantSync(p, n.pullDelay(hb), func(w *want) { w.hb = true })
 	}
 }
 

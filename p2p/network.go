@@ -637,10 +637,28 @@ func (n *Network) onConnected(p peer.ID) {
 	// A member reached: the network may be back for the others too.
 	n.redialNow()
 	wake(n.hbWake)
-	// Anti-entropy on connect, after a short random delay so that two
-	// peers connecting to each other rarely start at the same instant.
-	n.wantSync(p, jitter(50*time.Millisecond, 1), func(w *want) { w.force = true })
+	// Anti-entropy on connect: one session per connection, started by
+	// the side with the lower peer id after a short random delay; the
+	// other side waits longer and runs its own only if that one did not
+	// happen (refused busy, or the peer's want was dropped), see
+	// want.connect. A session exchanges both ways, so a second one would
+	// only compare digests again; after a heal, when dozens of venues
+	// connect at once, it halves the sessions a rejoining venue sees.
+	at := n.cfg.Now()
+	delay := jitter(connectSyncJitter, 1)
+	if n.host.ID() > p {
+		delay += connectSyncDefer
+	}
+	n.wantSync(p, delay, func(w *want) { w.connect, w.connAt = true, at })
 }
+
+// The anti-entropy asked for on a new connection waits a random 0 to
+// twice connectSyncJitter, plus connectSyncDefer on the side with the
+// higher peer id (time for the other side's session to complete).
+const (
+	connectSyncJitter = 50 * time.Millisecond
+	connectSyncDefer  = 500 * time.Millisecond
+)
 
 func (n *Network) onDisconnected(p peer.ID) {
 	if n.closed.Load() {

@@ -45,8 +45,17 @@ const frameMore byte = 8
 // checked again when it runs, so that a request made moot by gossip or by
 // another session costs nothing.
 type want struct {
-	due      time.Time
-	force    bool                      // connect, periodic, explicit: always run
+	due   time.Time
+	force bool // periodic, explicit, a long catch-up resumed: always run
+	// connect: the peer connected at connAt; the session runs unless a
+	// session with it completed since (either side may start one), or a
+	// heartbeat of the peer heard since shows our digest.
+	connect bool
+	connAt  time.Time
+	// push: we received ops the peer seems to lack at pushAt; the session
+	// runs unless a heartbeat of the peer heard since shows our digest.
+	push     bool
+	pushAt   time.Time
 	hb       bool                      // the peer's heartbeat is ahead of us
 	gaps     map[crdt.PublicKey]uint64 // author -> a seq seen on gossip past our chain
 	attempts int
@@ -63,6 +72,18 @@ func (w *want) addGaps(ops []crdt.Op) {
 
 func (w *want) merge(o *want) {
 	w.force = w.force || o.force
+	if o.connect {
+		w.connect = true
+		if o.connAt.After(w.connAt) {
+			w.connAt = o.connAt
+		}
+	}
+	if o.push {
+		w.push = true
+		if o.pushAt.After(w.pushAt) {
+			w.pushAt = o.pushAt
+		}
+	}
 	w.hb = w.hb || o.hb
 	for a, s := range o.gaps {
 		if w.gaps == nil {
@@ -181,6 +202,22 @@ func (n *Network) needed(p peer.ID, w *want) bool {
 	if w.force {
 		return true
 	}
+	if w.connect {
+		// One session per new connection, whichever side starts it (the
+		// side with the lower peer id first, see onConnected), and none
+		// if the peer announced our digest since it connected.
+		hb, at, synced := n.lastHeard(p)
+		d, _ := n.rep.Digest()
+		if synced.Before(w.connAt) && (hb == nil || at.Before(w.connAt) || hb.Digest != d) {
+			return true
+		}
+	}
+	if w.push {
+		hb, at, _ := n.lastHeard(p)
+		if d, _ := n.rep.Digest(); hb == nil || at.Before(w.pushAt) || hb.Digest != d {
+			return true
+		}
+	}
 	if len(w.gaps) > 0 {
 		vv := n.rep.VersionVector()
 		for a, seq := range w.gaps {
@@ -190,18 +227,126 @@ func (n *Network) needed(p peer.ID, w *want) bool {
 		}
 	}
 	if w.hb {
-		n.peersMu.Lock()
-		var hb *Heartbeat
-		if pi := n.peers[p]; pi != nil {
-			hb = pi.hb
-		}
-		n.peersMu.Unlock()
-		if hb != nil && n.behind(hb) {
+		if hb, _, _ := n.lastHeard(p); hb != nil && n.behind(hb) {
 			return true
 		}
 	}
 	return false
 }
+
+// lastHeard returns p's latest heartbeat (or nil), when it was heard, and
+// when the last session with p completed (our clock, Config.Now).
+func (n *Network) lastHeard(p peer.ID) (*Heartbeat, time.Time, time.Time) {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	if pi := n.peers[p]; pi != nil {
+		return pi.hb, pi.hbAt, pi.lastSync
+	}
+	return nil, time.Time{}, time.Time{}
+}
+
+// bestSource returns the connected member to pull from instead of p for a
+// request made because p's heartbeat is ahead: among the members whose
+// heartbeat, heard in the last three intervals, is ahead of us, one with
+// the most ops, chosen at random among those (p when there is none). After a
+// heal many venues hear the same few heartbeats ahead at once; the
+// random choice spreads their pulls over every venue that already holds
+// the ops instead of sending them all to the one that announced first.
+func (n *Network) bestSource(p peer.ID) peer.ID {
+	digest, ops := n.rep.Digest()
+	now := n.cfg.Now()
+	fresh := 3 * n.cfg.HeartbeatInterval
+	type cand struct {
+		id  peer.ID
+		ops uint64
+	}
+	var cs []cand
+	n.peersMu.Lock()
+	for id, pi := range n.peers {
+		hb := pi.hb
+		if hb == nil || now.Sub(pi.hbAt) > fresh || hb.Digest == digest || hb.Ops < ops {
+			continue
+		}
+		cs = append(cs, cand{id, hb.Ops})
+	}
+	n.peersMu.Unlock()
+	best, ties := uint64(0), 0
+	var pick peer.ID
+	for _, c := range cs {
+		if n.host.Network().Connectedness(c.id) != network.Connected || !n.gater.member(c.id) ||
+			n.gater.isBlocked(c.id) || n.SyncPenalized(c.id) {
+			continue
+		}
+		switch {
+		case c.ops > best || ties == 0:
+			best, ties, pick = c.ops, 1, c.id
+		case c.ops == best:
+			ties++
+			if rand.IntN(ties) == 0 {
+				pick = c.id
+			}
+		}
+	}
+	if ties == 0 {
+		return p
+	}
+	return pick
+}
+
+// pushFanout is how many peers a node passes ops it received by
+// anti-entropy on to (pushNews).
+const pushFanout = 2
+
+// pushNews asks for a session soon with pushFanout connected members
+// other than from, chosen at random among those whose latest heartbeat
+// does not show our digest: the ops this node just received by
+// anti-entropy then spread from venue to venue like gossip (each venue
+// that gets them passes them on), in a few rounds of sessions, instead of
+// waiting for each venue to hear a heartbeat ahead and all of them
+// pulling from the few venues that announced first. A push is a normal
+// session (the peer checks every op and may answer busy: the push is
+// then dropped, the peer being fed by another).
+func (n *Network) pushNews(from peer.ID) {
+	digest, _ := n.rep.Digest()
+	var ps []peer.ID
+	for _, p := range n.Connected() {
+		if p == from || !n.gater.member(p) || n.gater.isBlocked(p) || n.SyncPenalized(p) {
+			continue
+		}
+		if hb, _, _ := n.lastHeard(p); hb != nil && hb.Digest == digest {
+			continue
+		}
+		ps = append(ps, p)
+	}
+	rand.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+	now := n.cfg.Now()
+	for _, p := range ps[:min(pushFanout, len(ps))] {
+		n.sx().pushes.Add(1)
+		n.wantSync(p, jitter(farPullDelay, 1), func(w *want) { w.push, w.pushAt = true, now })
+	}
+}
+
+// farAhead is how far (in ops) a heartbeat must be ahead of us for the
+// pull it triggers to start at once rather than after GapSyncDelay: ops
+// in flight on gossip do not come in such numbers.
+func (n *Network) farAhead(hb *Heartbeat) bool {
+	_, ops := n.rep.Digest()
+	return hb.Ops >= ops+uint64(n.cfg.GossipBatch)
+}
+
+// pullDelay is how long after hearing hb (ahead of us) the pull it asks
+// for waits: GapSyncDelay, since a heartbeat is often ahead only by ops
+// still on their way by gossip, or a random 0-100 ms when it is too far
+// ahead for that (a heal, a restart).
+func (n *Network) pullDelay(hb *Heartbeat) time.Duration {
+	if n.farAhead(hb) {
+		return jitter(farPullDelay, 1)
+	}
+	return n.cfg.GapSyncDelay
+}
+
+// farPullDelay is the mean delay of a pull from a peer far ahead.
+const farPullDelay = 50 * time.Millisecond
 
 func (n *Network) runWant(p peer.ID, w *want) {
 	if n.host.Network().Connectedness(p) != network.Connected || n.SyncPenalized(p) || !n.needed(p, w) {
@@ -210,10 +355,20 @@ func (n *Network) runWant(p peer.ID, w *want) {
 	if len(w.gaps) > 0 && !w.force {
 		n.stats.gapSyncs.Add(1)
 	}
-	err := n.syncOnce(n.ctx, p)
+	src := p
+	if !w.force && !w.push && !w.connect && len(w.gaps) == 0 {
+		// Asked because of heartbeats: any venue as far ahead will do.
+		src = n.bestSource(p)
+	}
+	err := n.syncOnce(n.ctx, src)
 	switch {
 	case err == nil || n.ctx.Err() != nil:
 	case errors.Is(err, errBusy):
+		if w.push && !w.force && !w.connect && !w.hb && len(w.gaps) == 0 {
+			// A push only: the peer is busy receiving from another
+			// venue, likely the same news.
+			return
+		}
 		if w.attempts++; w.attempts > 50 {
 			return
 		}
@@ -402,6 +557,17 @@ func (ss *session) finish(start time.Time, inSync bool) {
 	n.peersMu.Lock()
 	n.peer(ss.p).lastSync = n.cfg.Now()
 	n.peersMu.Unlock()
+	if ss.in > 0 {
+		// Announce the new state soon (one heartbeat within
+		// connectHeartbeatDelay), so that the peers that lack these ops
+		// pull them now rather than at our next periodic heartbeat.
+		wake(n.hbWake)
+	}
+	if ss.in >= n.cfg.GossipBatch {
+		// Many ops at once (a heal, a restart): other peers likely lack
+		// them too, and gossip does not carry old ops. Pass them on.
+		n.pushNews(ss.p)
+	}
 	if ss.in+ss.out+ss.evIn+ss.evOut > 0 {
 		n.log.Info("synced", "peer", ss.p, "role", ss.role, "ops_in", ss.in, "ops_out", ss.out,
 			"evidence_in", ss.evIn, "evidence_out", ss.evOut,
@@ -768,10 +934,14 @@ type syncState struct {
 	// cuts: sessions in which this side stopped its ops at its budget;
 	// resumed: sessions asked for because the peer stopped at its own.
 	cuts, resumed atomic.Uint64
+	// pushes: sessions asked for to pass on ops received (pushNews).
+	pushes atomic.Uint64
 	// maxSent and maxTook are the most bytes of ops frames sent, and the
 	// longest time, of one session. Under mu.
 	maxSent uint64
 	maxTook time.Duration
+	// peakInbound is the most inbound sessions served at once. Under mu.
+	peakInbound int
 }
 
 // noteSession records a finished session's size and length.
@@ -856,6 +1026,7 @@ func (sx *syncState) admit(p peer.ID, cfg *Config, now time.Time) string {
 	default:
 		sp.inbound = true
 		sx.inbound++
+		sx.peakInbound = max(sx.peakInbound, sx.inbound)
 		return ""
 	}
 	sx.limited.Add(1)
@@ -946,18 +1117,24 @@ type SyncStats struct {
 	// peer's byte credit); Resumed, sessions it asked for because a peer
 	// stopped at its own with more to send.
 	StoppedAtBudget, Resumed uint64
+	// Pushes counts sessions asked for to pass on to other peers the ops
+	// received in a session that brought at least GossipBatch of them.
+	Pushes uint64
 	// MaxSessionSent is the most bytes of ops frames this node sent in one
 	// session (either role); MaxSessionTime the longest session that
 	// completed.
 	MaxSessionSent uint64
 	MaxSessionTime time.Duration
+	// PeakInbound is the most anti-entropy sessions this node served at
+	// once as responder (at most Config.MaxInboundSyncs).
+	PeakInbound int
 }
 
 // SyncStats returns the anti-entropy protection counters.
 func (n *Network) SyncStats() SyncStats {
 	sx := n.sx()
 	sx.mu.Lock()
-	maxSent, maxTook := sx.maxSent, sx.maxTook
+	maxSent, maxTook, peak := sx.maxSent, sx.maxTook, sx.peakInbound
 	sx.mu.Unlock()
 	return SyncStats{
 		RangesRefused:   sx.rangesRefused.Load(),
@@ -970,8 +1147,10 @@ func (n *Network) SyncStats() SyncStats {
 		EvidenceOut:     sx.evidenceOut.Load(),
 		StoppedAtBudget: sx.cuts.Load(),
 		Resumed:         sx.resumed.Load(),
+		Pushes:          sx.pushes.Load(),
 		MaxSessionSent:  maxSent,
 		MaxSessionTime:  maxTook,
+		PeakInbound:     peak,
 	}
 }
 
