@@ -194,6 +194,10 @@ type healFigures struct {
 	// rejoinPeak is the most sessions a venue of the partitioned group
 	// served at once; peak the most any venue did.
 	rejoinPeak, peak int
+	// rejoinSessions is the most sessions a venue of the partitioned
+	// group completed (both roles, those that found nothing to exchange
+	// included).
+	rejoinSessions uint64
 	// bytes: sync frame bytes sent over the fleet; opsIn: ops received
 	// by sync over the fleet (each op a venue lacked counts once when
 	// sent once).
@@ -201,33 +205,41 @@ type healFigures struct {
 }
 
 func (h healFigures) String() string {
-	return fmt.Sprintf("converged in %s; sessions %d (busiest venue %d), busy %d, failed %d; sessions served at once: partitioned side %d, any venue %d; sync bytes %d, ops received by sync %d",
-		h.took.Round(time.Millisecond), h.sessions, h.maxSessions, h.busy, h.failures, h.rejoinPeak, h.peak, h.bytes, h.opsIn)
+	return fmt.Sprintf("converged in %s; sessions %d (busiest venue %d, busiest rejoining venue %d), busy %d, failed %d; sessions served at once: partitioned side %d, any venue %d; sync bytes %d, ops received by sync %d",
+		h.took.Round(time.Millisecond), h.sessions, h.maxSessions, h.rejoinSessions, h.busy, h.failures, h.rejoinPeak, h.peak, h.bytes, h.opsIn)
 }
 
 // TestHealAtFiftyVenuesNoStampede: 50 venues on a mocknet; one venue, then
 // a group of ten, is cut off while each side makes ops; when the links
-// come back, every venue holds every op within a bound close to what the
-// data takes, and the rejoining venues are not swamped: each serves a few
-// sessions at once, and no venue runs a session per peer.
+// come back, every venue holds every op within a (loose) bound, and the
+// rejoining venues are not swamped: none serves more than MaxInboundSyncs
+// sessions at once, and each completes about one session per new
+// connection instead of two (one started by each side).
 func TestHealAtFiftyVenuesNoStampede(t *testing.T) {
 	if testing.Short() {
 		t.Skip("50 networks: not in -short")
 	}
 	const venues, ops = 50, 300
 	f := newFleet(t, venues, nil)
+	// The bounds, measured on this 2-core machine shared with other jobs
+	// (docs/benchmarks.md, "Catch-up at 50 venues (p2p)"): before, the
+	// rejoining venue completed 32 sessions in every heal of one venue
+	// (it and each of its ~16 peers started one on each connection), and
+	// the busiest venue of the ten 17-21; now 9-19 and 14-15. The time
+	// bound is loose: on a loaded machine a heal's time is mostly CPU
+	// (every venue verifies every op it lacks) and varies several-fold
+	// from run to run, before and after alike.
 	cases := []struct {
 		name  string
 		group []int
 		// bound is the longest a heal may take to converge;
-		// maxSessions the most sessions one venue may complete in it;
-		// maxPeak the most sessions a rejoining venue may serve at once.
+		// maxSessions the most sessions a venue of the group may
+		// complete in it (both roles).
 		bound       time.Duration
 		maxSessions uint64
-		maxPeak     int
 	}{
-		{"one venue", []int{0}, 60 * time.Second, 1000, 100},
-		{"a group of ten", []int{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}, 60 * time.Second, 1000, 100},
+		{"one venue", []int{0}, 20 * time.Second, 24},
+		{"a group of ten", []int{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}, 20 * time.Second, 17},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -291,17 +303,18 @@ func TestHealAtFiftyVenuesNoStampede(t *testing.T) {
 					h.peak = max(h.peak, peak)
 					if slices.Contains(tc.group, i) {
 						h.rejoinPeak = max(h.rejoinPeak, peak)
+						h.rejoinSessions = max(h.rejoinSessions, s)
 					}
 				}
 				t.Logf("run %d: %s", run+1, h)
 				if h.took > tc.bound {
 					t.Errorf("the heal took %s, over %s", h.took, tc.bound)
 				}
-				if h.maxSessions > tc.maxSessions {
-					t.Errorf("a venue completed %d sessions in the heal, over %d", h.maxSessions, tc.maxSessions)
+				if h.rejoinSessions > tc.maxSessions {
+					t.Errorf("a rejoining venue completed %d sessions in the heal, over %d", h.rejoinSessions, tc.maxSessions)
 				}
-				if h.rejoinPeak > tc.maxPeak {
-					t.Errorf("a rejoining venue served %d sessions at once, over %d", h.rejoinPeak, tc.maxPeak)
+				if limit := DefaultConfig().MaxInboundSyncs; h.peak > limit {
+					t.Errorf("a venue served %d sessions at once, over MaxInboundSyncs (%d)", h.peak, limit)
 				}
 			}
 		})
