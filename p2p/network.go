@@ -459,11 +459,15 @@ func (n *Network) P2PAddrs() []string {
 }
 
 // Connect connects to a peer (which must be a member: the gater refuses
-// others) and remembers its addresses.
+// others) and remembers its addresses. An explicit connect is not held
+// by the backoff of earlier failed dials (libp2p's swarm refuses to dial
+// a peer for a while after a failure: a peer that refused us while it
+// blocked us, for instance).
 func (n *Network) Connect(ctx context.Context, ai peer.AddrInfo) error {
 	if ai.ID == n.host.ID() {
 		return nil
 	}
+	n.clearSwarmBackoff(ai.ID)
 	if err := n.host.Connect(ctx, ai); err != nil {
 		return fmt.Errorf("p2p: connect %s: %w", ai.ID, err)
 	}
@@ -486,6 +490,7 @@ func (n *Network) Block(p peer.ID) {
 // address is known.
 func (n *Network) Unblock(p peer.ID) {
 	n.gater.setBlocked(p, false)
+	n.clearSwarmBackoff(p)
 	n.peersMu.Lock()
 	if pi := n.peers[p]; pi != nil {
 		pi.nextDial, pi.dialBackoff = time.Time{}, 0
