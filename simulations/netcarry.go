@@ -74,6 +74,20 @@ type venueReplica struct {
 
 	hooksMu sync.Mutex
 	hooks   []func([]crdt.Op)
+
+	// The digest is asked on every heartbeat a venue receives (p2p's
+	// behind check) and by every convergence check; computing it sorts
+	// every conflict the replica holds (thousands of double spends in
+	// the territory: a quarter of the CPU of a mocknet run). It is kept
+	// here, valid while gen is unchanged: gen moves after every change
+	// the network makes (Ingest, IngestRange, IngestEvidence) and every
+	// time the harness hands the replicas back (netCarrier.unlocked).
+	digestMu sync.Mutex
+	gen      uint64
+	cached   bool
+	cacheGen uint64
+	dig      [32]byte
+	digN     uint64
 }
 
 var _ p2p.Replica = (*venueReplica)(nil)
@@ -137,7 +151,36 @@ func (v *venueReplica) VersionVector() crdt.VersionVector {
 func (v *venueReplica) Digest() ([32]byte, uint64) {
 	v.world.RLock()
 	defer v.world.RUnlock()
-	return v.MemReplica.Digest()
+	return v.digest()
+}
+
+// digest returns the replica's digest and op count, from the cache while
+// nothing changed. Caller holds the world lock (for reading or writing).
+func (v *venueReplica) digest() ([32]byte, uint64) {
+	v.digestMu.Lock()
+	if v.cached && v.cacheGen == v.gen {
+		d, n := v.dig, v.digN
+		v.digestMu.Unlock()
+		return d, n
+	}
+	gen := v.gen
+	v.digestMu.Unlock()
+	// Computed without digestMu (under the MemReplica's lock): a change
+	// meanwhile moves gen, and the stale value is not kept.
+	d, n := v.MemReplica.Digest()
+	v.digestMu.Lock()
+	if v.gen == gen {
+		v.cached, v.cacheGen, v.dig, v.digN = true, gen, d, n
+	}
+	v.digestMu.Unlock()
+	return d, n
+}
+
+// changed invalidates the cached digest (after the replica changed).
+func (v *venueReplica) changed() {
+	v.digestMu.Lock()
+	v.gen++
+	v.digestMu.Unlock()
 }
 
 // ReadRange implements p2p.Replica (fn runs without the lock, on a copy).
@@ -171,6 +214,7 @@ func (v *venueReplica) Check(op *crdt.Op) error {
 func (v *venueReplica) Ingest(ctx context.Context, ops []crdt.Op) error {
 	v.world.RLock()
 	defer v.world.RUnlock()
+	defer v.changed()
 	return v.MemReplica.Ingest(ctx, ops)
 }
 
@@ -178,6 +222,7 @@ func (v *venueReplica) Ingest(ctx context.Context, ops []crdt.Op) error {
 func (v *venueReplica) IngestRange(ctx context.Context, ops []crdt.Op) error {
 	v.world.RLock()
 	defer v.world.RUnlock()
+	defer v.changed()
 	return v.MemReplica.IngestRange(ctx, ops)
 }
 
@@ -199,6 +244,7 @@ func (v *venueReplica) Evidence() []crdt.Op {
 func (v *venueReplica) IngestEvidence(ctx context.Context, ops []crdt.Op) error {
 	v.world.RLock()
 	defer v.world.RUnlock()
+	defer v.changed()
 	return v.MemReplica.IngestEvidence(ctx, ops)
 }
 
@@ -242,6 +288,8 @@ type netCarrier struct {
 	netLog  *slog.Logger // the networks' own logs
 	noAE    bool
 	hb      time.Duration
+	mesh    int
+	scale   float64
 	timeout time.Duration
 
 	// wake is signalled on every commit a network makes.
@@ -265,6 +313,15 @@ type netCarrierConfig struct {
 	NoAntiEntropy bool
 	// Timeout bounds each wait (default DefaultConvergeTimeout).
 	Timeout time.Duration
+	// TimeScale (mocknet, default 1) runs the links and the networks'
+	// convergence timers that many times faster; measured delays are
+	// multiplied back by it (Scenario.Transport.TimeScale).
+	TimeScale float64
+	// Heartbeat is the networks' heartbeat interval (default: the
+	// federation's if under 2 s, else 2 s); MeshDegree their GossipSub
+	// mesh (default p2p's).
+	Heartbeat  time.Duration
+	MeshDegree int
 	// Logger receives the carrier's milestones (default: discarded);
 	// NetLogger the networks' own logs (default: discarded: on a loaded
 	// machine GossipSub logs every heartbeat a busy node could not read).
@@ -292,6 +349,14 @@ func newNetCarrier(ctx context.Context, h *Harness, world *sync.RWMutex, cfg net
 	c.hb = 2 * time.Second
 	if s := h.Settings().HeartbeatInterval; s > 0 && time.Duration(s)*time.Millisecond < c.hb {
 		c.hb = time.Duration(s) * time.Millisecond
+	}
+	if cfg.Heartbeat > 0 {
+		c.hb = cfg.Heartbeat
+	}
+	c.mesh = cfg.MeshDegree
+	c.scale = 1
+	if cfg.TimeScale > 1 && c.kind == NetworkMocknet {
+		c.scale = cfg.TimeScale
 	}
 	if c.kind == NetworkMocknet {
 		c.mn = mocknet.New()
@@ -325,7 +390,9 @@ func newNetCarrier(ctx context.Context, h *Harness, world *sync.RWMutex, cfg net
 		})
 	})
 	if err != nil {
-		c.close()
+		// Closed with the world lock released: the networks' goroutines
+		// may be waiting for it, and Close waits for them.
+		c.unlocked(func() { _ = c.close() })
 		return nil, err
 	}
 	return c, nil
@@ -334,6 +401,12 @@ func newNetCarrier(ctx context.Context, h *Harness, world *sync.RWMutex, cfg net
 // unlocked runs fn with the world lock released (the harness holds it
 // otherwise).
 func (c *netCarrier) unlocked(fn func()) {
+	// The harness may have changed any replica while it held the lock.
+	for _, n := range c.nodes {
+		if n.rep != nil {
+			n.rep.changed()
+		}
+	}
 	c.world.Unlock()
 	defer c.world.Lock()
 	fn()
@@ -349,6 +422,9 @@ func (c *netCarrier) start(ctx context.Context, n *carrierNode) error {
 	cfg.MDNS, cfg.NATPortMap, cfg.HolePunching = false, false, false
 	cfg.Logger = c.netLog.With("venue", n.v)
 	cfg.HeartbeatInterval = c.hb
+	if c.mesh > 0 {
+		cfg.MeshDegree = c.mesh
+	}
 	// A full mesh: a venue's own ops reach every other in one hop.
 	cfg.TargetPeers = max(len(c.nodes)-1, 1)
 	cfg.HoldCatchUp = c.noAE
@@ -387,14 +463,29 @@ func (c *netCarrier) start(ctx context.Context, n *carrierNode) error {
 }
 
 // linkOptions is the mocknet link between venues a and b: the latency of
-// both uplinks (one way each), the narrower bandwidth. Loss is not
-// modelled (mocknet links are reliable streams).
+// both uplinks (one way each), the narrower bandwidth, both sped up by the
+// time scale. Loss is not modelled (mocknet links are reliable streams).
 func (c *netCarrier) linkOptions(a, b int) mocknet.LinkOptions {
 	ua, ub := c.uplinks[a], c.uplinks[b]
 	return mocknet.LinkOptions{
-		Latency:   time.Duration(ua.LatencyMs+ub.LatencyMs) * time.Millisecond,
-		Bandwidth: float64(min(ua.BandwidthKbps, ub.BandwidthKbps)) * 1000 / 8,
+		Latency:   c.scaled(time.Duration(ua.LatencyMs+ub.LatencyMs) * time.Millisecond),
+		Bandwidth: float64(min(ua.BandwidthKbps, ub.BandwidthKbps)) * 1000 / 8 * c.scale,
 	}
+}
+
+// scaled is d run at the time scale (d / scale), at least 10 ms for a
+// non-zero d (p2p's least timer).
+func (c *netCarrier) scaled(d time.Duration) time.Duration {
+	if c.scale <= 1 || d <= 0 {
+		return d
+	}
+	return max(time.Duration(float64(d)/c.scale), 10*time.Millisecond)
+}
+
+// unscaled converts a measured wall time to the time on the scenario's
+// uplinks (wall × scale), in milliseconds.
+func (c *netCarrier) unscaled(d time.Duration) float64 {
+	return float64(d.Microseconds()) / 1000 * c.scale
 }
 
 // stop closes venue n's network and host (kill -9: nothing flushed; the
@@ -598,7 +689,7 @@ func (c *netCarrier) converged(down []bool) bool {
 			continue
 		}
 		g := c.h.Group(v)
-		d, n := c.nodes[v].rep.MemReplica.Digest()
+		d, n := c.nodes[v].rep.digest()
 		if _, ok := first[g]; !ok {
 			first[g], count[g] = d, n
 		} else if count[g] != n || first[g] != d {
@@ -688,16 +779,16 @@ func (c *netCarrier) wait(ctx context.Context, down []bool) error {
 // checkGap is the least time between two convergence checks.
 const checkGap = 2 * time.Millisecond
 
-// visibility returns, in wall ms from the release of the step that made
-// them, the delay until the last venue of its side held each op that
-// reached all of them, and forgets every op followed.
+// visibility returns, in ms from the release of the step that made them
+// (wall time × the time scale), the delay until the last venue of its side
+// held each op that reached all of them, and forgets every op followed.
 func (c *netCarrier) visibility() []float64 {
 	c.visMu.Lock()
 	defer c.visMu.Unlock()
 	var out []float64
 	for _, t := range c.vis {
 		if t.got >= t.need && !t.last.IsZero() {
-			out = append(out, float64(t.last.Sub(c.released).Microseconds())/1000)
+			out = append(out, c.unscaled(t.last.Sub(c.released)))
 		}
 	}
 	clear(c.vis)

@@ -3,6 +3,7 @@ package simulations
 import (
 	"context"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +166,67 @@ func TestBrokenRuleAntiEntropyOffCaughtOverNetwork(t *testing.T) {
 			}
 			t.Log(v)
 		})
+	}
+}
+
+const timeScaleScenario = `name = "time scale"
+seed = 5
+duration = "30m"
+network = "mocknet"
+[venues]
+count = 4
+[venues.uplink]
+latency = "150ms"
+bandwidth_kbps = 2000
+[cards]
+count = 40
+visits_per_evening = 24
+[[partitions]]
+at = "10m"
+for = "10m"
+isolate = ["3"]
+[transport]
+time_scale = 10
+heartbeat = "1s"
+`
+
+// TestScenarioMocknetTimeScaleReportsScaledTimes runs a scenario on
+// mocknet with transport.time_scale = 10: the links carry 300 ms of
+// latency (two 150 ms uplinks) in 30 ms of wall time, and the measured
+// delays are reported multiplied back by 10, as times on the uplinks:
+// every op's visibility is at least the link's 300 ms although its wall
+// time was a tenth of it, the heal's measured time is its wall time × 10
+// (both reported), and the result says the scale.
+func TestScenarioMocknetTimeScaleReportsScaledTimes(t *testing.T) {
+	sc, err := ParseScenario([]byte(timeScaleScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := runScenario(t, sc, ScenarioOptions{})
+	v := res.MeasuredVisibilityMs
+	t.Logf("time scale 10 over mocknet: ops %d, wall %s, network wait %s, visibility min %.1f p50 %.1f max %.1f ms, heals %+v",
+		res.Ops, res.Wall, res.NetworkWait, pct(v, 0), pct(v, 0.5), pct(v, 1), res.Heals)
+	if res.Network != NetworkMocknet || res.TimeScale != 10 {
+		t.Fatalf("network %q, time scale %v: want mocknet at 10", res.Network, res.TimeScale)
+	}
+	if len(v) < res.Ops/2 {
+		t.Fatalf("%d visibility samples for %d ops", len(v), res.Ops)
+	}
+	// Scaled back: at least one link's latency on the uplinks (300 ms),
+	// though the link ran at 30 ms.
+	if v[0] < 300 {
+		t.Fatalf("an op was visible everywhere after %.1f ms (scaled), under the uplinks' 300 ms link latency: not scaled back", v[0])
+	}
+	if len(res.Heals) != 1 {
+		t.Fatalf("heals %+v: want one", res.Heals)
+	}
+	h := res.Heals[0]
+	if h.MeasuredWallMs <= 0 || math.Abs(h.MeasuredConvergeMs-10*h.MeasuredWallMs) > 0.01 {
+		t.Fatalf("heal measured %.3f ms for %.3f ms of wall time: want the wall time × 10", h.MeasuredConvergeMs, h.MeasuredWallMs)
+	}
+	// The links ran 10 times faster: the fastest op's wall time (its
+	// scaled delay / 10) is under the uplinks' 300 ms.
+	if v[0]/10 >= 300 {
+		t.Fatalf("the fastest op took %.1f ms of wall time: the links did not run faster than the uplinks' 300 ms", v[0]/10)
 	}
 }

@@ -84,10 +84,10 @@ func writeCSVs(dir string, res *ScenarioResult) error {
 	if err := writeCSV(filepath.Join(dir, "samples.csv"), rows); err != nil {
 		return err
 	}
-	rows = [][]string{{"at_ms", "split_ms", "missing_ops", "missing_bytes", "max_venue_bytes", "est_converge_ms", "measured_converge_ms", "digest"}}
+	rows = [][]string{{"at_ms", "split_ms", "missing_ops", "missing_bytes", "max_venue_bytes", "est_converge_ms", "measured_converge_ms", "measured_wall_ms", "digest"}}
 	for _, h := range res.Heals {
 		rows = append(rows, []string{itoa(h.AtMs), itoa(h.SplitMs), itoa(h.MissingOps), itoa(h.MissingBytes), itoa(h.MaxVenueBytes), itoa(h.EstConvergeMs),
-			strconv.FormatFloat(h.MeasuredConvergeMs, 'f', 3, 64), h.Digest})
+			strconv.FormatFloat(h.MeasuredConvergeMs, 'f', 3, 64), strconv.FormatFloat(h.MeasuredWallMs, 'f', 3, 64), h.Digest})
 	}
 	if err := writeCSV(filepath.Join(dir, "heals.csv"), rows); err != nil {
 		return err
@@ -231,6 +231,9 @@ func reportPlots(res *ScenarioResult) ([]namedPlot, error) {
 	if len(res.MeasuredVisibilityMs) > 0 {
 		p = plot.New()
 		p.Title.Text = "Measured visibility delay on " + res.Network + " (wall ms)"
+		if res.TimeScale > 1 {
+			p.Title.Text = fmt.Sprintf("Measured visibility delay on %s (wall ms × time scale %g)", res.Network, res.TimeScale)
+		}
 		p.X.Label.Text = "ms"
 		p.Y.Label.Text = "ops"
 		hist, herr := plotter.NewHist(plotter.Values(res.MeasuredVisibilityMs), 30)
@@ -255,7 +258,11 @@ func reportPlots(res *ScenarioResult) ([]namedPlot, error) {
 	if len(miss) > 0 {
 		lines := []any{"missing KiB (all venues)", miss, "est. catch-up ms", est}
 		if res.Network != "" && res.Network != NetworkMemory {
-			lines = append(lines, "measured ms ("+res.Network+")", measured)
+			label := "measured ms (" + res.Network + ")"
+			if res.TimeScale > 1 {
+				label = fmt.Sprintf("measured ms (%s, wall × %g)", res.Network, res.TimeScale)
+			}
+			lines = append(lines, label, measured)
 		}
 		if err := plotutil.AddScatters(p, lines...); err != nil {
 			return nil, fmt.Errorf("simulations: plot: %w", err)
@@ -345,6 +352,7 @@ pre{background:#f6f6f6;padding:.5rem;overflow:auto}
 <tr><td>store</td><td>{{.R.Store}}</td></tr>
 <tr><td>heals of the whole network</td><td>{{len .R.Heals}}</td></tr>
 <tr><td>transport of the ops</td><td id="network">{{.R.Network}}</td></tr>
+{{if gt .R.TimeScale 1.0}}<tr><td>time scale of the links (measured delays shown as wall time × it)</td><td id="time-scale">{{.R.TimeScale}}</td></tr>{{end}}
 {{if .R.NetworkWait}}<tr><td>wall time the networks carried the ops (virtual clock stopped)</td><td>{{ms .R.NetworkWait}}</td></tr>{{end}}
 {{if .R.WireBytes}}<tr><td>bytes on the wire: all hosts; per op per node</td><td id="wire">{{.R.WireBytes}} B; {{printf "%.0f" .R.WireBytesPerOpPerNode}} B</td></tr>{{end}}
 </table>

@@ -72,8 +72,34 @@ type Scenario struct {
 	// 127.0.0.1) or "mocknet" (p2p.Networks on go-libp2p's mocknet, each
 	// link with the latency and bandwidth of its two venues' uplinks).
 	Network string `toml:"network"`
+	// Transport tunes the venues' networks on the libp2p and mocknet
+	// transports (ignored on memory).
+	Transport ScenarioTransport `toml:"transport"`
 
 	src []byte
+}
+
+// ScenarioTransport tunes the venues' p2p.Networks when the ops travel
+// on libp2p or mocknet. Zero fields keep the defaults.
+type ScenarioTransport struct {
+	// TimeScale runs the mocknet links that many times faster than the
+	// venues' uplinks: latency / TimeScale, bandwidth × TimeScale, and the
+	// networks' own wall-clock timers that pace convergence
+	// (p2p.Config.GapSyncDelay, SyncInterval, MaxDialBackoff) divided by
+	// it. Measured delays (visibility, heals) are reported multiplied
+	// back by it, as times on the scenario's uplinks; the raw wall times
+	// are kept beside them. Default 1 (real time); 1..1000; mocknet only
+	// (real hosts on loopback have no link to scale).
+	TimeScale float64 `toml:"time_scale"`
+	// Heartbeat is each venue network's heartbeat interval in wall time
+	// (p2p.Config.HeartbeatInterval): every heartbeat is verified by every
+	// other venue, so its cost grows with the square of the venues.
+	// Default: federation.heartbeat if under 2 s, else 2 s. 100ms..10m.
+	Heartbeat Duration `toml:"heartbeat"`
+	// MeshDegree is the GossipSub mesh each venue's network aims at
+	// (p2p.Config.MeshDegree; a venue's own ops go to every connected
+	// venue anyway). Default p2p's (4); 2..venues.count−1.
+	MeshDegree int `toml:"mesh_degree"`
 }
 
 // ScenarioVenues describes the venues.
@@ -644,6 +670,20 @@ func (sc *Scenario) defaults() error {
 	case NetworkAuto, NetworkMemory, NetworkLibp2p, NetworkMocknet:
 	default:
 		return sc.errf("network", "\"auto\", \"memory\", \"libp2p\" or \"mocknet\" (got %q)", sc.Network)
+	}
+	tr := &sc.Transport
+	if tr.TimeScale == 0 {
+		tr.TimeScale = 1
+	}
+	switch {
+	case tr.TimeScale < 1 || tr.TimeScale > 1000 || math.IsNaN(tr.TimeScale):
+		return sc.errf("transport.time_scale", "between 1 and 1000 (got %g)", tr.TimeScale)
+	case tr.TimeScale != 1 && sc.Network == NetworkLibp2p:
+		return sc.errf("transport.time_scale", "mocknet only: real hosts on loopback have no link to scale")
+	case tr.Heartbeat.Duration != 0 && (tr.Heartbeat.Duration < 100*time.Millisecond || tr.Heartbeat.Duration > 10*time.Minute):
+		return sc.errf("transport.heartbeat", "between 100ms and 10m (got %s)", tr.Heartbeat.Duration)
+	case tr.MeshDegree != 0 && (tr.MeshDegree < 2 || tr.MeshDegree > v.Count-1):
+		return sc.errf("transport.mesh_degree", "between 2 and venues.count-1 (got %d)", tr.MeshDegree)
 	}
 	fed := &sc.Federation
 	if fed.MinPeersPercent > 100 {

@@ -316,6 +316,11 @@ func TestScenarioValidationErrors(t *testing.T) {
 		{"events", base + "[events]\nper_venue_per_day = -1\n", "line 8: events.per_venue_per_day"},
 		{"refunds", base + "[refunds]\nshare = 1.5\n", "line 8: refunds.share"},
 		{"random crashes", base + "[random_crashes]\nmin_down = \"10m\"\nmax_down = \"1m\"\n", "line 9: random_crashes.max_down"},
+		{"time scale", base + "[transport]\ntime_scale = 0.5\n", "line 8: transport.time_scale: between 1 and 1000"},
+		{"time scale on real hosts", "network = \"libp2p\"\n" + base + "[transport]\ntime_scale = 10\n", "line 9: transport.time_scale: mocknet only"},
+		{"transport heartbeat", base + "[transport]\ntime_scale = 2\nheartbeat = \"5ms\"\n", "line 9: transport.heartbeat: between 100ms and 10m"},
+		{"mesh degree", base + "[transport]\nmesh_degree = 3\n", "line 8: transport.mesh_degree: between 2 and venues.count-1"},
+		{"transport unknown", base + "[transport]\nscale = 10\n", "line 8: transport.scale: unknown field"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseScenario([]byte(tc.src))

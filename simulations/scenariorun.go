@@ -120,8 +120,11 @@ type HealRecord struct {
 	EstConvergeMs int64 `json:"est_converge_ms"`
 	// MeasuredConvergeMs is, on a network transport, the wall time from
 	// the heal (the venues unblocked) until every venue held the same ops
-	// through the real anti-entropy (0 on the memory transport).
+	// through the real anti-entropy (0 on the memory transport), times
+	// the transport's time scale (Scenario.Transport.TimeScale): the time
+	// on the scenario's uplinks. MeasuredWallMs is the wall time itself.
 	MeasuredConvergeMs float64 `json:"measured_converge_ms"`
+	MeasuredWallMs     float64 `json:"measured_wall_ms,omitempty"`
 	// Digest is the common digest after the heal (hex prefix).
 	Digest string `json:"digest"`
 }
@@ -220,8 +223,12 @@ type ScenarioResult struct {
 	Network string `json:"network"`
 	// MeasuredVisibilityMs is, on a network transport, each op's wall
 	// time from the moment the network could carry it (the end of the
-	// step that made it) until the last venue of its side held it, sorted.
+	// step that made it) until the last venue of its side held it, times
+	// TimeScale, sorted.
 	MeasuredVisibilityMs []float64 `json:"measured_visibility_ms,omitempty"`
+	// TimeScale is the mocknet time scale the measured delays were
+	// multiplied back by (1: real time; Scenario.Transport.TimeScale).
+	TimeScale float64 `json:"time_scale,omitempty"`
 	// CarriedOps is the ops the networks carried (all but the cards'
 	// issuing before t = 0, delivered as catch-up runs before the
 	// networks start). WireBytes is what all hosts sent (network =
@@ -383,6 +390,10 @@ func RunScenario(ctx context.Context, sc *Scenario, opts ScenarioOptions) (*Scen
 		return nil, fmt.Errorf("simulations: scenario %s: unknown network %q (auto, memory, libp2p or mocknet)", sc.Name, r.network)
 	}
 	r.res.Network = r.network
+	r.res.TimeScale = 1
+	if r.network == NetworkMocknet {
+		r.res.TimeScale = sc.Transport.TimeScale
+	}
 	if r.network != NetworkMemory {
 		r.res.Engine += " over p2p.Network on " + map[string]string{NetworkLibp2p: "real libp2p hosts (TCP on 127.0.0.1)", NetworkMocknet: "a go-libp2p mocknet (per-link latency and bandwidth)"}[r.network]
 	}
@@ -582,6 +593,7 @@ func (r *scRun) run(ctx context.Context) error {
 		r.world.Lock()
 		c, err := newNetCarrier(ctx, r.h, &r.world, netCarrierConfig{
 			Kind: r.network, Uplinks: r.uplinks, NoAntiEntropy: r.opts.NoAntiEntropy, Timeout: r.opts.ConvergeTimeout,
+			TimeScale: sc.Transport.TimeScale, Heartbeat: sc.Transport.Heartbeat.Duration, MeshDegree: sc.Transport.MeshDegree,
 			Logger: r.opts.Logger, NetLogger: r.opts.NetLogger,
 		})
 		if err != nil {
@@ -635,7 +647,9 @@ func (r *scRun) run(ctx context.Context) error {
 			return err
 		}
 		if r.carry != nil {
-			if _, err := r.flow(); err != nil {
+			took, err := r.flow()
+			r.opts.Logger.Debug("simulate: step carried", "sim", fmtSim(r.now), "wall", took, "ops", len(r.ops))
+			if err != nil {
 				if errors.Is(err, errNotConverged) {
 					return r.violate("one digest on each side after each step", fmt.Sprintf("the network did not carry the ops of the step at %s to every venue of their side: %v", fmtSim(r.now), err), r.digestOps())
 				}
@@ -799,7 +813,8 @@ func (r *scRun) heal() error {
 		if err != nil {
 			return err
 		}
-		rec.MeasuredConvergeMs = float64(took.Microseconds()) / 1000
+		rec.MeasuredConvergeMs = r.carry.unscaled(took)
+		rec.MeasuredWallMs = float64(took.Microseconds()) / 1000
 		if err := r.h.AfterHeal(); err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -150,6 +151,14 @@ func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string
 		fmt.Fprint(g.stderr, progressLine(p))
 	}
 	defer debug.SetGCPercent(debug.SetGCPercent(cfg.GCPercent))
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The binary's soft memory limit is a node's (setRuntimeLimits,
+		// 256 MiB); the run holds every venue's replica and network in
+		// one heap, well above it, and under it the collector ran half
+		// of a mocknet territory's CPU. The run's memory is bounded by
+		// GCPercent instead.
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+	}
 	if cfg.CPUProfile != "" {
 		pf, err := os.Create(cfg.CPUProfile)
 		if err != nil {
