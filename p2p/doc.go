@@ -162,7 +162,7 @@
 // random among ties; at once when it is GossipBatch ops or more ahead,
 // else after GapSyncDelay), after a session that brought at least
 // GossipBatch ops (pushed on to two connected members whose heartbeat
-// does not show our digest, so that a heal spreads from venue to venue),
+// shows fewer ops than we then hold, so that a heal spreads from venue to venue),
 // and every Config.SyncInterval (±20 %) with a random connected member
 // that is not on penalty. A node that received ops by anti-entropy
 // announces its new state with a heartbeat soon after.

@@ -299,7 +299,7 @@ const pushFanout = 2
 
 // pushNews asks for a session soon with pushFanout connected members
 // other than from, chosen at random among those whose latest heartbeat
-// does not show our digest: the ops this node just received by
+// shows fewer ops than we hold now (or who were not heard): the ops this node just received by
 // anti-entropy then spread from venue to venue like gossip (each venue
 // that gets them passes them on), in a few rounds of sessions, instead of
 // waiting for each venue to hear a heartbeat ahead and all of them
@@ -307,13 +307,15 @@ const pushFanout = 2
 // session (the peer checks every op and may answer busy: the push is
 // then dropped, the peer being fed by another).
 func (n *Network) pushNews(from peer.ID) {
-	digest, _ := n.rep.Digest()
+	digest, ops := n.rep.Digest()
 	var ps []peer.ID
 	for _, p := range n.Connected() {
 		if p == from || !n.gater.member(p) || n.gater.isBlocked(p) || n.SyncPenalized(p) {
 			continue
 		}
-		if hb, _, _ := n.lastHeard(p); hb != nil && hb.Digest == digest {
+		if hb, _, _ := n.lastHeard(p); hb != nil && (hb.Digest == digest || hb.Ops >= ops) {
+			// It holds our state, or at least as many ops: a venue
+			// catching up on a long history pushes nothing.
 			continue
 		}
 		ps = append(ps, p)
