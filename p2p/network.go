@@ -122,10 +122,13 @@ type Network struct {
 }
 
 type peerInfo struct {
-	lastSeen    time.Time
-	hb          *Heartbeat
-	hbAt        time.Time
-	lastSync    time.Time
+	lastSeen time.Time
+	hb       *Heartbeat
+	hbAt     time.Time
+	lastSync time.Time
+	// synced is when a session with it last completed, on the monotonic
+	// clock (lastSync is Config.Now's, which may be coarse or stopped).
+	synced      time.Time
 	dialing     bool
 	nextDial    time.Time
 	dialBackoff time.Duration
@@ -649,12 +652,12 @@ func (n *Network) onConnected(p peer.ID) {
 	// want.connect. A session exchanges both ways, so a second one would
 	// only compare digests again; after a heal, when dozens of venues
 	// connect at once, it halves the sessions a rejoining venue sees.
-	at := n.cfg.Now()
+	at, mono := n.cfg.Now(), time.Now()
 	delay := jitter(connectSyncJitter, 1)
 	if n.host.ID() > p {
 		delay += connectSyncDefer
 	}
-	n.wantSync(p, delay, func(w *want) { w.connect, w.connAt = true, at })
+	n.wantSync(p, delay, func(w *want) { w.connect, w.connAt, w.connMono = true, at, mono })
 }
 
 // The anti-entropy asked for on a new connection waits a random 0 to

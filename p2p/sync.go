@@ -51,7 +51,10 @@ type want struct {
 	// session with it completed since (either side may start one), or a
 	// heartbeat of the peer heard since shows our digest.
 	connect bool
-	connAt  time.Time
+	connAt  time.Time // Config.Now, to compare with heartbeats heard
+	// connMono is connAt on the monotonic clock, to compare with the
+	// last session's end.
+	connMono time.Time
 	// push: we received ops the peer seems to lack at pushAt; the session
 	// runs unless a heartbeat of the peer heard since shows our digest.
 	push     bool
@@ -74,8 +77,8 @@ func (w *want) merge(o *want) {
 	w.force = w.force || o.force
 	if o.connect {
 		w.connect = true
-		if o.connAt.After(w.connAt) {
-			w.connAt = o.connAt
+		if o.connMono.After(w.connMono) {
+			w.connAt, w.connMono = o.connAt, o.connMono
 		}
 	}
 	if o.push {
@@ -208,7 +211,7 @@ func (n *Network) needed(p peer.ID, w *want) bool {
 		// if the peer announced our digest since it connected.
 		hb, at, synced := n.lastHeard(p)
 		d, _ := n.rep.Digest()
-		if synced.Before(w.connAt) && (hb == nil || at.Before(w.connAt) || hb.Digest != d) {
+		if synced.Before(w.connMono) && (hb == nil || at.Before(w.connAt) || hb.Digest != d) {
 			return true
 		}
 	}
@@ -234,13 +237,14 @@ func (n *Network) needed(p peer.ID, w *want) bool {
 	return false
 }
 
-// lastHeard returns p's latest heartbeat (or nil), when it was heard, and
-// when the last session with p completed (our clock, Config.Now).
+// lastHeard returns p's latest heartbeat (or nil), when it was heard
+// (Config.Now), and when the last session with p completed (monotonic
+// clock).
 func (n *Network) lastHeard(p peer.ID) (*Heartbeat, time.Time, time.Time) {
 	n.peersMu.Lock()
 	defer n.peersMu.Unlock()
 	if pi := n.peers[p]; pi != nil {
-		return pi.hb, pi.hbAt, pi.lastSync
+		return pi.hb, pi.hbAt, pi.synced
 	}
 	return nil, time.Time{}, time.Time{}
 }
@@ -557,7 +561,8 @@ func (ss *session) finish(start time.Time, inSync bool) {
 	n.stats.syncOpsOut.Add(uint64(ss.out))
 	n.sx().noteSession(ss.sent, time.Since(start), ss.cut)
 	n.peersMu.Lock()
-	n.peer(ss.p).lastSync = n.cfg.Now()
+	pi := n.peer(ss.p)
+	pi.lastSync, pi.synced = n.cfg.Now(), time.Now()
 	n.peersMu.Unlock()
 	if ss.in > 0 {
 		// Announce the new state soon (one heartbeat within
