@@ -99,6 +99,10 @@ type Config struct {
 	// store.Config.MinFreeBytes). Default 0: store.DefaultMinFreeBytes
 	// (128 MiB); negative turns the check off.
 	MinFreeBytes int64
+	// IdempotencyTTL is how long an API answer stays stored under its
+	// idempotency key (see store.Config.IdempotencyTTL). Default 0:
+	// store.DefaultIdempotencyTTL (7 days); negative keeps them forever.
+	IdempotencyTTL time.Duration
 }
 
 func (c *Config) setDefaults() error {
@@ -224,7 +228,7 @@ func New(cfg Config) (*Node, error) {
 	for _, t := range cfg.StaffTokens {
 		n.tokens = append(n.tokens, sha256.Sum256([]byte(t)))
 	}
-	st, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, StoreDir), Logger: n.log, MinFreeBytes: cfg.MinFreeBytes})
+	st, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, StoreDir), Logger: n.log, MinFreeBytes: cfg.MinFreeBytes, IdempotencyTTL: cfg.IdempotencyTTL})
 	if err != nil {
 		return nil, fmt.Errorf("node: open store: %w", err)
 	}

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/cagnotte/cagnotte/node"
+	"github.com/cagnotte/cagnotte/node/store"
 	"github.com/cagnotte/cagnotte/p2p"
 	"github.com/spf13/cobra"
 )
@@ -14,6 +16,7 @@ import (
 func newNodeCmd(g *globals) *cobra.Command {
 	var dataDir, bundle, httpAddr, pprofAddr string
 	var aloneInSync, fullHistory bool
+	var idemTTL time.Duration
 	net := p2p.DefaultConfig()
 	var sf stripeFlags
 	var rf readerFlags
@@ -59,7 +62,7 @@ See docs/operations.md, "Networking".`,
 				return err
 			}
 			n, err := node.New(node.Config{DataDir: dataDir, HTTPAddr: httpAddr, Logger: g.logger(), P2P: &net, Stripe: sc, Readers: readers, SimCards: simCards, AloneInSync: aloneInSync,
-				Checkpoints: node.CheckpointConfig{NoHistory: !fullHistory}})
+				Checkpoints: node.CheckpointConfig{NoHistory: !fullHistory}, IdempotencyTTL: idemTTL})
 			if err != nil {
 				for _, r := range readers {
 					r.Close()
@@ -77,6 +80,7 @@ See docs/operations.md, "Networking".`,
 	cmd.Flags().BoolVar(&net.MDNS, "mdns", true, "find the federation's nodes on the local network by mDNS")
 	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go's profiles (net/http/pprof) on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
 	cmd.Flags().BoolVar(&aloneInSync, "alone-in-sync", false, "count this node in sync when it knows no other venue (only for a federation of a single venue; otherwise such a node is isolated until the others connect)")
+	cmd.Flags().DurationVar(&idemTTL, "idempotency-ttl", store.DefaultIdempotencyTTL, "how long the API's answers stay stored under their idempotency keys (a retry within it gets the first answer; negative: forever)")
 	cmd.Flags().BoolVar(&fullHistory, "full-history", true, "a new venue that starts from an attested checkpoint fetches, verifies and keeps the older history in the background (docs/checkpoints.md)")
 	cmd.Flags().StringArrayVar(&net.Relays, "relay", nil, "static circuit relay for when this node is behind a NAT, a multiaddr ending in /p2p/<peer id> (repeatable)")
 	sf.register(cmd)

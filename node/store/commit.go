@@ -125,7 +125,11 @@ func (s *Store) commit(b Batch) error {
 		if len(r.Key) == 0 || len(r.Key) > MaxIdempotencyKey {
 			return fmt.Errorf("store: idempotency key of %d bytes, want 1 to %d", len(r.Key), MaxIdempotencyKey)
 		}
-		entries = append(entries, badger.NewEntry(idemKey(r.Key), r.encode()))
+		e := badger.NewEntry(idemKey(r.Key), r.encode())
+		if ttl := s.cfg.idempotencyTTL(); ttl > 0 {
+			e = e.WithTTL(ttl)
+		}
+		entries = append(entries, e)
 	}
 	nops := uint64(len(b.Ops))
 	if b.State != nil && b.State.State.Index() != crdt.Index(s.index) {
@@ -362,7 +366,7 @@ func (s *Store) dropOldGenerations(gen uint32) {
 }
 
 // Idempotency returns the record stored for an idempotency key, and false
-// if there is none.
+// if there is none or it expired (Config.IdempotencyTTL).
 func (s *Store) Idempotency(key string) (IdemRecord, bool, error) {
 	if err := s.acquire(); err != nil {
 		return IdemRecord{}, false, err

@@ -75,6 +75,31 @@ type Config struct {
 	// memory (the ones read last). Default 0 means DefaultEventCache
 	// (1,024).
 	EventCache int
+	// IdempotencyTTL is how long the API's answers stay stored under their
+	// idempotency keys: a retry within it gets the first answer back, a
+	// key reused after it is a new request. Badger drops the expired
+	// answers at compaction, so a season of API payments does not keep
+	// one answer (about 375 bytes, most of it the card's stamp) per
+	// payment forever. Default 0 means DefaultIdempotencyTTL (7 days);
+	// negative keeps them forever.
+	IdempotencyTTL time.Duration
+}
+
+// DefaultIdempotencyTTL is how long an API answer stays stored under its
+// idempotency key by default: far longer than any till retries a request
+// (seconds to minutes, hours for a till that lost its network), well
+// short of a season.
+const DefaultIdempotencyTTL = 7 * 24 * time.Hour
+
+// idempotencyTTL returns the configured retention (0: forever).
+func (c Config) idempotencyTTL() time.Duration {
+	switch {
+	case c.IdempotencyTTL == 0:
+		return DefaultIdempotencyTTL
+	case c.IdempotencyTTL < 0:
+		return 0
+	}
+	return c.IdempotencyTTL
 }
 
 // Store is one node's Badger database. Its methods are safe for concurrent
