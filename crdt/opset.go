@@ -697,10 +697,16 @@ func (s *OpSet) Digest() [32]byte {
 		h.Write(buf[:])
 		h.Write(a.Acc[:])
 	}
-	for _, c := range s.State.SortedConflicts() {
-		if c.Kind != ConflictEquivocation {
-			continue
+	// Only equivocations enter the digest: sorted alone (in key order, as
+	// SortedConflicts would), not with every double spend the set holds.
+	var eqs []*Conflict
+	for _, c := range s.State.Conflicts {
+		if c.Kind == ConflictEquivocation {
+			eqs = append(eqs, c)
 		}
+	}
+	slices.SortFunc(eqs, func(a, b *Conflict) int { return cmp.Compare(a.Key(), b.Key()) })
+	for _, c := range eqs {
 		h.Write(c.Author[:])
 		binary.BigEndian.PutUint64(buf[:], c.Seq)
 		h.Write(buf[:])
