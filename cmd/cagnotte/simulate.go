@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -155,9 +154,9 @@ func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string
 		// The binary's soft memory limit is a node's (setRuntimeLimits,
 		// 256 MiB); the run holds every venue's replica and network in
 		// one heap, well above it, and under it the collector ran half
-		// of a mocknet territory's CPU. The run's memory is bounded by
-		// GCPercent instead.
-		defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+		// of a mocknet territory's CPU. Without any limit the mocknet
+		// territory reached 10 GiB at GOGC 400: the run's own limit.
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(simulateMemoryLimit))
 	}
 	if cfg.CPUProfile != "" {
 		pf, err := os.Create(cfg.CPUProfile)
@@ -188,6 +187,12 @@ func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string
 		res.Wall.Round(time.Millisecond), report)
 	return nil
 }
+
+// simulateMemoryLimit is the soft memory limit of a simulate run when
+// GOMEMLIMIT is not set: the 50-venue territory's heap (50 replicas, 50
+// networks) stays well under it, and the collector works harder only
+// past it.
+const simulateMemoryLimit = 4 << 30
 
 func cents(c int64) string { return fmt.Sprintf("%d.%02d", c/100, c%100) }
 
