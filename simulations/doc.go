@@ -130,6 +130,14 @@
 // The wire bytes each venue's hosts sent, per protocol, come from a
 // [WireCounter] per host (libp2p only: mocknet hosts count nothing).
 //
+// On mocknet, Scenario.Transport.TimeScale runs every link that many
+// times faster (latency / scale, bandwidth × scale) and multiplies the
+// measured delays back by it (HealRecord.MeasuredWallMs keeps a heal's
+// wall time); p2p's own timers are not scaled, so the scaled figures are
+// upper bounds. Each venue replica's digest, asked on every heartbeat a
+// network receives and by every convergence check, is cached between
+// changes (venueReplica.digest).
+//
 // # The offline-risk scenario
 //
 // [RunOffline] plays an evening: cards are issued (topped up at a random
