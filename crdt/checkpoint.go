@@ -662,15 +662,23 @@ func (c *Card) AppendBinary(b []byte) []byte {
 // DecodeCardRecord reads a record written by AppendBinary; ok is false
 // when p is not such a record.
 func DecodeCardRecord(p []byte) (c *Card, ok bool, err error) {
-	if len(p) == 0 || p[0] != cardRecordVersion {
-		return nil, false, nil
+	return decodeRecord(p, cardRecordVersion, "card", decodeCard)
+}
+
+// decodeRecord reads a store record that starts with version and holds
+// one value in the checkpoint's encoding; ok is false when p does not
+// start with version (a record of another encoding, e.g. an older gob).
+func decodeRecord[T any](p []byte, version byte, what string, dec func(*reader) T) (v T, ok bool, err error) {
+	if len(p) == 0 || p[0] != version {
+		return v, false, nil
 	}
 	r := &reader{b: p[1:]}
-	c = decodeCard(r)
+	v = dec(r)
 	if err := r.done(); err != nil {
-		return nil, true, fmt.Errorf("%w: card record: %v", ErrCheckpoint, err)
+		var zero T
+		return zero, true, fmt.Errorf("%w: %s record: %v", ErrCheckpoint, what, err)
 	}
-	return c, true, nil
+	return v, true, nil
 }
 
 // eventRecordVersion starts an event's binary record (Event.AppendBinary).
@@ -688,15 +696,7 @@ func (e *Event) AppendBinary(b []byte) []byte {
 // DecodeEventRecord reads a record written by Event.AppendBinary; ok is
 // false when p is not such a record.
 func DecodeEventRecord(p []byte) (e *Event, ok bool, err error) {
-	if len(p) == 0 || p[0] != eventRecordVersion {
-		return nil, false, nil
-	}
-	r := &reader{b: p[1:]}
-	e = decodeEvent(r)
-	if err := r.done(); err != nil {
-		return nil, true, fmt.Errorf("%w: event record: %v", ErrCheckpoint, err)
-	}
-	return e, true, nil
+	return decodeRecord(p, eventRecordVersion, "event", decodeEvent)
 }
 
 // EventRecordTimes reads only the start and end times of a record written

@@ -26,15 +26,7 @@ func (a *AuthorState) AppendBinary(b []byte) []byte {
 // DecodeAuthorRecord reads a record written by AuthorState.AppendBinary;
 // ok is false when p is not such a record.
 func DecodeAuthorRecord(p []byte) (a *AuthorState, ok bool, err error) {
-	if len(p) == 0 || p[0] != authorRecordVersion {
-		return nil, false, nil
-	}
-	r := &reader{b: p[1:]}
-	a = decodeAuthor(r)
-	if err := r.done(); err != nil {
-		return nil, true, fmt.Errorf("%w: author record: %v", ErrCheckpoint, err)
-	}
-	return a, true, nil
+	return decodeRecord(p, authorRecordVersion, "author", decodeAuthor)
 }
 
 // AppendBinary appends the meta record, for a store to keep.
