@@ -181,23 +181,12 @@ func (s *Store) CommitCheckpoint(st StagedCheckpoint, atts []crdt.Attestation) e
 
 func (s *Store) checkpointRecord() (checkpointRecord, bool, error) {
 	var rec checkpointRecord
-	found := false
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(keyCheckpoint)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			var err error
-			rec, err = decodeCheckpointRecord(v)
-			found = err == nil
-			return err
-		})
+	found, err := s.viewValue(keyCheckpoint, func(v []byte) error {
+		var err error
+		rec, err = decodeCheckpointRecord(v)
+		return err
 	})
-	return rec, found, err
+	return rec, found && err == nil, err
 }
 
 // CheckpointInfo describes the saved checkpoint without its bytes.

@@ -376,20 +376,10 @@ func (s *Store) Idempotency(key string) (IdemRecord, bool, error) {
 		return IdemRecord{}, false, nil
 	}
 	var rec IdemRecord
-	var found bool
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(idemKey(key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		found = true
-		return item.Value(func(v []byte) error {
-			rec, err = decodeIdem(key, v)
-			return err
-		})
+	found, err := s.viewValue(idemKey(key), func(v []byte) error {
+		var err error
+		rec, err = decodeIdem(key, v)
+		return err
 	})
 	if err != nil {
 		return IdemRecord{}, false, fmt.Errorf("store: idempotency %q: %w", key, err)

@@ -5,7 +5,6 @@ import (
 	"container/list"
 	"encoding/binary"
 	"encoding/gob"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -149,23 +148,13 @@ func (d *DiskEvents) get(k crdt.EventKey) (crdt.Event, bool) {
 		return e, found
 	}
 	key := eventRecKey(gen, k)
-	found = false
-	err := d.s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return item.Value(func(v []byte) error {
-			var err error
-			d.s.events.reads.Add(1)
-			e, err = decodeEventValue(v)
-			found = err == nil
-			return err
-		})
+	found, err := d.s.viewValue(key, func(v []byte) error {
+		var err error
+		d.s.events.reads.Add(1)
+		e, err = decodeEventValue(v)
+		return err
 	})
+	found = found && err == nil
 	if err != nil {
 		d.s.fail(fmt.Errorf("event index read: %w", err))
 		return crdt.Event{}, false

@@ -163,18 +163,7 @@ func stampCmp(a crdt.Entry, b crdt.Stamp) int {
 // get reads one key of the committed index; it reports a read failure to
 // the store (the index has no error returns: the fold cannot stop midway).
 func (d *DiskIndex) get(key []byte, fn func(v []byte) error) bool {
-	found := false
-	err := d.s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(key)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		found = true
-		return item.Value(fn)
-	})
+	found, err := d.s.viewValue(key, fn)
 	if err != nil {
 		d.s.fail(fmt.Errorf("index read: %w", err))
 		return false

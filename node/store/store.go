@@ -496,3 +496,20 @@ func (l badgerLogger) emit(level slog.Level, f string, a []any) {
 	}
 	l.log.Log(ctx, level, "badger: "+strings.TrimSpace(fmt.Sprintf(f, a...)))
 }
+
+// viewValue reads key's committed value with fn, reporting false (and no
+// error) when the key is absent.
+func (s *Store) viewValue(key []byte, fn func(v []byte) error) (found bool, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(key)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return item.Value(fn)
+	})
+	return found, err
+}
