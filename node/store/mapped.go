@@ -18,11 +18,8 @@ import "time"
 const DefaultMappedBudget = 64 << 20
 
 // mappedCheckEvery is how often the store compares the mapped tables'
-// resident size with the budget (a read of /proc/self/status). A
-// compaction at 10 M ops writes tables at disk speed: with a check every
-// 5 s, the tables it wrote in between took the node's RSS to 949 MiB in
-// an hour of payments, while the anonymous memory peaked at 252 MiB.
-const mappedCheckEvery = time.Second
+// resident size with the budget.
+const mappedCheckEvery = 5 * time.Second
 
 // mappedBudget is the budget in force: Config.MappedBudget, its default,
 // or 0 when it is off.
