@@ -69,15 +69,7 @@ func (w *world) eventOp(i, ids int, desc int) crdt.Op {
 // with a few payments between them.
 func storeWithEvents(t testing.TB, dir string, n, ids, desc int) (*world, *Store, *crdt.OpSet) {
 	t.Helper()
-	w := newWorld(t, 2)
-	st := openStore(t, dir, 0)
-	set, err := st.Load(w.fedKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	gen := w.genesis()
-	w.deliver(gen...)
-	addCommit(t, st, set, gen)
+	w, st, set := storeWithGenesis(t, Config{Dir: dir})
 	for n > 0 {
 		var ops []crdt.Op
 		for range min(n, 50) {

@@ -267,12 +267,18 @@ func rebuild(t testing.TB, st *Store, fed crdt.PublicKey) *crdt.OpSet {
 	return set
 }
 
-// storeWithHistory opens a store in dir and commits the genesis, then
-// batches of per random venue ops each: a store with some history.
-func storeWithHistory(t testing.TB, dir string, batches, per int) (*world, *Store, *crdt.OpSet) {
+// storeWithGenesis opens a store with cfg (a test logger if cfg has none)
+// and commits a two-venue federation's genesis to it.
+func storeWithGenesis(t testing.TB, cfg Config) (*world, *Store, *crdt.OpSet) {
 	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
 	w := newWorld(t, 2)
-	st := openStore(t, dir, 0)
+	st, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	set, err := st.Load(w.fedKey())
 	if err != nil {
 		t.Fatal(err)
@@ -280,6 +286,14 @@ func storeWithHistory(t testing.TB, dir string, batches, per int) (*world, *Stor
 	gen := w.genesis()
 	w.deliver(gen...)
 	addCommit(t, st, set, gen)
+	return w, st, set
+}
+
+// storeWithHistory opens a store in dir and commits the genesis, then
+// batches of per random venue ops each: a store with some history.
+func storeWithHistory(t testing.TB, dir string, batches, per int) (*world, *Store, *crdt.OpSet) {
+	t.Helper()
+	w, st, set := storeWithGenesis(t, Config{Dir: dir})
 	for range batches {
 		var ops []crdt.Op
 		for range per {

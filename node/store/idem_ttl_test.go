@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cagnotte/cagnotte/crdt"
 	"github.com/dgraph-io/badger/v4"
 )
 
@@ -22,18 +23,10 @@ func TestIdempotencyAnswersExpire(t *testing.T) {
 		{"negative keeps forever", -1, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := newWorld(t, 2)
-			st, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), IdempotencyTTL: tc.ttl})
-			if err != nil {
-				t.Fatal(err)
-			}
+			w, st, set := storeWithGenesis(t, Config{Dir: t.TempDir(), IdempotencyTTL: tc.ttl})
 			defer st.Close()
-			set, err := st.Load(w.fedKey())
-			if err != nil {
-				t.Fatal(err)
-			}
 			before := time.Now()
-			addCommit(t, st, set, w.genesis(), IdemRecord{Key: "k1", Status: 200, Body: []byte("ok")})
+			commitAnswer(t, w, st, set, "k1")
 			if r, ok, err := st.Idempotency("k1"); err != nil || !ok || string(r.Body) != "ok" {
 				t.Fatalf("fresh answer: %+v %v %v", r, ok, err)
 			}
@@ -65,17 +58,9 @@ func TestIdempotencyAnswersExpire(t *testing.T) {
 // TestIdempotencyAnswerGoneAfterTTL: past its retention, a key is unknown
 // again (a retry then is a new request, as with Stripe's keys).
 func TestIdempotencyAnswerGoneAfterTTL(t *testing.T) {
-	w := newWorld(t, 2)
-	st, err := Open(Config{Dir: t.TempDir(), Logger: testLogger(t), IdempotencyTTL: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, st, set := storeWithGenesis(t, Config{Dir: t.TempDir(), IdempotencyTTL: time.Second})
 	defer st.Close()
-	set, err := st.Load(w.fedKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	addCommit(t, st, set, w.genesis(), IdemRecord{Key: "k1", Status: 200, Body: []byte("ok")})
+	commitAnswer(t, w, st, set, "k1")
 	if _, ok, err := st.Idempotency("k1"); err != nil || !ok {
 		t.Fatalf("fresh answer missing: %v %v", ok, err)
 	}
@@ -94,4 +79,12 @@ func TestIdempotencyAnswerGoneAfterTTL(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// commitAnswer commits one venue op with an API answer stored under key.
+func commitAnswer(t *testing.T, w *world, st *Store, set *crdt.OpSet, key string) {
+	t.Helper()
+	op := w.venueOp(0)
+	w.deliver(op)
+	addCommit(t, st, set, []crdt.Op{op}, IdemRecord{Key: key, Status: 200, Body: []byte("ok")})
 }
