@@ -699,13 +699,7 @@ func (s *OpSet) Digest() [32]byte {
 	}
 	// Only equivocations enter the digest: sorted alone (in key order, as
 	// SortedConflicts would), not with every double spend the set holds.
-	var eqs []*Conflict
-	for _, c := range s.State.Conflicts {
-		if c.Kind == ConflictEquivocation {
-			eqs = append(eqs, c)
-		}
-	}
-	slices.SortFunc(eqs, func(a, b *Conflict) int { return cmp.Compare(a.Key(), b.Key()) })
+	eqs := s.State.sortedConflicts(func(c *Conflict) bool { return c.Kind == ConflictEquivocation })
 	for _, c := range eqs {
 		h.Write(c.Author[:])
 		binary.BigEndian.PutUint64(buf[:], c.Seq)

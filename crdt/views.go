@@ -458,9 +458,16 @@ func (s *State) Card(id CardID) *Card { return s.Cards[id] }
 
 // SortedConflicts returns the conflicts ordered by key.
 func (s *State) SortedConflicts() []*Conflict {
-	out := make([]*Conflict, 0, len(s.Conflicts))
+	return s.sortedConflicts(func(*Conflict) bool { return true })
+}
+
+// sortedConflicts returns the conflicts keep accepts, in key order.
+func (s *State) sortedConflicts(keep func(*Conflict) bool) []*Conflict {
+	out := []*Conflict{} // never nil: callers encode it as a JSON list
 	for _, c := range s.Conflicts {
-		out = append(out, c)
+		if keep(c) {
+			out = append(out, c)
+		}
 	}
 	slices.SortFunc(out, func(a, b *Conflict) int { return cmp.Compare(a.Key(), b.Key()) })
 	return out
