@@ -16,27 +16,31 @@ import (
 )
 
 // startPubSub starts GossipSub with unsigned messages (ops and heartbeats
-// carry their own signatures), peer scoring and a
-// member-only peer filter, joins both topics and registers their
+// carry their own signatures), peer scoring (unless Config.NoPeerScoring)
+// and a member-only peer filter, joins both topics and registers their
 // validators.
 func (n *Network) startPubSub() error {
 	opsTopic, hbTopic := OpsTopic(n.fed), HeartbeatTopic(n.fed)
-	params, thresholds := scoreParams(opsTopic, hbTopic)
-	params.AppSpecificScore = n.appScore // non-members (peers on probation, revoked venues) are graylisted
-	ps, err := pubsub.NewGossipSub(n.ctx, n.host,
+	opts := []pubsub.Option{
 		// Ops and heartbeats carry their authors' Ed25519 signatures, which
 		// the validators check: signing each pubsub message again would
 		// only double the verifications every node makes per op.
 		pubsub.WithMessageSignaturePolicy(pubsub.StrictNoSign),
 		pubsub.WithMessageIdFn(MessageID),
-		pubsub.WithPeerScore(params, thresholds),
-		pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(n.onScores), time.Second),
 		pubsub.WithPeerFilter(func(p peer.ID, _ string) bool { return n.gater.member(p) }),
-		pubsub.WithMaxMessageSize(n.cfg.MaxMessageSize+4096),
+		pubsub.WithMaxMessageSize(n.cfg.MaxMessageSize + 4096),
 		pubsub.WithValidateQueueSize(256),
 		pubsub.WithGossipSubParams(gossipParams(n.cfg.MeshDegree)),
 		pubsub.WithLogger(slog.New(quietPubSub{n.log.Handler()}).With("component", "pubsub")),
-	)
+	}
+	if !n.cfg.NoPeerScoring {
+		params, thresholds := scoreParams(opsTopic, hbTopic)
+		params.AppSpecificScore = n.appScore // non-members (peers on probation, revoked venues) are graylisted
+		opts = append(opts,
+			pubsub.WithPeerScore(params, thresholds),
+			pubsub.WithPeerScoreInspect(pubsub.PeerScoreInspectFn(n.onScores), time.Second))
+	}
+	ps, err := pubsub.NewGossipSub(n.ctx, n.host, opts...)
 	if err != nil {
 		return fmt.Errorf("p2p: gossipsub: %w", err)
 	}
