@@ -289,6 +289,7 @@ type netCarrier struct {
 	noAE    bool
 	hb      time.Duration
 	mesh    int
+	noScore bool
 	scale   float64
 	timeout time.Duration
 
@@ -322,6 +323,9 @@ type netCarrierConfig struct {
 	// mesh (default p2p's).
 	Heartbeat  time.Duration
 	MeshDegree int
+	// NoPeerScoring turns GossipSub's peer scoring off in every network
+	// (p2p.Config.NoPeerScoring; default false: scoring on, as on a node).
+	NoPeerScoring bool
 	// Logger receives the carrier's milestones (default: discarded);
 	// NetLogger the networks' own logs (default: discarded: on a loaded
 	// machine GossipSub logs every heartbeat a busy node could not read).
@@ -354,6 +358,7 @@ func newNetCarrier(ctx context.Context, h *Harness, world *sync.RWMutex, cfg net
 		c.hb = cfg.Heartbeat
 	}
 	c.mesh = cfg.MeshDegree
+	c.noScore = cfg.NoPeerScoring
 	c.scale = 1
 	if cfg.TimeScale > 1 && c.kind == NetworkMocknet {
 		c.scale = cfg.TimeScale
@@ -428,6 +433,7 @@ func (c *netCarrier) start(ctx context.Context, n *carrierNode) error {
 	// A full mesh: a venue's own ops reach every other in one hop.
 	cfg.TargetPeers = max(len(c.nodes)-1, 1)
 	cfg.HoldCatchUp = c.noAE
+	cfg.NoPeerScoring = c.noScore
 	n.wire = NewWireCounter()
 	cfg.HostOptions = []libp2p.Option{libp2p.BandwidthReporter(n.wire)}
 	if c.mn != nil {

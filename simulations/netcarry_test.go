@@ -230,3 +230,26 @@ func TestScenarioMocknetTimeScaleReportsScaledTimes(t *testing.T) {
 		t.Fatalf("the fastest op took %.1f ms of wall time: the links did not run faster than the uplinks' 300 ms", v[0]/10)
 	}
 }
+
+// TestScenarioMocknetWithoutPeerScoring runs the time-scale scenario
+// with transport.peer_scoring = false (p2p.Config.NoPeerScoring in every
+// venue's network, as territory.toml does): the ops still cross the
+// mocknet by gossip, the heal converges through the real anti-entropy,
+// and every invariant holds.
+func TestScenarioMocknetWithoutPeerScoring(t *testing.T) {
+	sc, err := ParseScenario([]byte(timeScaleScenario + "peer_scoring = false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Transport.PeerScoring == nil || *sc.Transport.PeerScoring {
+		t.Fatalf("transport.peer_scoring parsed as %v", sc.Transport.PeerScoring)
+	}
+	res := runScenario(t, sc, ScenarioOptions{})
+	t.Logf("without peer scoring over mocknet: ops %d, wall %s, network wait %s, heals %+v, net %+v", res.Ops, res.Wall, res.NetworkWait, res.Heals, res.Net)
+	if res.Network != NetworkMocknet || len(res.Heals) != 1 || res.Heals[0].MeasuredWallMs <= 0 {
+		t.Fatalf("network %q, heals %+v: want one measured heal on mocknet", res.Network, res.Heals)
+	}
+	if res.Net == nil || res.Net.MessagesAccepted == 0 || res.Net.SyncOpsIn == 0 {
+		t.Fatalf("net %+v: want ops by gossip and by anti-entropy", res.Net)
+	}
+}

@@ -83,13 +83,14 @@ type Scenario struct {
 // on libp2p or mocknet. Zero fields keep the defaults.
 type ScenarioTransport struct {
 	// TimeScale runs the mocknet links that many times faster than the
-	// venues' uplinks: latency / TimeScale, bandwidth × TimeScale, and the
-	// networks' own wall-clock timers that pace convergence
-	// (p2p.Config.GapSyncDelay, SyncInterval, MaxDialBackoff) divided by
-	// it. Measured delays (visibility, heals) are reported multiplied
-	// back by it, as times on the scenario's uplinks; the raw wall times
-	// are kept beside them. Default 1 (real time); 1..1000; mocknet only
-	// (real hosts on loopback have no link to scale).
+	// venues' uplinks: latency / TimeScale, bandwidth × TimeScale. The
+	// networks' own timers (p2p's heartbeat, periodic sync, gap delay)
+	// keep their wall-clock values (Heartbeat sets the first). Measured
+	// delays (visibility, heals) are reported multiplied back by it, as
+	// times on the scenario's uplinks (an upper bound: the nodes' own
+	// work and timers are counted TimeScale times too); the raw wall
+	// times are kept beside them. Default 1 (real time); 1..1000;
+	// mocknet only (real hosts on loopback have no link to scale).
 	TimeScale float64 `toml:"time_scale"`
 	// Heartbeat is each venue network's heartbeat interval in wall time
 	// (p2p.Config.HeartbeatInterval): every heartbeat is verified by every
@@ -100,6 +101,12 @@ type ScenarioTransport struct {
 	// (p2p.Config.MeshDegree; a venue's own ops go to every connected
 	// venue anyway). Default p2p's (4); 2..venues.count−1.
 	MeshDegree int `toml:"mesh_degree"`
+	// PeerScoring, if false, turns GossipSub's peer scoring off in every
+	// venue's network (p2p.Config.NoPeerScoring: honest venues in one
+	// process, where rescoring every peer every second is CPU the
+	// simulation does not need; nothing is graylisted). Default true,
+	// as on a node.
+	PeerScoring *bool `toml:"peer_scoring"`
 }
 
 // ScenarioVenues describes the venues.

@@ -594,7 +594,8 @@ func (r *scRun) run(ctx context.Context) error {
 		c, err := newNetCarrier(ctx, r.h, &r.world, netCarrierConfig{
 			Kind: r.network, Uplinks: r.uplinks, NoAntiEntropy: r.opts.NoAntiEntropy, Timeout: r.opts.ConvergeTimeout,
 			TimeScale: sc.Transport.TimeScale, Heartbeat: sc.Transport.Heartbeat.Duration, MeshDegree: sc.Transport.MeshDegree,
-			Logger: r.opts.Logger, NetLogger: r.opts.NetLogger,
+			NoPeerScoring: sc.Transport.PeerScoring != nil && !*sc.Transport.PeerScoring,
+			Logger:        r.opts.Logger, NetLogger: r.opts.NetLogger,
 		})
 		if err != nil {
 			r.world.Unlock()
