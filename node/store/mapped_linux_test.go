@@ -106,7 +106,7 @@ func TestMappedTablePagesTrimmed(t *testing.T) {
 	if before == 0 {
 		t.Fatal("no table page resident after reading every key")
 	}
-	advised := st.trimMapped()
+	advised := st.trimMapped(false)
 	if advised == 0 {
 		t.Fatal("trimMapped advised nothing past a budget of 1 byte")
 	}
@@ -132,8 +132,49 @@ func TestMappedTablePagesTrimmed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer off.Close()
-	if n := off.trimMapped(); n != 0 {
+	if n := off.trimMapped(false); n != 0 {
 		t.Errorf("trimMapped with the budget off advised %d bytes", n)
+	}
+}
+
+// TestMappedBurstCheck: between the budget's own checks, the store pages
+// the tables out only past twice the budget, so a compaction's burst is
+// caught within a second without paging out (and emptying the page cache
+// of) tables every second in steady state.
+func TestMappedBurstCheck(t *testing.T) {
+	for _, tc := range []struct {
+		tick  uint64
+		burst bool
+	}{{1, true}, {4, true}, {5, false}, {6, true}, {10, false}} {
+		if got := burstCheck(tc.tick); got != tc.burst {
+			t.Errorf("burstCheck(%d) = %v, want %v", tc.tick, got, tc.burst)
+		}
+	}
+	dir := t.TempDir()
+	_, st, _ := storeWithHistory(t, dir, 40, 50)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	resident, ok := residentFileBytes()
+	if !ok {
+		t.Skip("no RssFile in /proc/self/status")
+	}
+	// Between the budget and twice it: only the budget's own check acts.
+	st, err := Open(Config{Dir: dir, Logger: testLogger(t), MappedBudget: resident * 3 / 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if n := st.trimMapped(true); n != 0 {
+		t.Errorf("a burst check paged out %d bytes with %d resident against a budget of %d", n, resident, resident*3/4)
+	}
+	if n := st.trimMapped(false); n == 0 {
+		t.Errorf("the budget's check paged nothing out with %d resident against a budget of %d", resident, resident*3/4)
+	}
+	// Past twice the budget: the burst check acts too.
+	st.cfg.MappedBudget = resident / 4
+	if n := st.trimMapped(true); n == 0 {
+		t.Errorf("a burst check paged nothing out with %d resident against a budget of %d", resident, resident/4)
 	}
 }
 

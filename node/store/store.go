@@ -362,12 +362,14 @@ func (s *Store) gcLoop() {
 	defer t.Stop()
 	mapped := time.NewTicker(mappedCheckEvery)
 	defer mapped.Stop()
+	var checks uint64
 	for {
 		select {
 		case <-s.gcStop:
 			return
 		case <-mapped.C:
-			s.trimMapped()
+			checks++
+			s.trimMapped(burstCheck(checks))
 		case gen := <-s.dropKick:
 			// Deleted key by key in the background: DropPrefix would
 			// block the node's writes while it runs.
