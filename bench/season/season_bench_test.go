@@ -450,10 +450,16 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 	return r
 }
 
+// cachedStoreFormat names the store format in the cache's directories: the
+// oldest format this build opens without rebuilding anything. Format 3
+// stores differ from format 2 only in records this build reads either way
+// (store.FormatVersion), so the histories generated as format 2 are kept.
+const cachedStoreFormat = 2
+
 // cachedHistory returns the cached directory of a generated history
 // (holding node/ and node-federation/), generating it if needed.
 func cachedHistory(b *testing.B, bin string, ops uint64, r *result) (string, *genhistory.Manifest) {
-	dir := filepath.Join(*flagCache, fmt.Sprintf("gen%d-store%d-ops%d-seed%d", genhistory.Version, store.FormatVersion, ops, *flagSeed))
+	dir := filepath.Join(*flagCache, fmt.Sprintf("gen%d-store%d-ops%d-seed%d", genhistory.Version, cachedStoreFormat, ops, *flagSeed))
 	nodeDir := filepath.Join(dir, "node")
 	m, err := genhistory.ReadManifest(nodeDir)
 	if err == nil && !*flagRegen {

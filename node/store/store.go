@@ -20,8 +20,12 @@ import (
 
 // FormatVersion is the on-disk format this package writes. It reads format
 // 1 (a gob snapshot of the whole state) by rebuilding the state from the
-// ops once.
-const FormatVersion = 2
+// ops once. Format 3 writes the meta and author records in binary where
+// format 2 wrote gob: this package reads both, and marks a format 2 store
+// 3 when it opens it, so that an older build refuses it with
+// ErrNewerFormat ("upgrade cagnotte") rather than failing on a record it
+// cannot decode.
+const FormatVersion = 3
 
 // MaxIdempotencyKey bounds the length of an idempotency key, in bytes.
 const MaxIdempotencyKey = 256
@@ -287,6 +291,12 @@ func (s *Store) init() error {
 			return fmt.Errorf("%w: %s has format %d, this build reads format %d: upgrade cagnotte", ErrNewerFormat, s.cfg.Dir, ver, FormatVersion)
 		case ver == 1:
 			s.format1 = true
+		case ver == 2:
+			// Nothing to rewrite: gob records are read, and each is
+			// written binary at its next change.
+			if err := txn.Set(keyVersion, binary.BigEndian.AppendUint32(nil, FormatVersion)); err != nil {
+				return fmt.Errorf("store: mark format %d: %w", FormatVersion, err)
+			}
 		case ver != FormatVersion:
 			return fmt.Errorf("%w: format %d", ErrUnknownFormat, ver)
 		}

@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"runtime"
@@ -379,6 +380,61 @@ func TestEvidence(t *testing.T) {
 	}
 	if a := loaded.Authors[v.Signer.Public()]; a.Fork != 3 {
 		t.Fatalf("fork at %d, want 3", a.Fork)
+	}
+}
+
+// TestFormat2StoreMarkedFormat3: a store of format 2 (gob meta and author
+// records) opens, keeps its history, and is marked format 3 at once, so
+// that a build of format 2, which cannot decode the binary records this
+// build writes, refuses it as newer instead of calling it corrupt.
+func TestFormat2StoreMarkedFormat3(t *testing.T) {
+	dir := t.TempDir()
+	w, st, _ := storeWithHistory(t, dir, 10, 20)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	setVersion := func(v byte) {
+		t.Helper()
+		db, err := badger.Open(badgerOptions(Config{Dir: dir}, quietLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Update(func(txn *badger.Txn) error { return txn.Set(keyVersion, []byte{0, 0, 0, v}) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setVersion(2)
+	st, err := Open(Config{Dir: dir, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("open a format 2 store: %v", err)
+	}
+	var ver []byte
+	if err := st.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyVersion)
+		if err != nil {
+			return err
+		}
+		ver, err = item.ValueCopy(nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := binary.BigEndian.Uint32(ver); got != FormatVersion || FormatVersion != 3 {
+		t.Errorf("format after opening a format 2 store: %d (this build writes %d), want 3", got, FormatVersion)
+	}
+	if st.opsStored == 0 {
+		t.Error("the ops counter was not read")
+	}
+	loaded, err := st.Load(w.fedKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameSet(t, loaded, w.ref.Set)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
