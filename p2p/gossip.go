@@ -31,6 +31,15 @@ func (n *Network) startPubSub() error {
 		pubsub.WithMaxMessageSize(n.cfg.MaxMessageSize + 4096),
 		pubsub.WithValidateQueueSize(256),
 		pubsub.WithGossipSubParams(gossipParams(n.cfg.MeshDegree)),
+		// A node's own messages go to every connected peer of the topic
+		// (scoring above the publish threshold), not only to its mesh.
+		// go-libp2p-pubsub v0.19 no longer turns this on by default: a
+		// node then published to its mesh alone, and right after a
+		// partition (its mesh peers all across the cut, the mesh refilled
+		// only at the next GossipSub heartbeat, which resends nothing and
+		// gossips IHAVE to non-mesh peers only) its ops reached no venue
+		// of its side until anti-entropy (TestGossipReachesOwnSideRightAfterPartition).
+		pubsub.WithFloodPublish(true),
 		pubsub.WithLogger(slog.New(quietPubSub{n.log.Handler()}).With("component", "pubsub")),
 	}
 	if !n.cfg.NoPeerScoring {
