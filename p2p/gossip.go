@@ -39,6 +39,9 @@ func (n *Network) startPubSub() error {
 		// only at the next GossipSub heartbeat, which resends nothing and
 		// gossips IHAVE to non-mesh peers only) its ops reached no venue
 		// of its side until anti-entropy (TestGossipReachesOwnSideRightAfterPartition).
+		// A peer on probation scores far below the publish threshold and
+		// gets none of them; with NoPeerScoring (simulations on a given
+		// host, where non-members are disconnected at once) it would.
 		pubsub.WithFloodPublish(true),
 		pubsub.WithLogger(slog.New(quietPubSub{n.log.Handler()}).With("component", "pubsub")),
 	}
