@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"time"
 )
@@ -35,42 +34,12 @@ import (
 // second pass").
 const defaultMemoryLimit = 256 << 20
 
-// procsFactor is how many Go processors the binary runs per processor the
-// runtime would give it (GOMAXPROCS: the cores, or the container's CPU
-// quota), when the operator sets none.
-//
-// Badger's compactions are goroutines that run flat out for seconds
-// (decode, merge, Snappy, build tables), and several run at once. With one
-// Go processor per core they can hold every processor, and a payment's
-// goroutines (the HTTP handler, the node's writer, Badger's commit loop)
-// then wait for Go's 10 ms preemption at each hand-over. With four per
-// core, the kernel shares the cores among the threads, and it runs a thread
-// that wakes from a wait (a payment's) within a fraction of a millisecond.
-// On a store paying its compaction debt, 200 payments/s for 40 s, three
-// pairs back to back: p99 6.5, 7.8 and 9.0 ms against 9.5, 9.4 and 9.5 ms,
-// the durable phase's p99 bucket 6.4 ms against 12.8 (docs/benchmarks.md,
-// "Payments while compaction runs").
-const procsFactor = 4
-
 // setRuntimeLimits applies the binary's runtime defaults, unless the
 // operator chose their own through the environment.
 func setRuntimeLimits() {
 	if limit, ok := memoryLimit(os.Getenv); ok {
 		debug.SetMemoryLimit(limit)
 	}
-	if n, ok := maxProcs(os.Getenv, runtime.GOMAXPROCS(0)); ok {
-		runtime.GOMAXPROCS(n)
-	}
-}
-
-// maxProcs returns the GOMAXPROCS the binary should set given the
-// runtime's default, and false when the operator set one (GOMAXPROCS,
-// which the runtime applies itself).
-func maxProcs(getenv func(string) string, runtimeDefault int) (int, bool) {
-	if getenv("GOMAXPROCS") != "" {
-		return 0, false
-	}
-	return max(1, runtimeDefault) * procsFactor, true
 }
 
 // memoryLimit returns the soft memory limit the binary should set, and

@@ -30,28 +30,6 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
-func TestMaxProcs(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		env     map[string]string
-		runtime int
-		wantN   int
-		wantSet bool
-	}{
-		{"two cores: four processors per core", nil, 2, 8, true},
-		{"one core", nil, 1, 4, true},
-		{"a runtime default of zero is read as one", nil, 0, 4, true},
-		{"GOMAXPROCS set: the operator's", map[string]string{"GOMAXPROCS": "2"}, 2, 0, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			n, set := maxProcs(func(k string) string { return tc.env[k] }, tc.runtime)
-			if n != tc.wantN || set != tc.wantSet {
-				t.Errorf("maxProcs = %d, %v; want %d, %v", n, set, tc.wantN, tc.wantSet)
-			}
-		})
-	}
-}
-
 func TestServePprof(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, tc := range []struct {

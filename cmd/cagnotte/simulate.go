@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strings"
@@ -158,12 +157,6 @@ func runSimulate(cmd *cobra.Command, g *globals, cfg simulateConfig, path string
 		// of a mocknet territory's CPU. Without any limit the mocknet
 		// territory reached 10 GiB at GOGC 400: the run's own limit.
 		defer debug.SetMemoryLimit(debug.SetMemoryLimit(simulateMemoryLimit))
-	}
-	if procs := runtime.GOMAXPROCS(0); os.Getenv("GOMAXPROCS") == "" && procs > runtime.NumCPU() {
-		// The node's extra processors (setRuntimeLimits, more than the
-		// cores) are for its payments' latency beside Badger's
-		// compactions; a simulation is throughput: the runtime's own.
-		defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(1, procs/procsFactor)))
 	}
 	if cfg.CPUProfile != "" {
 		pf, err := os.Create(cfg.CPUProfile)
