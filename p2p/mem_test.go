@@ -61,6 +61,15 @@ func memCluster(t *testing.T, n int, tweak func(*Config)) (mocknet.Mocknet, []*m
 	t.Helper()
 	mn := mocknet.New()
 	t.Cleanup(func() { mn.Close() })
+	return mn, replicaCluster(t, n, mn, tweak)
+}
+
+// replicaCluster runs n in-memory replicas of one federation, each with
+// its own Network: on hosts of mn, linked all to all, or on real hosts
+// listening on loopback TCP when mn is nil. Heartbeats every 100 ms,
+// periodic sync every second, then tweak.
+func replicaCluster(t *testing.T, n int, mn mocknet.Mocknet, tweak func(*Config)) []*memNode {
+	t.Helper()
 	signers := make([]*crdt.Signer, n)
 	for i := range signers {
 		signers[i] = seedSigner(t, byte(10+i))
@@ -72,13 +81,19 @@ func memCluster(t *testing.T, n int, tweak func(*Config)) (mocknet.Mocknet, []*m
 		if err != nil {
 			t.Fatal(err)
 		}
-		priv, _ := PrivKey(s)
-		h, err := mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/10.0.0.%d/tcp/4001", i+1)))
-		if err != nil {
-			t.Fatal(err)
-		}
 		cfg := DefaultConfig()
-		cfg.Host, cfg.MDNS = h, false
+		cfg.MDNS = false
+		if mn != nil {
+			priv, _ := PrivKey(s)
+			h, err := mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/10.0.0.%d/tcp/4001", i+1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Host = h
+		} else {
+			cfg.NATPortMap, cfg.HolePunching = false, false
+			cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+		}
 		cfg.HeartbeatInterval, cfg.SyncInterval, cfg.GapSyncDelay = 100*time.Millisecond, time.Second, 100*time.Millisecond
 		cfg.Logger = quiet().With("node", i)
 		if tweak != nil {
@@ -92,10 +107,12 @@ func memCluster(t *testing.T, n int, tweak func(*Config)) (mocknet.Mocknet, []*m
 		t.Cleanup(func() { nw.Close() })
 		nodes[i] = &memNode{rep: rec, net: nw}
 	}
-	if err := mn.LinkAll(); err != nil {
-		t.Fatal(err)
+	if mn != nil {
+		if err := mn.LinkAll(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	return mn, nodes
+	return nodes
 }
 
 func digestOf(m *memNode) [32]byte { d, _ := m.rep.Digest(); return d }

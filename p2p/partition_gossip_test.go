@@ -11,7 +11,6 @@ import (
 
 	"github.com/cagnotte/cagnotte/crdt"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
-	ma "github.com/multiformats/go-multiaddr"
 )
 
 // partitionNet builds n venues (in-memory replicas) connected in a full
@@ -25,47 +24,13 @@ func partitionNet(t *testing.T, n int, mock bool) []*memNode {
 		mn = mocknet.New()
 		t.Cleanup(func() { _ = mn.Close() })
 	}
-	signers := make([]*crdt.Signer, n)
-	for i := range signers {
-		signers[i] = seedSigner(t, byte(10+i))
-	}
-	fed := testFederation(t, signers...)
-	nodes := make([]*memNode, n)
-	for i, s := range signers {
-		m, err := NewMemReplica(fed, s, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := DefaultConfig()
-		cfg.MDNS, cfg.NATPortMap, cfg.HolePunching = false, false, false
-		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
-		if mock {
-			priv, _ := PrivKey(s)
-			h, err := mn.AddPeer(priv, ma.StringCast(fmt.Sprintf("/ip4/10.2.%d.1/tcp/4001", i)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.Host = h
-		}
+	nodes := replicaCluster(t, n, mn, func(cfg *Config) {
 		// Heartbeats (which start a sync with a peer seen ahead) and the
 		// periodic sync are far apart: within seconds, ops move by gossip.
 		cfg.HeartbeatInterval = 30 * time.Second
 		cfg.SyncInterval, cfg.GapSyncDelay = time.Minute, time.Minute
 		cfg.TargetPeers = n - 1
-		cfg.Logger = quiet().With("node", i)
-		rec := &recorder{MemReplica: m}
-		nw, err := New(context.Background(), cfg, rec, s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = nw.Close() })
-		nodes[i] = &memNode{rep: rec, net: nw}
-	}
-	if mock {
-		if err := mn.LinkAll(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	layoutGroups(t, nodes, make([]int, n))
 	return nodes
 }

@@ -314,9 +314,9 @@ type netCarrierConfig struct {
 	NoAntiEntropy bool
 	// Timeout bounds each wait (default DefaultConvergeTimeout).
 	Timeout time.Duration
-	// TimeScale (mocknet, default 1) runs the links and the networks'
-	// convergence timers that many times faster; measured delays are
-	// multiplied back by it (Scenario.Transport.TimeScale).
+	// TimeScale (mocknet, default 1) runs the links that many times
+	// faster (p2p's own timers keep their wall-clock values); measured
+	// delays are multiplied back by it (Scenario.Transport.TimeScale).
 	TimeScale float64
 	// Heartbeat is the networks' heartbeat interval (default: the
 	// federation's if under 2 s, else 2 s); MeshDegree their GossipSub

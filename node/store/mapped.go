@@ -18,7 +18,7 @@ import "time"
 const DefaultMappedBudget = 64 << 20
 
 // mappedCheckEvery is how often the store compares the process's resident
-// file-mapped memory with the budget's burst limit (mappedLimit): a read of
+// file-mapped memory with the budget or its burst limit (burstCheck): a read of
 // /proc/self/status, about 50 microseconds.
 const mappedCheckEvery = time.Second
 
@@ -52,7 +52,7 @@ func (s *Store) mappedBudget() int64 {
 
 // trimMapped reclaims the tables' mapped pages when the process holds more
 // file-mapped memory than the budget, or than twice the budget when burst
-// is true (see mappedLimit). It returns the bytes of mappings it advised
+// is true (see burstCheck). It returns the bytes of mappings it advised
 // (0 when under the limit or unsupported).
 func (s *Store) trimMapped(burst bool) int64 {
 	budget := s.mappedBudget()
