@@ -30,6 +30,27 @@ func TestMemoryLimit(t *testing.T) {
 	}
 }
 
+func TestGCPercent(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		wantPct int
+		wantSet bool
+	}{
+		{"no GOGC: the binary's default", nil, defaultGCPercent, true},
+		{"GOGC set: the operator's", map[string]string{"GOGC": "200"}, 0, false},
+		{"GOGC off: the operator's", map[string]string{"GOGC": "off"}, 0, false},
+		{"GOMEMLIMIT alone: the default target still", map[string]string{"GOMEMLIMIT": "1GiB"}, defaultGCPercent, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pct, set := gcPercent(func(k string) string { return tc.env[k] })
+			if pct != tc.wantPct || set != tc.wantSet {
+				t.Errorf("gcPercent = %d, %v; want %d, %v", pct, set, tc.wantPct, tc.wantSet)
+			}
+		})
+	}
+}
+
 func TestServePprof(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for _, tc := range []struct {
