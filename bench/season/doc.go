@@ -5,4 +5,7 @@
 // first payment. The histories come from internal/genhistory (`cagnotte
 // gen-history`). Everything is in season_bench_test.go, behind -bench;
 // results and commands are in docs/benchmarks.md, "Season of history".
+// rejoin.sh runs the new venue again, alone, against a work directory the
+// benchmark kept (-season.keep), to measure its memory without another
+// hour of payments.
 package season
