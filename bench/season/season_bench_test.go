@@ -175,6 +175,7 @@ type result struct {
 	JoinCodes    map[int]int   // HTTP status of its payment attempts
 	JoinBlocked  int           // cards it blocked (log lines "card blocked")
 	PayCodes     map[int]int   // HTTP status of the payment run's refusals
+	PaySlow      []int         // payments over slowPayment, by minute of the payment run
 	LoadAvg      string        // /proc/loadavg at the end of the payment run
 	// PayWriteBytes is what the loaded node caused to be written to disk
 	// during the payment run (write_bytes of /proc/PID/io).
@@ -198,7 +199,53 @@ func (l latencies) q(p float64) time.Duration {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
-func mib(kb int64) string       { return fmt.Sprintf("%.0f MiB", float64(kb)/1024) }
+
+// slowPayment is the bound on a payment (p99 ≤ 10 ms): the
+// payments over it are counted by minute of the run, to tell a tail spread
+// over the run from a few bad minutes (a compaction, a flush).
+const slowPayment = 10 * time.Millisecond
+
+// countSlow adds a payment sent at offset since the run's start that took
+// el to the per-minute counts of payments over slowPayment.
+func countSlow(slow []int, offset, el time.Duration) []int {
+	if el <= slowPayment {
+		return slow
+	}
+	m := int(offset / time.Minute)
+	for len(slow) <= m {
+		slow = append(slow, 0)
+	}
+	slow[m]++
+	return slow
+}
+
+// slowMinutes formats the per-minute counts: the total, and the minutes
+// that had any ("m12:340"), the worst first, at most ten.
+func slowMinutes(slow []int) string {
+	total := 0
+	var mins []int
+	for m, n := range slow {
+		total += n
+		if n > 0 {
+			mins = append(mins, m)
+		}
+	}
+	if total == 0 {
+		return "none"
+	}
+	slices.SortStableFunc(mins, func(a, b int) int { return slow[b] - slow[a] })
+	parts := make([]string, 0, 10)
+	for _, m := range mins[:min(len(mins), 10)] {
+		parts = append(parts, fmt.Sprintf("m%d:%d", m, slow[m]))
+	}
+	more := ""
+	if len(mins) > 10 {
+		more = fmt.Sprintf(" (and %d more minutes)", len(mins)-10)
+	}
+	return fmt.Sprintf("%d in %d minutes, worst %s%s", total, len(mins), strings.Join(parts, " "), more)
+}
+
+func mib(kb int64) string { return fmt.Sprintf("%.0f MiB", float64(kb)/1024) }
 
 func (r *result) String() string {
 	var b strings.Builder
@@ -230,6 +277,7 @@ func (r *result) String() string {
 	if len(r.PayCodes) > 0 {
 		fmt.Fprintf(&b, "                     refusals by HTTP status (0: no answer) %v\n", r.PayCodes)
 	}
+	fmt.Fprintf(&b, "                     over %s, by minute of the run: %s\n", ms(slowPayment), slowMinutes(r.PaySlow))
 	fmt.Fprintf(&b, "  stop after payments: %.2f s\n", r.StopTime.Seconds())
 	fmt.Fprintf(&b, "  hot card read:     %d reads of 50 entries: p50 %s, p99 %s, max %s, %d errors; whole history %d entries in %d pages, %.2f s\n",
 		len(r.Reads), ms(r.Reads.q(0.5)), ms(r.Reads.q(0.99)), ms(r.Reads.q(1)), r.ReadErrors, r.WalkEntries, r.WalkPages, r.WalkTime.Seconds())
@@ -1021,6 +1069,7 @@ func payRun(ctx context.Context, c *client, p *payer, rate int, d time.Duration,
 			}
 			mu.Lock()
 			lat = append(lat, el)
+			r.PaySlow = countSlow(r.PaySlow, at.Sub(start), el)
 			mu.Unlock()
 		}()
 	}
@@ -1176,6 +1225,37 @@ func newVenue(ctx context.Context, b *testing.B, bin, work, fedDir, loadedPeer, 
 	r.JoinBlocked = p.count("card blocked")
 	r.JoinPeak = p.peak()
 	r.JoinAnonPeak = p.peakAnon()
+}
+
+func TestSlowMinutes(t *testing.T) {
+	var slow []int
+	for _, p := range []struct{ offset, el time.Duration }{
+		{10 * time.Second, 11 * time.Millisecond},
+		{70 * time.Second, 10 * time.Millisecond}, // at the bound: not slow
+		{3*time.Minute + time.Second, 50 * time.Millisecond},
+		{3*time.Minute + 2*time.Second, 12 * time.Millisecond},
+	} {
+		slow = countSlow(slow, p.offset, p.el)
+	}
+	if want := []int{1, 0, 0, 2}; !slices.Equal(slow, want) {
+		t.Fatalf("countSlow = %v, want %v", slow, want)
+	}
+	for _, tc := range []struct {
+		name string
+		in   []int
+		want string
+	}{
+		{"none", nil, "none"},
+		{"zeros", []int{0, 0}, "none"},
+		{"worst first", slow, "3 in 2 minutes, worst m3:2 m0:1"},
+		{"more than ten", []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 5}, "16 in 12 minutes, worst m11:5 m0:1 m1:1 m2:1 m3:1 m4:1 m5:1 m6:1 m7:1 m8:1 (and 2 more minutes)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := slowMinutes(tc.in); got != tc.want {
+				t.Errorf("slowMinutes(%v) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
+	}
 }
 
 func TestParseWriteBytes(t *testing.T) {
