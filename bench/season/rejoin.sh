@@ -5,9 +5,9 @@
 # store (its history, and the payments made after the checkpoint the
 # benchmark saved), a fresh venue is admitted and joins it, and the venue's
 # RSS is sampled every second (rss.txt: second, VmRSS, RssAnon, RssFile in
-# kB). At the end it prints the venue's median RSS over the second half of
-# the run, its sampled peak and whether it started from the checkpoint, and
-# saves its heap profile (heap.pb.gz).
+# kB). At the end it prints the venue's median RSS after FROM seconds
+# (default: over the second half of the run), its sampled peak and whether
+# it started from the checkpoint, and saves its heap profile (heap.pb.gz).
 #
 # Usage: bench/season/rejoin.sh WORKDIR OUTDIR [SECONDS] [VAR=value ...]
 #   WORKDIR  the work directory the benchmark logged ("work directory: ...")
@@ -15,7 +15,8 @@
 #   SECONDS  how long the new venue runs (default 150)
 #   VAR=value  environment of the new venue only (e.g. GOGC=100)
 # Environment: BIN, the cagnotte binary (default: go build of this checkout);
-# PORT, the first of the five loopback ports it uses (default 18080).
+# PORT, the first of the five loopback ports it uses (default 18080); FROM,
+# the second after which the median is taken (default SECONDS/2).
 #
 # Each run admits its venue to the kept federation and revokes it at the
 # end: the next run's checkpoint is then still attested by a quorum of the
@@ -87,14 +88,14 @@ pids=()
 
 ckpt=no
 grep -q 'started from an attested checkpoint' "$out/newvenue.log" && ckpt=yes
-awk -v half=$((secs / 2)) -v ckpt=$ckpt '
+awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt '
 	{ if ($2 > peak) peak = $2 }
-	$1 > half { n++; rss[n] = $2; anon[n] = $3; file[n] = $4 }
+	$1 > from { n++; rss[n] = $2; anon[n] = $3; file[n] = $4 }
 	function median(a, n,   i, j, t) {
 		for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j-1] > a[j]; j--) { t = a[j]; a[j] = a[j-1]; a[j-1] = t }
 		return a[int((n + 1) / 2)]
 	}
 	END {
-		printf "new venue: from checkpoint: %s; RSS median over the second half %d MiB (anonymous %d, file-mapped %d), sampled peak %d MiB\n",
-			ckpt, median(rss, n) / 1024, median(anon, n) / 1024, median(file, n) / 1024, peak / 1024
+		printf "new venue: from checkpoint: %s; RSS median after %d s %d MiB (anonymous %d, file-mapped %d), sampled peak %d MiB\n",
+			ckpt, from, median(rss, n) / 1024, median(anon, n) / 1024, median(file, n) / 1024, peak / 1024
 	}' "$out/rss.txt"
