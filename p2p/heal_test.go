@@ -198,6 +198,10 @@ type healFigures struct {
 	// group completed (both roles, those that found nothing to exchange
 	// included).
 	rejoinSessions uint64
+	// rejoinWork is the most sessions a venue of the partitioned group
+	// completed that exchanged ops (those that ended at the digest
+	// comparison left out).
+	rejoinWork uint64
 	// bytes: sync frame bytes sent over the fleet; opsIn: ops received
 	// by sync over the fleet (each op a venue lacked counts once when
 	// sent once).
@@ -205,8 +209,8 @@ type healFigures struct {
 }
 
 func (h healFigures) String() string {
-	return fmt.Sprintf("converged in %s; sessions %d (busiest venue %d, busiest rejoining venue %d), busy %d, failed %d; sessions served at once: partitioned side %d, any venue %d; sync bytes %d, ops received by sync %d",
-		h.took.Round(time.Millisecond), h.sessions, h.maxSessions, h.rejoinSessions, h.busy, h.failures, h.rejoinPeak, h.peak, h.bytes, h.opsIn)
+	return fmt.Sprintf("converged in %s; sessions %d (busiest venue %d, busiest rejoining venue %d, %d of them exchanging ops), busy %d, failed %d; sessions served at once: partitioned side %d, any venue %d; sync bytes %d, ops received by sync %d",
+		h.took.Round(time.Millisecond), h.sessions, h.maxSessions, h.rejoinSessions, h.rejoinWork, h.busy, h.failures, h.rejoinPeak, h.peak, h.bytes, h.opsIn)
 }
 
 // TestHealAtFiftyVenuesNoStampede: 50 venues on a mocknet; one venue, then
@@ -225,7 +229,13 @@ func TestHealAtFiftyVenuesNoStampede(t *testing.T) {
 	// (docs/benchmarks.md, "Catch-up at 50 venues (p2p)"): before, the
 	// rejoining venue completed 32 sessions in every heal of one venue
 	// (it and each of its ~16 peers started one on each connection), and
-	// the busiest venue of the ten 17-21; now 9-19 and 14-15. The time
+	// the busiest venue of the ten 16-21; now 9-23 and 11-19. The ten's
+	// figure overlaps before and after, so it cannot tell them apart: it
+	// is bounded as the one venue's is (24, where two sessions on each
+	// of ~16 connections would make 32), and the one-venue case is the
+	// check that each connection starts one session. (17 for the ten
+	// failed a clean-clone CI run with 19; 2026-11-30, ten heals under
+	// two busy loops: 10-13 sessions, 4-8 of them exchanging ops.) The time
 	// bound is loose: on a loaded machine a heal's time is mostly CPU
 	// (every venue verifies every op it lacks) and varies several-fold
 	// from run to run, before and after alike.
@@ -239,7 +249,7 @@ func TestHealAtFiftyVenuesNoStampede(t *testing.T) {
 		maxSessions uint64
 	}{
 		{"one venue", []int{0}, 20 * time.Second, 24},
-		{"a group of ten", []int{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}, 20 * time.Second, 17},
+		{"a group of ten", []int{10, 11, 12, 13, 14, 15, 16, 17, 18, 19}, 20 * time.Second, 24},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -304,6 +314,7 @@ func TestHealAtFiftyVenuesNoStampede(t *testing.T) {
 					if slices.Contains(tc.group, i) {
 						h.rejoinPeak = max(h.rejoinPeak, peak)
 						h.rejoinSessions = max(h.rejoinSessions, s)
+						h.rejoinWork = max(h.rejoinWork, s-(st.SyncInSync-before[i].SyncInSync))
 					}
 				}
 				t.Logf("run %d: %s", run+1, h)
