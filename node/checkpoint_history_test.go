@@ -68,11 +68,18 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 		t.Fatalf("the history was complete before the first sale (%s): the test shows nothing", atSale)
 	}
 	var during, after []time.Duration
+	// Active is what the binary's collector target follows
+	// (cmd/cagnotte, followGCTarget): set through the fetch, clear after.
+	sawActive := atSale.Active
 	for i := 0; !d.node.CheckpointStatus().History.Done; i++ {
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("the history is not complete after a minute: %s", d.node.CheckpointStatus().History)
 		}
 		during = append(during, pay(fmt.Sprintf("during-%d", i)))
+		sawActive = sawActive || d.node.CheckpointStatus().History.Active
+	}
+	if !sawActive {
+		t.Error("the history fetch never reported itself Active")
 	}
 	fetched := time.Since(start)
 	waitUntil(t, 30*time.Second, "the history folded and verified", func() bool {
@@ -82,6 +89,7 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 		}
 		return h.Verified
 	})
+	waitUntil(t, 5*time.Second, "the fetch to end", func() bool { return !d.node.CheckpointStatus().History.Active })
 	for i := range max(len(during), 30) {
 		after = append(after, pay(fmt.Sprintf("after-%d", i)))
 	}

@@ -53,11 +53,6 @@ sync (min peers 0).`,
 				// limit the garbage collector ran half the time.
 				debug.SetMemoryLimit(math.MaxInt64)
 			}
-			if os.Getenv("GOGC") == "" {
-				// The node's target (defaultGCPercent) saves a
-				// node's memory; the generator's would cost time.
-				debug.SetGCPercent(100)
-			}
 			cfg.Progress = g.stderr
 			cfg.Logger = g.logger()
 			if cfg.FederationDir != "" {

@@ -16,22 +16,36 @@ import (
 )
 
 func main() {
-	setRuntimeLimits()
+	followGC := setRuntimeLimits()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := runArgs(ctx, args{os.Args[1:], os.Stdout, os.Stderr, followGC})
 	stop()
 	os.Exit(code)
 }
 
 // Main runs the command line with args and returns the exit code. Tests
-// call it directly.
-func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	root := newRoot(stdout, stderr)
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+// call it directly; it leaves the process's collector target alone.
+func Main(ctx context.Context, argv []string, stdout, stderr io.Writer) int {
+	return runArgs(ctx, args{argv, stdout, stderr, false})
+}
+
+// args is what a run of the command line gets from its process.
+type args struct {
+	argv           []string
+	stdout, stderr io.Writer
+	// followGC: the node command sets the collector's target by what the
+	// node does (followGCTarget); the binary does when the operator set
+	// no GOGC.
+	followGC bool
+}
+
+func runArgs(ctx context.Context, a args) int {
+	root := newRoot(a.stdout, a.stderr, a.followGC)
+	root.SetArgs(a.argv)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintln(stderr, "error:", err)
+		fmt.Fprintln(a.stderr, "error:", err)
 		return 1
 	}
 	return 0
@@ -41,6 +55,8 @@ type globals struct {
 	stdout, stderr io.Writer
 	logLevel       string
 	logJSON        bool
+	// followGC: see args.
+	followGC bool
 }
 
 func (g *globals) logger() *slog.Logger {
@@ -55,8 +71,8 @@ func (g *globals) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(g.stderr, opts))
 }
 
-func newRoot(stdout, stderr io.Writer) *cobra.Command {
-	g := &globals{stdout: stdout, stderr: stderr}
+func newRoot(stdout, stderr io.Writer, followGC bool) *cobra.Command {
+	g := &globals{stdout: stdout, stderr: stderr, followGC: followGC}
 	root := &cobra.Command{
 		Use:   "cagnotte",
 		Short: "Cashless card and shared agenda for a federation of venues, peer to peer",

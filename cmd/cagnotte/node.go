@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/cagnotte/cagnotte/node"
@@ -69,7 +71,19 @@ See docs/operations.md, "Networking".`,
 				}
 				return err
 			}
-			return n.Run(cmd.Context())
+			if !g.followGC {
+				return n.Run(cmd.Context())
+			}
+			ctx, stop := context.WithCancel(cmd.Context())
+			followed := make(chan struct{})
+			go func() {
+				defer close(followed)
+				followGCTarget(ctx, gcFollowEvery, func() bool { return n.CheckpointStatus().History.Active }, debug.SetGCPercent, g.logger())
+			}()
+			err = n.Run(ctx)
+			stop()
+			<-followed
+			return err
 		},
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data", "cagnotte-data", "the node's data directory")

@@ -34,9 +34,11 @@ import (
 // second pass").
 const defaultMemoryLimit = 256 << 20
 
-// defaultGCPercent is the collector's target the binary sets for itself
-// when the operator sets none (GOGC): the heap may grow by half its live
-// size between collections, where the runtime's default lets it double.
+// The collector's target the binary sets for itself when the operator
+// sets none (GOGC): steadyGCPercent (the runtime's own default, the heap
+// may double its live size between collections) while the node serves,
+// and fetchGCPercent (it may grow by half) while the node fetches the
+// history older than the checkpoint it started from.
 //
 // A node's live heap swings with Badger's compactions: their table
 // builders come from a pool of eight allocators that keep their buffers
@@ -46,32 +48,43 @@ const defaultMemoryLimit = 256 << 20
 // between 70 and 170 MiB: at 100 % the collector let the heap reach the
 // memory limit's goal (232 MiB) and the venue's RSS stayed at 260-275 MiB
 // with the mapped tables, over the 256 MiB a node may hold; at 50 % its
-// anonymous memory went from 210-223 to 171 MiB. It costs collections
-// (12 against 6-7 in 40 s of payments on a store paying compaction debt)
-// and a little of the payment tail there (p99 5.0-5.8 against 3.2-4.6
-// ms): docs/benchmarks.md, "A new venue's memory while it fetches the
-// history".
-const defaultGCPercent = 50
+// anonymous memory went from 210-223 to 171 MiB. But 50 % costs every
+// node the collections (12 against 6-7 in 40 s of payments on a store
+// paying compaction debt) and some of the payment tail (p99 5.0-5.8
+// against 3.2-4.6 ms), where the payment p99 must stay under 10 ms
+// (docs/benchmarks.md, "A new venue's memory while it fetches the
+// history"): so only the fetch pays it.
+const (
+	steadyGCPercent = 100
+	fetchGCPercent  = 50
+)
+
+// gcFollowEvery is how often the binary looks whether the node fetches
+// older history, to set the collector's target.
+const gcFollowEvery = 2 * time.Second
 
 // setRuntimeLimits applies the binary's runtime defaults, unless the
-// operator chose their own through the environment.
-func setRuntimeLimits() {
+// operator chose their own through the environment. It reports whether
+// the collector's target is the binary's to follow (followGCTarget).
+func setRuntimeLimits() (followGC bool) {
 	if limit, ok := memoryLimit(os.Getenv); ok {
 		debug.SetMemoryLimit(limit)
 	}
 	if pct, ok := gcPercent(os.Getenv); ok {
 		debug.SetGCPercent(pct)
+		return true
 	}
+	return false
 }
 
-// gcPercent returns the collector's target the binary should set, and
-// false when the operator set one (GOGC, which the runtime applies
-// itself).
+// gcPercent returns the collector's target the binary should set at
+// start, and false when the operator set one (GOGC, which the runtime
+// applies itself).
 func gcPercent(getenv func(string) string) (int, bool) {
 	if getenv("GOGC") != "" {
 		return 0, false
 	}
-	return defaultGCPercent, true
+	return steadyGCPercent, true
 }
 
 // memoryLimit returns the soft memory limit the binary should set, and
@@ -82,6 +95,38 @@ func memoryLimit(getenv func(string) string) (int64, bool) {
 		return 0, false
 	}
 	return defaultMemoryLimit, true
+}
+
+// gcTarget is the collector's target for a node that is fetching older
+// history or not.
+func gcTarget(fetching bool) int {
+	if fetching {
+		return fetchGCPercent
+	}
+	return steadyGCPercent
+}
+
+// followGCTarget sets the collector's target (through set, which is
+// debug.SetGCPercent in the binary) from fetching every interval, each
+// time it changes, until ctx ends. It returns when ctx ends.
+func followGCTarget(ctx context.Context, every time.Duration, fetching func() bool, set func(int) int, log *slog.Logger) {
+	cur := -1
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if pct := gcTarget(fetching()); pct != cur {
+			set(pct)
+			if cur != -1 {
+				log.Info("collector target", "gogc", pct, "fetching_history", pct == fetchGCPercent)
+			}
+			cur = pct
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // errPprofNotLoopback is returned by servePprof for an address that is not

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -37,10 +38,10 @@ func TestGCPercent(t *testing.T) {
 		wantPct int
 		wantSet bool
 	}{
-		{"no GOGC: the binary's default", nil, defaultGCPercent, true},
+		{"no GOGC: the binary's default", nil, steadyGCPercent, true},
 		{"GOGC set: the operator's", map[string]string{"GOGC": "200"}, 0, false},
 		{"GOGC off: the operator's", map[string]string{"GOGC": "off"}, 0, false},
-		{"GOMEMLIMIT alone: the default target still", map[string]string{"GOMEMLIMIT": "1GiB"}, defaultGCPercent, true},
+		{"GOMEMLIMIT alone: the default target still", map[string]string{"GOMEMLIMIT": "1GiB"}, steadyGCPercent, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			pct, set := gcPercent(func(k string) string { return tc.env[k] })
@@ -48,6 +49,48 @@ func TestGCPercent(t *testing.T) {
 				t.Errorf("gcPercent = %d, %v; want %d, %v", pct, set, tc.wantPct, tc.wantSet)
 			}
 		})
+	}
+}
+
+// The collector's target follows the node: 50 % while it fetches older
+// history, 100 % otherwise, set again only when that changes, and the
+// loop ends with its context.
+func TestFollowGCTarget(t *testing.T) {
+	var fetching atomic.Bool
+	sets := make(chan int, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		followGCTarget(ctx, time.Millisecond, fetching.Load, func(p int) int { sets <- p; return 0 }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}()
+	next := func(want int) {
+		t.Helper()
+		select {
+		case got := <-sets:
+			if got != want {
+				t.Fatalf("set the target to %d, want %d", got, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the target was not set to %d", want)
+		}
+	}
+	next(steadyGCPercent)
+	fetching.Store(true)
+	next(fetchGCPercent)
+	fetching.Store(false)
+	next(steadyGCPercent)
+	// Unchanged: not set again.
+	select {
+	case got := <-sets:
+		t.Fatalf("set again to %d while nothing changed", got)
+	case <-time.After(50 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("followGCTarget did not return when its context ended")
 	}
 }
 
