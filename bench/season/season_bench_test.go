@@ -176,6 +176,12 @@ type result struct {
 	JoinBlocked  int           // cards it blocked (log lines "card blocked")
 	PayCodes     map[int]int   // HTTP status of the payment run's refusals
 	PaySlow      []int         // payments over slowPayment, by minute of the payment run
+	// PayLag is how late each payment left the generator (from its
+	// scheduled time to its request starting: the generator's own
+	// scheduling, part of every latency); PaySlowLagged counts the
+	// payments over slowPayment that had left over slowPayment/2 late.
+	PayLag        latencies
+	PaySlowLagged int
 	LoadAvg      string        // /proc/loadavg at the end of the payment run
 	// PayWriteBytes is what the loaded node caused to be written to disk
 	// during the payment run (write_bytes of /proc/PID/io).
@@ -278,6 +284,8 @@ func (r *result) String() string {
 		fmt.Fprintf(&b, "                     refusals by HTTP status (0: no answer) %v\n", r.PayCodes)
 	}
 	fmt.Fprintf(&b, "                     over %s, by minute of the run: %s\n", ms(slowPayment), slowMinutes(r.PaySlow))
+	fmt.Fprintf(&b, "                     left the generator late by: p50 %s, p99 %s, max %s; of the payments over %s, %d had left over %s late\n",
+		ms(r.PayLag.q(0.5)), ms(r.PayLag.q(0.99)), ms(r.PayLag.q(1)), ms(slowPayment), r.PaySlowLagged, ms(slowPayment/2))
 	fmt.Fprintf(&b, "  stop after payments: %.2f s\n", r.StopTime.Seconds())
 	fmt.Fprintf(&b, "  hot card read:     %d reads of 50 entries: p50 %s, p99 %s, max %s, %d errors; whole history %d entries in %d pages, %.2f s\n",
 		len(r.Reads), ms(r.Reads.q(0.5)), ms(r.Reads.q(0.99)), ms(r.Reads.q(1)), r.ReadErrors, r.WalkEntries, r.WalkPages, r.WalkTime.Seconds())
@@ -1058,6 +1066,7 @@ func payRun(ctx context.Context, c *client, p *payer, rate int, d time.Duration,
 		go func() {
 			defer wg.Done()
 			defer func() { <-inFlite }()
+			lag := time.Since(at)
 			code, err := c.pay(ctx, card, fmt.Sprintf("season-%d-%d", start.UnixNano(), i))
 			el := time.Since(at)
 			if err != nil || code != http.StatusOK {
@@ -1069,7 +1078,11 @@ func payRun(ctx context.Context, c *client, p *payer, rate int, d time.Duration,
 			}
 			mu.Lock()
 			lat = append(lat, el)
+			r.PayLag = append(r.PayLag, lag)
 			r.PaySlow = countSlow(r.PaySlow, at.Sub(start), el)
+			if el > slowPayment && lag > slowPayment/2 {
+				r.PaySlowLagged++
+			}
 			mu.Unlock()
 		}()
 	}
