@@ -126,6 +126,9 @@ type checkpointer struct {
 
 // CheckpointStatus is what the node did with checkpoints.
 type CheckpointStatus struct {
+	// Joining: the node is a new venue still looking for a checkpoint to
+	// start from (its catch-up held until it has one or gives up).
+	Joining bool
 	// Installed: the node started from an attested checkpoint that stood
 	// for Ops ops.
 	Installed bool
@@ -147,6 +150,7 @@ func (n *Node) CheckpointStatus() CheckpointStatus {
 		st.Installed, st.Ops = c.installed, c.joinedOps
 		c.joinMu.Unlock()
 		st.History = c.hist.get()
+		st.Joining = c.net.CatchUpHeld()
 	}
 	if info, err := n.store.CheckpointInfo(); err == nil {
 		st.Saved, st.Attestations = true, len(info.Attestations)
@@ -192,13 +196,20 @@ func (n *Node) startCheckpoints(ctx context.Context, nw *p2p.Network) error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		// A new venue compacts all the time while it joins, catches up
+		// and fetches the history: its mapped tables are watched closely
+		// until then (store.WatchMappedClosely).
 		if nw.CatchUpHeld() {
+			n.store.WatchMappedClosely(true)
 			c.join(ctx)
 		}
-		if !c.cfg.NoHistory {
+		if c.cfg.NoHistory {
+			n.store.WatchMappedClosely(false)
+		} else {
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
+				defer n.store.WatchMappedClosely(false)
 				c.fetchHistory(ctx)
 			}()
 		}

@@ -45,6 +45,7 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 		}
 	}()
 	waitUntil(t, 15*time.Second, "the new venue to install a checkpoint", func() bool { return d.node.CheckpointStatus().Installed })
+	waitUntil(t, 5*time.Second, "the new venue to end its join", func() bool { return !d.node.CheckpointStatus().Joining })
 	pay := func(key string) time.Duration {
 		t0 := time.Now()
 		if st, r := d.post("/api/v1/payments", map[string]any{"card": fmt.Sprintf("04CC00%08X", 0), "amount_cents": 1, "idempotency_key": key}); st != 200 {
@@ -71,12 +72,18 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 	// Active is what the binary's collector target follows
 	// (cmd/cagnotte, followGCTarget): set through the fetch, clear after.
 	sawActive := atSale.Active
+	// So are the store's mapped tables (store.WatchMappedClosely).
+	sawClose := d.node.store.MappedWatchedClosely()
 	for i := 0; !d.node.CheckpointStatus().History.Done; i++ {
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("the history is not complete after a minute: %s", d.node.CheckpointStatus().History)
 		}
 		during = append(during, pay(fmt.Sprintf("during-%d", i)))
 		sawActive = sawActive || d.node.CheckpointStatus().History.Active
+		sawClose = sawClose || d.node.store.MappedWatchedClosely()
+	}
+	if !sawClose {
+		t.Error("the store's mapped tables were not watched closely during the fetch")
 	}
 	if !sawActive {
 		t.Error("the history fetch never reported itself Active")
@@ -89,7 +96,9 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 		}
 		return h.Verified
 	})
-	waitUntil(t, 5*time.Second, "the fetch to end", func() bool { return !d.node.CheckpointStatus().History.Active })
+	waitUntil(t, 5*time.Second, "the fetch to end", func() bool {
+		return !d.node.CheckpointStatus().History.Active && !d.node.store.MappedWatchedClosely()
+	})
 	for i := range max(len(during), 30) {
 		after = append(after, pay(fmt.Sprintf("after-%d", i)))
 	}

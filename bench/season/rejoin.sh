@@ -6,8 +6,9 @@
 # benchmark saved), a fresh venue is admitted and joins it, and the venue's
 # RSS is sampled every second (rss.txt: second, VmRSS, RssAnon, RssFile in
 # kB). At the end it prints the venue's median RSS after FROM seconds
-# (default: over the second half of the run), its sampled peak and whether
-# it started from the checkpoint, and saves its heap profile (heap.pb.gz).
+# (default: over the second half of the run), its sampled peak, its
+# high-water mark (VmHWM) and whether it started from the checkpoint, and
+# saves its heap profile (heap.pb.gz).
 #
 # Usage: bench/season/rejoin.sh WORKDIR OUTDIR [SECONDS] [VAR=value ...]
 #   WORKDIR  the work directory the benchmark logged ("work directory: ...")
@@ -80,6 +81,7 @@ for i in $(seq 1 "$secs"); do
 	echo "$i $(awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s ", $2}' /proc/$nv/status)" >>"$out/rss.txt"
 	sleep 1
 done
+hwm=$(awk '/^VmHWM:/ {print int($2 / 1024)}' /proc/$nv/status)
 curl -sf -o "$out/heap.pb.gz" "http://127.0.0.1:$((port + 4))/debug/pprof/heap" || true
 cleanup
 pids=()
@@ -88,7 +90,7 @@ pids=()
 
 ckpt=no
 grep -q 'started from an attested checkpoint' "$out/newvenue.log" && ckpt=yes
-awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt '
+awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt -v hwm="$hwm" '
 	{ if ($2 > peak) peak = $2 }
 	$1 > from { n++; rss[n] = $2; anon[n] = $3; file[n] = $4 }
 	function median(a, n,   i, j, t) {
@@ -96,6 +98,6 @@ awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt '
 		return a[int((n + 1) / 2)]
 	}
 	END {
-		printf "new venue: from checkpoint: %s; RSS median after %d s %d MiB (anonymous %d, file-mapped %d), sampled peak %d MiB\n",
-			ckpt, from, median(rss, n) / 1024, median(anon, n) / 1024, median(file, n) / 1024, peak / 1024
+		printf "new venue: from checkpoint: %s; RSS median after %d s %d MiB (anonymous %d, file-mapped %d), sampled peak %d MiB, high-water mark (VmHWM) %s MiB\n",
+			ckpt, from, median(rss, n) / 1024, median(anon, n) / 1024, median(file, n) / 1024, peak / 1024, hwm
 	}' "$out/rss.txt"

@@ -17,25 +17,54 @@ import "time"
 // read needs again come back from the disk or the page cache.
 const DefaultMappedBudget = 64 << 20
 
-// mappedCheckEvery is how often the store compares the process's resident
-// file-mapped memory with the budget or its burst limit (burstCheck): a read of
-// /proc/self/status, about 50 microseconds.
-const mappedCheckEvery = time.Second
+// mappedTick is how often the store may compare the process's resident
+// file-mapped memory with the budget or its burst limit: a read of
+// /proc/self/status, about 50 microseconds. Which comparison a tick makes,
+// if any, is mappedCheck's.
+const mappedTick = 250 * time.Millisecond
 
-// mappedFullCheck is every how many checks the budget itself applies; the
-// others only catch a burst past twice the budget. A compaction of the
-// lower levels writes (and reads) hundreds of megabytes of tables in a few
-// seconds, all resident: with the budget checked every 5 s alone, an hour
-// of payments at 10 M ops peaked at 949 MiB of RSS, 700 of them mapped
-// tables. Checking the budget itself every second instead paged the
-// tables out five times as often, and each page-out empties the page
-// cache of them too (reads then come from the disk: payment p99 83-263 ms
-// against 48-108 in paired runs); the burst limit only acts on a burst.
-const mappedFullCheck = 5
+// mappedFullCheck is every how many ticks the budget itself applies (5 s);
+// mappedBurstEvery every how many the burst limit (twice the budget) does
+// (1 s), or every tick while the store is watched closely
+// (WatchMappedClosely).
+//
+// A compaction of the lower levels writes (and reads) hundreds of
+// megabytes of tables in a few seconds, all resident: with the budget
+// checked every 5 s alone, an hour of payments at 10 M ops peaked at 949
+// MiB of RSS, 700 of them mapped tables. Checking the budget itself every
+// second instead paged the tables out five times as often, and each
+// page-out empties the page cache of them too (reads then come from the
+// disk: payment p99 83-263 ms against 48-108 in paired runs); the burst
+// limit only acts on a burst. A new venue catching up compacts all the
+// time, and within one second a compaction still added 100+ MiB of tables
+// to its high-water mark (VmHWM 487-542 MiB, over the 512 a node may
+// reach): while it joins and fetches the history the node has the burst
+// limit checked every tick.
+const (
+	mappedFullCheck  = 20
+	mappedBurstEvery = 4
+)
 
-// burstCheck tells whether check number tick (counted from 1) only looks
-// for a burst past twice the budget: all but every mappedFullCheck-th.
-func burstCheck(tick uint64) bool { return tick%mappedFullCheck != 0 }
+// mappedCheck tells what check number tick (counted from 1) makes: none,
+// the burst limit's (burst true) or the budget's.
+func mappedCheck(tick uint64, closely bool) (check, burst bool) {
+	switch {
+	case tick%mappedFullCheck == 0:
+		return true, false
+	case closely || tick%mappedBurstEvery == 0:
+		return true, true
+	}
+	return false, false
+}
+
+// WatchMappedClosely has the store check its mapped tables against the
+// burst limit every mappedTick rather than every second, while on: for a
+// node that compacts all the time (a new venue catching up and fetching
+// the history), at the cost of more page-outs during its compactions.
+func (s *Store) WatchMappedClosely(on bool) { s.mappedClosely.Store(on) }
+
+// MappedWatchedClosely reports whether WatchMappedClosely is on.
+func (s *Store) MappedWatchedClosely() bool { return s.mappedClosely.Load() }
 
 // mappedBudget is the budget in force: Config.MappedBudget, its default,
 // or 0 when it is off.
@@ -52,7 +81,7 @@ func (s *Store) mappedBudget() int64 {
 
 // trimMapped reclaims the tables' mapped pages when the process holds more
 // file-mapped memory than the budget, or than twice the budget when burst
-// is true (see burstCheck). It returns the bytes of mappings it advised
+// is true (see mappedCheck). It returns the bytes of mappings it advised
 // (0 when under the limit or unsupported).
 func (s *Store) trimMapped(burst bool) int64 {
 	budget := s.mappedBudget()

@@ -143,11 +143,18 @@ func TestMappedTablePagesTrimmed(t *testing.T) {
 // of) tables every second in steady state.
 func TestMappedBurstCheck(t *testing.T) {
 	for _, tc := range []struct {
-		tick  uint64
-		burst bool
-	}{{1, true}, {4, true}, {5, false}, {6, true}, {10, false}} {
-		if got := burstCheck(tc.tick); got != tc.burst {
-			t.Errorf("burstCheck(%d) = %v, want %v", tc.tick, got, tc.burst)
+		tick         uint64
+		closely      bool
+		check, burst bool
+	}{
+		{1, false, false, false}, {3, false, false, false}, {4, false, true, true},
+		{8, false, true, true}, {20, false, true, false}, {40, false, true, false},
+		// Watched closely: the burst limit every tick, the budget still
+		// every 5 s.
+		{1, true, true, true}, {3, true, true, true}, {20, true, true, false},
+	} {
+		if check, burst := mappedCheck(tc.tick, tc.closely); check != tc.check || burst != tc.burst {
+			t.Errorf("mappedCheck(%d, %v) = %v, %v; want %v, %v", tc.tick, tc.closely, check, burst, tc.check, tc.burst)
 		}
 	}
 	dir := t.TempDir()

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -131,6 +132,8 @@ type Store struct {
 	dropKick chan uint32
 	gcStop   chan struct{}
 	gcDone   chan struct{}
+	// mappedClosely: see WatchMappedClosely.
+	mappedClosely atomic.Bool
 }
 
 var _ crdt.OpReader = (*Store)(nil)
@@ -370,16 +373,18 @@ func (s *Store) gcLoop() {
 	defer close(s.gcDone)
 	t := time.NewTicker(10 * time.Minute)
 	defer t.Stop()
-	mapped := time.NewTicker(mappedCheckEvery)
+	mapped := time.NewTicker(mappedTick)
 	defer mapped.Stop()
-	var checks uint64
+	var ticks uint64
 	for {
 		select {
 		case <-s.gcStop:
 			return
 		case <-mapped.C:
-			checks++
-			s.trimMapped(burstCheck(checks))
+			ticks++
+			if check, burst := mappedCheck(ticks, s.mappedClosely.Load()); check {
+				s.trimMapped(burst)
+			}
 		case gen := <-s.dropKick:
 			// Deleted key by key in the background: DropPrefix would
 			// block the node's writes while it runs.
