@@ -37,8 +37,8 @@ const defaultMemoryLimit = 256 << 20
 // The collector's target the binary sets for itself when the operator
 // sets none (GOGC): steadyGCPercent (the runtime's own default, the heap
 // may double its live size between collections) while the node serves,
-// and fetchGCPercent (it may grow by half) while the node fetches the
-// history older than the checkpoint it started from.
+// and fetchGCPercent (it may grow by a quarter) while the node joins
+// from a checkpoint and fetches the history older than it.
 //
 // A node's live heap swings with Badger's compactions: their table
 // builders come from a pool of eight allocators that keep their buffers
@@ -48,19 +48,23 @@ const defaultMemoryLimit = 256 << 20
 // between 70 and 170 MiB: at 100 % the collector let the heap reach the
 // memory limit's goal (232 MiB) and the venue's RSS stayed at 260-275 MiB
 // with the mapped tables, over the 256 MiB a node may hold; at 50 % its
-// anonymous memory went from 210-223 to 171 MiB. But 50 % costs every
-// node the collections (12 against 6-7 in 40 s of payments on a store
-// paying compaction debt) and some of the payment tail (p99 5.0-5.8
-// against 3.2-4.6 ms), where the payment p99 must stay under 10 ms
-// (docs/benchmarks.md, "A new venue's memory while it fetches the
-// history"): so only the fetch pays it.
+// anonymous memory went from 210-223 to 171 MiB, but its RSS still
+// reached 252-267 MiB in the season benchmark; at 25 % it held 185-189
+// MiB (anonymous 125-141) where 50 % held 212-256 in the same reruns
+// (bench/season/rejoin.sh). Collecting more often costs the venue CPU
+// while it fetches, which the fetch's pace leaves it. A low target on
+// every node cost the payment tail: at 50 %, 12 collections against 6-7
+// in 40 s of payments on a store paying compaction debt and p99 5.0-5.8
+// against 3.2-4.6 ms; an hour at 10 M ops, 12.42 ms against 6.42 at 100 %
+// (docs/benchmarks.md, issue 11's fourth and fifth passes): so only the
+// join and the fetch pay it.
 const (
 	steadyGCPercent = 100
-	fetchGCPercent  = 50
+	fetchGCPercent  = 25
 )
 
-// gcFollowEvery is how often the binary looks whether the node fetches
-// older history, to set the collector's target.
+// gcFollowEvery is how often the binary looks whether the node joins or
+// fetches older history, to set the collector's target.
 const gcFollowEvery = 2 * time.Second
 
 // setRuntimeLimits applies the binary's runtime defaults, unless the
@@ -117,7 +121,7 @@ func followGCTarget(ctx context.Context, every time.Duration, fetching func() bo
 		if pct := gcTarget(fetching()); pct != cur {
 			set(pct)
 			if cur != -1 {
-				log.Info("collector target", "gogc", pct, "fetching_history", pct == fetchGCPercent)
+				log.Info("collector target", "gogc", pct, "joining_or_fetching_history", pct == fetchGCPercent)
 			}
 			cur = pct
 		}

@@ -52,7 +52,7 @@ func TestGCPercent(t *testing.T) {
 	}
 }
 
-// The collector's target follows the node: 50 % while it fetches older
+// The collector's target follows the node: 25 % while it joins or fetches older
 // history, 100 % otherwise, set again only when that changes, and the
 // loop ends with its context.
 func TestFollowGCTarget(t *testing.T) {
