@@ -158,6 +158,17 @@ func (n *Node) CheckpointStatus() CheckpointStatus {
 	return st
 }
 
+// JoiningOrFetchingHistory reports whether the node is a new venue still
+// looking for a checkpoint, or fetches the history older than the one it
+// started from (CheckpointStatus's Joining and History.Active): the time
+// it compacts all the time. Unlike CheckpointStatus it reads nothing from
+// the store, so it can be polled (the binary's collector target follows
+// it).
+func (n *Node) JoiningOrFetchingHistory() bool {
+	c := n.cps
+	return c != nil && (c.net.CatchUpHeld() || c.hist.get().Active)
+}
+
 // joinCandidate reports whether the node should start from a checkpoint:
 // checkpoints are on, its store holds nothing but federation ops, and
 // the federation has another venue to ask.

@@ -79,7 +79,7 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 			t.Fatalf("the history is not complete after a minute: %s", d.node.CheckpointStatus().History)
 		}
 		during = append(during, pay(fmt.Sprintf("during-%d", i)))
-		sawActive = sawActive || d.node.CheckpointStatus().History.Active
+		sawActive = sawActive || d.node.CheckpointStatus().History.Active && d.node.JoiningOrFetchingHistory()
 		sawClose = sawClose || d.node.store.MappedWatchedClosely()
 	}
 	if !sawClose {
@@ -97,7 +97,7 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 		return h.Verified
 	})
 	waitUntil(t, 5*time.Second, "the fetch to end", func() bool {
-		return !d.node.CheckpointStatus().History.Active && !d.node.store.MappedWatchedClosely()
+		return !d.node.CheckpointStatus().History.Active && !d.node.store.MappedWatchedClosely() && !d.node.JoiningOrFetchingHistory()
 	})
 	for i := range max(len(during), 30) {
 		after = append(after, pay(fmt.Sprintf("after-%d", i)))

@@ -4,8 +4,8 @@
 # without the hour of payments that made it: the loaded node restarts on its
 # store (its history, and the payments made after the checkpoint the
 # benchmark saved), a fresh venue is admitted and joins it, and the venue's
-# RSS is sampled every second (rss.txt: second, VmRSS, RssAnon, RssFile in
-# kB). At the end it prints the venue's median RSS after FROM seconds
+# RSS is sampled every EVERY seconds (rss.txt: seconds since its start,
+# VmRSS, RssAnon, RssFile in kB). At the end it prints the venue's median RSS after FROM seconds
 # (default: over the second half of the run), its sampled peak, its
 # high-water mark (VmHWM) and whether it started from the checkpoint, and
 # saves its heap profile (heap.pb.gz).
@@ -17,7 +17,10 @@
 #   VAR=value  environment of the new venue only (e.g. GOGC=100)
 # Environment: BIN, the cagnotte binary (default: go build of this checkout);
 # PORT, the first of the five loopback ports it uses (default 18080); FROM,
-# the second after which the median is taken (default SECONDS/2).
+# the second after which the median is taken (default SECONDS/2); EVERY,
+# the sampling interval in seconds (default 1; 0.1 shows where a
+# momentary peak happens); SMAPS_AT, a second at which the venue's
+# resident memory by mapping is written to smaps.txt (default: none).
 #
 # Each run admits its venue to the kept federation and revokes it at the
 # end: the next run's checkpoint is then still attested by a quorum of the
@@ -76,10 +79,20 @@ env "$@" "$BIN" node --data "$out/newvenue" --federation "$out/newvenue.ops" --h
 	--bootstrap "/ip4/127.0.0.1/tcp/$((port + 1))/p2p/$peer" >"$out/newvenue.log" 2>&1 &
 nv=$!
 pids+=($nv)
-for i in $(seq 1 "$secs"); do
+every=${EVERY:-1}
+t0=$(date +%s.%N)
+while :; do
 	kill -0 "$nv" 2>/dev/null || { echo "rejoin: the new venue exited; see $out/newvenue.log" >&2; exit 1; }
-	echo "$i $(awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s ", $2}' /proc/$nv/status)" >>"$out/rss.txt"
-	sleep 1
+	t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+	awk -v t="$t" -v s="$secs" 'BEGIN { exit !(t >= s) }' && break
+	echo "$t $(awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s ", $2}' /proc/$nv/status)" >>"$out/rss.txt"
+	if [ -n "${SMAPS_AT:-}" ] && [ ! -e "$out/smaps.txt" ] && awk -v t="$t" -v s="$SMAPS_AT" 'BEGIN { exit !(t >= s) }'; then
+		# Resident memory by kind of mapping: anonymous, the binary, sst, mem, vlog.
+		awk '/^[0-9a-f]+-[0-9a-f]+ / { f = $6; next }
+			/^Rss:/ { if (f != "") { n = split(f, a, "."); r[a[n]] += $2 } else r["anon"] += $2 }
+			END { for (e in r) if (r[e] > 1024) printf "%s %d MiB\n", e, r[e] / 1024 }' /proc/$nv/smaps | sort -k2 -n -r >"$out/smaps.txt"
+	fi
+	sleep "$every"
 done
 hwm=$(awk '/^VmHWM:/ {print int($2 / 1024)}' /proc/$nv/status)
 curl -sf -o "$out/heap.pb.gz" "http://127.0.0.1:$((port + 4))/debug/pprof/heap" || true

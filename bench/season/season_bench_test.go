@@ -182,7 +182,7 @@ type result struct {
 	// payments over slowPayment that had left over slowPayment/2 late.
 	PayLag        latencies
 	PaySlowLagged int
-	LoadAvg      string        // /proc/loadavg at the end of the payment run
+	LoadAvg       string // /proc/loadavg at the end of the payment run
 	// PayWriteBytes is what the loaded node caused to be written to disk
 	// during the payment run (write_bytes of /proc/PID/io).
 	PayWriteBytes int64

@@ -78,7 +78,7 @@ See docs/operations.md, "Networking".`,
 			followed := make(chan struct{})
 			go func() {
 				defer close(followed)
-				followGCTarget(ctx, gcFollowEvery, func() bool { st := n.CheckpointStatus(); return st.Joining || st.History.Active }, debug.SetGCPercent, g.logger())
+				followGCTarget(ctx, gcFollowEvery, n.JoiningOrFetchingHistory, debug.SetGCPercent, g.logger())
 			}()
 			err = n.Run(ctx)
 			stop()
