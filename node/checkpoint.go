@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -120,8 +121,11 @@ type checkpointer struct {
 	joinedOps uint64 // ops the installed checkpoint stands for
 
 	// hist is the background fetch of the history older than the
-	// checkpoint (checkpoint_history.go).
-	hist historyState
+	// checkpoint (checkpoint_history.go); histPending is set from the
+	// node's start until the fetch returns (it first looks whether there
+	// is history to fetch).
+	hist        historyState
+	histPending atomic.Bool
 }
 
 // CheckpointStatus is what the node did with checkpoints.
@@ -160,13 +164,14 @@ func (n *Node) CheckpointStatus() CheckpointStatus {
 
 // JoiningOrFetchingHistory reports whether the node is a new venue still
 // looking for a checkpoint, or fetches the history older than the one it
-// started from (CheckpointStatus's Joining and History.Active): the time
-// it compacts all the time. Unlike CheckpointStatus it reads nothing from
+// started from (CheckpointStatus's Joining and History.Active, and the
+// moments between them, while the fetch reads what it has to fetch): the
+// time it compacts all the time. Unlike CheckpointStatus it reads nothing from
 // the store, so it can be polled (the binary's collector target follows
 // it).
 func (n *Node) JoiningOrFetchingHistory() bool {
 	c := n.cps
-	return c != nil && (c.net.CatchUpHeld() || c.hist.get().Active)
+	return c != nil && (c.net.CatchUpHeld() || c.histPending.Load())
 }
 
 // joinCandidate reports whether the node should start from a checkpoint:
@@ -204,6 +209,10 @@ func (n *Node) startCheckpoints(ctx context.Context, nw *p2p.Network) error {
 		nw.ResumeCatchUp()
 		return fmt.Errorf("node: checkpoints: %w", err)
 	}
+	// Set before the join ends, so that JoiningOrFetchingHistory has no
+	// gap between the join and the fetch (the collector's target would
+	// swing up and back while the catch-up and the fetch begin).
+	c.histPending.Store(!c.cfg.NoHistory)
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
@@ -221,6 +230,7 @@ func (n *Node) startCheckpoints(ctx context.Context, nw *p2p.Network) error {
 			go func() {
 				defer n.wg.Done()
 				defer n.store.WatchMappedClosely(false)
+				defer c.histPending.Store(false)
 				c.fetchHistory(ctx)
 			}()
 		}

@@ -123,30 +123,41 @@ func (c *checkpointer) fetchHistory(ctx context.Context) {
 	if !n.historyIncomplete() {
 		return
 	}
-	raw, _, err := n.store.LatestCheckpoint()
-	if err != nil {
+	// Its head only (the authors, the chains to fetch): the whole
+	// checkpoint (80 MB at 10 M ops) is read only to be folded against at
+	// the end, for a history under MaxFoldOps.
+	var d crdt.DecodedCheckpoint
+	err := n.store.LatestCheckpointHead(func(prefix []byte) error {
+		var err error
+		d, err = crdt.DecodeCheckpointAuthors(prefix)
+		return err
+	})
+	if errors.Is(err, store.ErrNoCheckpoint) {
 		c.hist.update(func(s *HistoryStatus) { s.Err = "no checkpoint to fetch it against: " + err.Error() })
 		n.log.Warn("history: no checkpoint to fetch it against", "err", err)
 		return
 	}
-	// Its authors only (the chains to fetch): the whole checkpoint is
-	// decoded at the end, to fold the history against it.
-	d, err := crdt.DecodeCheckpointAuthors(raw)
 	if err != nil {
 		c.hist.update(func(s *HistoryStatus) { s.Err = err.Error() })
 		n.log.Error("history: the stored checkpoint does not decode", "err", err)
 		return
+	}
+	var raw []byte
+	if checkpointOps(d) <= uint64(c.cfg.MaxFoldOps) {
+		if raw, _, err = n.store.LatestCheckpoint(); err == nil {
+			d, err = crdt.DecodeCheckpointAuthors(raw)
+		}
+		if err != nil {
+			c.hist.update(func(s *HistoryStatus) { s.Err = err.Error() })
+			n.log.Error("history: the stored checkpoint does not read", "err", err)
+			return
+		}
 	}
 	targets, held, total, err := c.historyTargets(d)
 	if err != nil {
 		c.hist.update(func(s *HistoryStatus) { s.Err = err.Error() })
 		n.log.Error("history: reading the log", "err", err)
 		return
-	}
-	if total > uint64(c.cfg.MaxFoldOps) {
-		// Not folded at the end (verifyHistory): the checkpoint's bytes
-		// are not held through the fetch.
-		raw = nil
 	}
 	c.hist.update(func(s *HistoryStatus) { s.Active, s.Held, s.Total = true, held, total })
 	n.store.WatchMappedClosely(true) // the caller turns it off
@@ -219,6 +230,15 @@ func (c *checkpointer) fetchHistory(ctx context.Context) {
 		n.log.Error("history: NOT VERIFIED against the checkpoint", "err", err)
 		return
 	}
+}
+
+// checkpointOps is the number of ops d summarizes: its authors' seqs.
+func checkpointOps(d crdt.DecodedCheckpoint) uint64 {
+	var n uint64
+	for _, a := range d.Stored.Authors {
+		n += a.Seq
+	}
+	return n
 }
 
 // historyTargets lists, for every author of the checkpoint, the ops still

@@ -44,6 +44,30 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 			t.Logf("joiner's log:\n%s", logs.String())
 		}
 	}()
+	// The binary's collector target follows JoiningOrFetchingHistory: it
+	// must not drop between the join and the fetch (it did while the fetch
+	// read the checkpoint and the log, 0.3 s at 10 M ops, and the target
+	// swung to 100 % and back during the catch-up).
+	gapStop, gapDone := make(chan struct{}), make(chan int)
+	go func() {
+		seen, prev, gaps := false, false, 0
+		for {
+			select {
+			case <-gapStop:
+				gapDone <- gaps
+				return
+			case <-time.After(200 * time.Microsecond):
+			}
+			v := d.node.JoiningOrFetchingHistory()
+			if d.node.CheckpointStatus().History.Done {
+				continue // ended: false from now on
+			}
+			if seen && prev && !v {
+				gaps++
+			}
+			seen, prev = seen || v, v
+		}
+	}()
 	waitUntil(t, 15*time.Second, "the new venue to install a checkpoint", func() bool { return d.node.CheckpointStatus().Installed })
 	waitUntil(t, 5*time.Second, "the new venue to end its join", func() bool { return !d.node.CheckpointStatus().Joining })
 	pay := func(key string) time.Duration {
@@ -87,6 +111,10 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 	}
 	if !sawActive {
 		t.Error("the history fetch never reported itself Active")
+	}
+	close(gapStop)
+	if gaps := <-gapDone; gaps > 0 {
+		t.Errorf("JoiningOrFetchingHistory went false %d times between the join and the end of the fetch", gaps)
 	}
 	fetched := time.Since(start)
 	waitUntil(t, 30*time.Second, "the history folded and verified", func() bool {

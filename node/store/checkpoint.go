@@ -262,6 +262,63 @@ func (s *Store) LatestCheckpoint() ([]byte, []crdt.Attestation, error) {
 	return cp, rec.atts, nil
 }
 
+// LatestCheckpointHead reads the latest saved checkpoint chunk by chunk
+// and gives decode the bytes read so far, until decode accepts them: a
+// reader that needs only the checkpoint's head (its meta and authors, at
+// its start) does not hold the whole of it (80 MB at 10 M ops). decode's
+// last error is returned if the whole checkpoint does not satisfy it.
+// Unlike LatestCheckpoint it does not check the bytes against the saved
+// hash, which needs all of them: Badger's own checksums guard the chunks
+// read.
+func (s *Store) LatestCheckpointHead(decode func(prefix []byte) error) error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	defer s.release()
+	var last error
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keyCheckpoint)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNoCheckpoint
+		}
+		if err != nil {
+			return err
+		}
+		var rec checkpointRecord
+		if err := item.Value(func(v []byte) error {
+			var err error
+			rec, err = decodeCheckpointRecord(v)
+			return err
+		}); err != nil {
+			return err
+		}
+		var prefix []byte
+		if rec.size == 0 {
+			last = decode(nil)
+		}
+		for i := uint32(0); uint64(len(prefix)) < rec.size; i++ {
+			item, err := txn.Get(checkpointChunkKey(rec.gen, i))
+			if err != nil {
+				return fmt.Errorf("%w: checkpoint chunk %d: %v", ErrCorrupt, i, err)
+			}
+			if err := item.Value(func(v []byte) error { prefix = append(prefix, v...); return nil }); err != nil {
+				return err
+			}
+			if last = decode(prefix); last == nil {
+				return nil
+			}
+		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, ErrNoCheckpoint):
+		return err
+	case err != nil:
+		return fmt.Errorf("store: checkpoint: %w", err)
+	}
+	return last
+}
+
 // UpdateCheckpointAttestations replaces the attestations kept with the
 // latest checkpoint, if its hash is hash (more venues attested it after it
 // was saved). It reports whether it did.

@@ -61,3 +61,54 @@ func TestSaveCheckpointRoundTrip(t *testing.T) {
 	}
 	t.Cleanup(func() { st.Close() })
 }
+
+// LatestCheckpointHead reads a checkpoint's chunks only until its reader
+// has what it needs: a new venue reads its checkpoint's authors without
+// holding the whole checkpoint (80 MB at 10 M ops).
+func TestLatestCheckpointHeadReadsOnlyWhatIsNeeded(t *testing.T) {
+	st := openStore(t, t.TempDir(), 0)
+	t.Cleanup(func() { st.Close() })
+	if err := st.LatestCheckpointHead(func([]byte) error { return nil }); !errors.Is(err, ErrNoCheckpoint) {
+		t.Fatalf("empty store: %v", err)
+	}
+	cp := make([]byte, 5*checkpointChunk+123)
+	for i := range cp {
+		cp[i] = byte(i * 7)
+	}
+	if err := st.SaveCheckpoint(cp, nil); err != nil {
+		t.Fatal(err)
+	}
+	errShort := errors.New("need more")
+	for _, tc := range []struct {
+		name      string
+		need      int // bytes the reader needs; -1: never satisfied
+		wantCalls int
+		wantErr   error
+	}{
+		{"the head in the first chunk", 100, 1, nil},
+		{"the head across two chunks", checkpointChunk + 1, 2, nil},
+		{"all of it", len(cp), 6, nil},
+		{"never enough", -1, 6, errShort},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls, longest := 0, 0
+			err := st.LatestCheckpointHead(func(p []byte) error {
+				calls++
+				longest = len(p)
+				if !bytes.Equal(p, cp[:len(p)]) {
+					t.Fatalf("call %d: the prefix is not the checkpoint's start", calls)
+				}
+				if tc.need < 0 || len(p) < tc.need {
+					return errShort
+				}
+				return nil
+			})
+			if !errors.Is(err, tc.wantErr) || err != nil && tc.wantErr == nil {
+				t.Fatalf("err %v, want %v", err, tc.wantErr)
+			}
+			if calls != tc.wantCalls {
+				t.Fatalf("%d calls (last prefix %d bytes), want %d", calls, longest, tc.wantCalls)
+			}
+		})
+	}
+}

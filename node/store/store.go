@@ -245,8 +245,15 @@ func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
 		// (288 cycles in a 70 s payment run at 1 M ops, against 23 with
 		// 2 MiB tables) and payments stalled behind it (p99 209-647 ms
 		// against 58 ms; docs/benchmarks.md, "Payment tail at 200/s").
+		// 1 MiB, not 2: a table is full when its compressed blocks reach
+		// the size, and its builder holds them uncompressed beside their
+		// compressed copies, more than the twice-the-size its allocator
+		// starts with, which then doubles: 12 MiB per builder for 2 MiB
+		// tables, 6 for 1 MiB. A new venue catching up at 10 M ops ran
+		// 20-30 builders at once: its live heap peaked at 406-454 MB with
+		// 2 MiB tables, 350-394 with 1 MiB (issue 11, sixth pass).
 		WithNumCompactors(2).
-		WithBaseTableSize(2 << 20).
+		WithBaseTableSize(1 << 20).
 		// Snappy: a third less disk (venue keys, labels and the key
 		// prefixes shared by an op's index records compress; hashes and
 		// signatures do not) and fewer mapped pages, for little CPU
