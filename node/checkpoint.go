@@ -242,12 +242,16 @@ func (n *Node) startCheckpoints(ctx context.Context, nw *p2p.Network) error {
 // checkpointSource serves the store's latest checkpoint.
 type checkpointSource struct{ s *store.Store }
 
-func (c checkpointSource) LatestCheckpoint() ([]byte, []crdt.Attestation, error) {
-	cp, atts, err := c.s.LatestCheckpoint()
+var _ p2p.CheckpointSource = checkpointSource{}
+
+func (c checkpointSource) WriteCheckpoint(header func(int, []crdt.Attestation) error, chunk func([]byte) error) (bool, error) {
+	err := c.s.StreamLatestCheckpoint(func(size uint64, atts []crdt.Attestation) error {
+		return header(int(size), atts)
+	}, chunk)
 	if errors.Is(err, store.ErrNoCheckpoint) {
-		return nil, nil, nil
+		return false, nil
 	}
-	return cp, atts, err
+	return true, err
 }
 
 // received records another venue's attestation (from the network's

@@ -84,10 +84,14 @@ func AttestationTopic(fed crdt.PublicKey) string {
 }
 
 // CheckpointSource is what CheckpointProtocol serves: the latest
-// checkpoint a quorum attested, with the attestations. It returns a nil
-// checkpoint when it holds none.
+// checkpoint a quorum attested, with the attestations.
 type CheckpointSource interface {
-	LatestCheckpoint() ([]byte, []crdt.Attestation, error)
+	// WriteCheckpoint hands the checkpoint to the sender without holding
+	// it whole (80 MB at 10 M ops): header gets its size and
+	// attestations, then chunk its bytes in order (each slice valid only
+	// during the call). found is false, and neither is called, when the
+	// source holds no checkpoint.
+	WriteCheckpoint(header func(size int, atts []crdt.Attestation) error, chunk func([]byte) error) (found bool, err error)
 }
 
 // Checkpoint is a checkpoint received from a peer, not verified.
@@ -249,32 +253,49 @@ func (n *Network) serveCheckpoint(ctx context.Context, s network.Stream, src Che
 	if err := n.sendFedOps(ctx, jc, have); err != nil {
 		return err
 	}
-	var cp []byte
-	var atts []crdt.Attestation
+	// The checkpoint goes out in frames of MaxMessageSize-1 bytes, filled
+	// from the source's chunks: one frame's buffer is held, not the
+	// checkpoint.
+	frame := make([]byte, 1, n.cfg.MaxMessageSize)
+	frame[0] = cpChunk
+	found := false
 	if src != nil {
-		if cp, atts, err = src.LatestCheckpoint(); err != nil {
+		found, err = src.WriteCheckpoint(func(size int, atts []crdt.Attestation) error {
+			if size <= 0 {
+				return fmt.Errorf("p2p: checkpoint of %d bytes", size)
+			}
+			atts = atts[:min(len(atts), n.maxHeaderAttestations())]
+			h := binary.AppendUvarint([]byte{cpHeader}, uint64(size))
+			h = binary.AppendUvarint(h, uint64(len(atts)))
+			for i := range atts {
+				h = append(h, atts[i].Encode()...)
+			}
+			return jc.write(h)
+		}, func(p []byte) error {
+			for len(p) > 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				k := min(len(p), cap(frame)-len(frame))
+				frame, p = append(frame, p[:k]...), p[k:]
+				if len(frame) == cap(frame) {
+					if err := jc.write(frame); err != nil {
+						return err
+					}
+					frame = frame[:1]
+				}
+			}
+			return nil
+		})
+		if err != nil {
 			return fmt.Errorf("read the checkpoint: %w", err)
 		}
 	}
-	if len(cp) == 0 {
+	if !found {
 		return jc.write([]byte{cpNone})
 	}
-	atts = atts[:min(len(atts), n.maxHeaderAttestations())]
-	h := binary.AppendUvarint([]byte{cpHeader}, uint64(len(cp)))
-	h = binary.AppendUvarint(h, uint64(len(atts)))
-	for i := range atts {
-		h = append(h, atts[i].Encode()...)
-	}
-	if err := jc.write(h); err != nil {
-		return err
-	}
-	chunk := n.cfg.MaxMessageSize - 1
-	for off := 0; off < len(cp); off += chunk {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		end := min(len(cp), off+chunk)
-		if err := jc.write(append([]byte{cpChunk}, cp[off:end]...)); err != nil {
+	if len(frame) > 1 {
+		if err := jc.write(frame); err != nil {
 			return err
 		}
 	}

@@ -59,9 +59,15 @@ type fuzzPair struct {
 	checkpointAtts []crdt.Attestation
 }
 
-// LatestCheckpoint serves the honest node's real checkpoint.
-func (p *fuzzPair) LatestCheckpoint() ([]byte, []crdt.Attestation, error) {
-	return p.checkpoint, p.checkpointAtts, nil
+// WriteCheckpoint serves the honest node's real checkpoint.
+func (p *fuzzPair) WriteCheckpoint(header func(int, []crdt.Attestation) error, chunk func([]byte) error) (bool, error) {
+	if len(p.checkpoint) == 0 {
+		return false, nil
+	}
+	if err := header(len(p.checkpoint), p.checkpointAtts); err != nil {
+		return true, err
+	}
+	return true, chunk(p.checkpoint)
 }
 
 // newFuzzPair starts the two networks on loopback and waits until each

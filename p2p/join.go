@@ -319,7 +319,12 @@ func (c *joinConn) write(payload []byte) error {
 	if len(payload) > c.max {
 		return fmt.Errorf("p2p: join frame of %d bytes over %d", len(payload), c.max)
 	}
-	_, err := c.rw.Write(append(binary.AppendUvarint(nil, uint64(len(payload))), payload...))
+	// Two writes, not a copy of the payload behind its length: a
+	// checkpoint goes out in frames of up to MaxMessageSize.
+	if _, err := c.rw.Write(binary.AppendUvarint(nil, uint64(len(payload)))); err != nil {
+		return err
+	}
+	_, err := c.rw.Write(payload)
 	return err
 }
 

@@ -112,3 +112,50 @@ func TestLatestCheckpointHeadReadsOnlyWhatIsNeeded(t *testing.T) {
 		})
 	}
 }
+
+// A checkpoint is sent from the store a chunk at a time, in order, with
+// its attestations first, and checked against its hash at the end: a
+// venue serving a new one does not hold the whole checkpoint.
+func TestStreamLatestCheckpoint(t *testing.T) {
+	st := openStore(t, t.TempDir(), 0)
+	t.Cleanup(func() { st.Close() })
+	none := func(uint64, []crdt.Attestation) error { t.Fatal("header called without a checkpoint"); return nil }
+	if err := st.StreamLatestCheckpoint(none, nil); !errors.Is(err, ErrNoCheckpoint) {
+		t.Fatalf("empty store: %v", err)
+	}
+	a := signer(t, 1)
+	cp := make([]byte, 3*checkpointChunk+77)
+	for i := range cp {
+		cp[i] = byte(i*13 + 1)
+	}
+	att := crdt.NewOpSet(crdt.Config{Federation: a.Public()}).Attest(a, cp)
+	if err := st.SaveCheckpoint(cp, []crdt.Attestation{att}); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	chunks, biggest := 0, 0
+	err := st.StreamLatestCheckpoint(func(size uint64, atts []crdt.Attestation) error {
+		if size != uint64(len(cp)) || len(atts) != 1 || atts[0] != att || got != nil {
+			t.Fatalf("header: size %d, %d attestations, after %d bytes", size, len(atts), len(got))
+		}
+		return nil
+	}, func(p []byte) error {
+		chunks++
+		biggest = max(biggest, len(p))
+		got = append(got, p...)
+		return nil
+	})
+	if err != nil || !bytes.Equal(got, cp) {
+		t.Fatalf("streamed %d of %d bytes: %v", len(got), len(cp), err)
+	}
+	if chunks != 4 || biggest > checkpointChunk {
+		t.Fatalf("%d chunks, the biggest %d bytes: want 4 of at most %d", chunks, biggest, checkpointChunk)
+	}
+	// The sender's error stops the stream and comes back.
+	errSend := errors.New("peer gone")
+	calls := 0
+	err = st.StreamLatestCheckpoint(func(uint64, []crdt.Attestation) error { return nil }, func([]byte) error { calls++; return errSend })
+	if !errors.Is(err, errSend) || calls != 1 {
+		t.Fatalf("after a send error: %v, %d calls", err, calls)
+	}
+}
