@@ -213,6 +213,45 @@ func (s *Store) CheckpointInfo() (CheckpointInfo, error) {
 	return CheckpointInfo{Hash: rec.hash, Size: rec.size, Attestations: rec.atts}, nil
 }
 
+// readCheckpointIn reads the latest checkpoint's record, then its chunks
+// in order, appended to the bytes it returns (allocated whole up front if
+// whole), until they are all read or enough, called after each chunk,
+// says so. ErrNoCheckpoint when there is none.
+func readCheckpointIn(txn *badger.Txn, whole bool, enough func(prefix []byte) bool) (checkpointRecord, []byte, error) {
+	var rec checkpointRecord
+	item, err := txn.Get(keyCheckpoint)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return rec, nil, ErrNoCheckpoint
+	}
+	if err != nil {
+		return rec, nil, err
+	}
+	if err := item.Value(func(v []byte) error {
+		var err error
+		rec, err = decodeCheckpointRecord(v)
+		return err
+	}); err != nil {
+		return rec, nil, err
+	}
+	var cp []byte
+	if whole {
+		cp = make([]byte, 0, rec.size)
+	}
+	for i := uint32(0); uint64(len(cp)) < rec.size; i++ {
+		item, err := txn.Get(checkpointChunkKey(rec.gen, i))
+		if err != nil {
+			return rec, cp, fmt.Errorf("%w: checkpoint chunk %d: %v", ErrCorrupt, i, err)
+		}
+		if err := item.Value(func(v []byte) error { cp = append(cp, v...); return nil }); err != nil {
+			return rec, cp, err
+		}
+		if enough != nil && enough(cp) {
+			break
+		}
+	}
+	return rec, cp, nil
+}
+
 // LatestCheckpoint returns the latest saved checkpoint's bytes and
 // attestations, or ErrNoCheckpoint. The bytes are checked against the
 // saved hash.
@@ -224,31 +263,9 @@ func (s *Store) LatestCheckpoint() ([]byte, []crdt.Attestation, error) {
 	var cp []byte
 	var rec checkpointRecord
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(keyCheckpoint)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNoCheckpoint
-		}
-		if err != nil {
-			return err
-		}
-		if err := item.Value(func(v []byte) error {
-			var err error
-			rec, err = decodeCheckpointRecord(v)
-			return err
-		}); err != nil {
-			return err
-		}
-		cp = make([]byte, 0, rec.size)
-		for i := uint32(0); uint64(len(cp)) < rec.size; i++ {
-			item, err := txn.Get(checkpointChunkKey(rec.gen, i))
-			if err != nil {
-				return fmt.Errorf("%w: checkpoint chunk %d: %v", ErrCorrupt, i, err)
-			}
-			if err := item.Value(func(v []byte) error { cp = append(cp, v...); return nil }); err != nil {
-				return err
-			}
-		}
-		return nil
+		var err error
+		rec, cp, err = readCheckpointIn(txn, true, nil)
+		return err
 	})
 	if err != nil {
 		if errors.Is(err, ErrNoCheckpoint) {
@@ -338,39 +355,17 @@ func (s *Store) LatestCheckpointHead(decode func(prefix []byte) error) error {
 	}
 	defer s.release()
 	var last error
+	calls := 0
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(keyCheckpoint)
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNoCheckpoint
+		_, prefix, err := readCheckpointIn(txn, false, func(prefix []byte) bool {
+			calls++
+			last = decode(prefix)
+			return last == nil
+		})
+		if err == nil && calls == 0 {
+			last = decode(prefix) // an empty checkpoint
 		}
-		if err != nil {
-			return err
-		}
-		var rec checkpointRecord
-		if err := item.Value(func(v []byte) error {
-			var err error
-			rec, err = decodeCheckpointRecord(v)
-			return err
-		}); err != nil {
-			return err
-		}
-		var prefix []byte
-		if rec.size == 0 {
-			last = decode(nil)
-		}
-		for i := uint32(0); uint64(len(prefix)) < rec.size; i++ {
-			item, err := txn.Get(checkpointChunkKey(rec.gen, i))
-			if err != nil {
-				return fmt.Errorf("%w: checkpoint chunk %d: %v", ErrCorrupt, i, err)
-			}
-			if err := item.Value(func(v []byte) error { prefix = append(prefix, v...); return nil }); err != nil {
-				return err
-			}
-			if last = decode(prefix); last == nil {
-				return nil
-			}
-		}
-		return nil
+		return err
 	})
 	switch {
 	case errors.Is(err, ErrNoCheckpoint):
