@@ -8,7 +8,8 @@
 # VmRSS, RssAnon, RssFile in kB). At the end it prints the venue's median RSS after FROM seconds
 # (default: over the second half of the run), its sampled peak, its
 # high-water mark (VmHWM) and whether it started from the checkpoint, and
-# saves its heap profile (heap.pb.gz).
+# saves its heap profile (heap.pb.gz); then the loaded node's high-water
+# mark (its start, and serving the new venue its checkpoint and history).
 #
 # Usage: bench/season/rejoin.sh WORKDIR OUTDIR [SECONDS] [VAR=value ...]
 #   WORKDIR  the work directory the benchmark logged ("work directory: ...")
@@ -61,7 +62,8 @@ trap cleanup EXIT
 
 "$BIN" node --data "$work/node" --http 127.0.0.1:$port --listen /ip4/127.0.0.1/tcp/$((port + 1)) \
 	--mdns=false >"$out/loaded.log" 2>&1 &
-pids+=($!)
+loaded=$!
+pids+=($loaded)
 peer=""
 for _ in $(seq 1 300); do
 	peer=$(grep -o ' peer=[A-Za-z0-9]*' "$out/loaded.log" | head -1 | cut -d= -f2 || true)
@@ -95,6 +97,7 @@ while :; do
 	sleep "$every"
 done
 hwm=$(awk '/^VmHWM:/ {print int($2 / 1024)}' /proc/$nv/status)
+loadedhwm=$(awk '/^VmHWM:/ {print int($2 / 1024)}' /proc/$loaded/status)
 curl -sf -o "$out/heap.pb.gz" "http://127.0.0.1:$((port + 4))/debug/pprof/heap" || true
 cleanup
 pids=()
@@ -103,7 +106,7 @@ pids=()
 
 ckpt=no
 grep -q 'started from an attested checkpoint' "$out/newvenue.log" && ckpt=yes
-awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt -v hwm="$hwm" '
+awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt -v hwm="$hwm" -v loadedhwm="$loadedhwm" '
 	{ if ($2 > peak) peak = $2 }
 	$1 > from { n++; rss[n] = $2; anon[n] = $3; file[n] = $4 }
 	function median(a, n,   i, j, t) {
@@ -113,4 +116,5 @@ awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt -v hwm="$hwm" '
 	END {
 		printf "new venue: from checkpoint: %s; RSS median after %d s %d MiB (anonymous %d, file-mapped %d), sampled peak %d MiB, high-water mark (VmHWM) %s MiB\n",
 			ckpt, from, median(rss, n) / 1024, median(anon, n) / 1024, median(file, n) / 1024, peak / 1024, hwm
+		printf "loaded node: high-water mark (VmHWM) %s MiB over its start and serving the new venue\n", loadedhwm
 	}' "$out/rss.txt"
