@@ -103,6 +103,30 @@ type Config struct {
 	// idempotency key (see store.Config.IdempotencyTTL). Default 0:
 	// store.DefaultIdempotencyTTL (7 days); negative keeps them forever.
 	IdempotencyTTL time.Duration
+
+	// storeTableSize overrides the store's table size (tests and
+	// benchmarks only; see storeConfig).
+	storeTableSize int64
+}
+
+// storeConfig returns the store's configuration. A store that does not
+// exist yet is a venue's first start: it will catch up with the
+// federation (from a checkpoint, compacting all the time), so it builds
+// small tables (store.NewStoreTableSize); a store that holds data builds
+// the default ones, which cost a node under payments fewer compactions.
+func storeConfig(cfg Config, log *slog.Logger) (store.Config, error) {
+	dir := filepath.Join(cfg.DataDir, StoreDir)
+	sc := store.Config{Dir: dir, Logger: log, MinFreeBytes: cfg.MinFreeBytes, IdempotencyTTL: cfg.IdempotencyTTL, TableSize: cfg.storeTableSize}
+	if sc.TableSize == 0 {
+		exists, err := store.Exists(dir)
+		if err != nil {
+			return sc, fmt.Errorf("node: open store: %w", err)
+		}
+		if !exists {
+			sc.TableSize = store.NewStoreTableSize
+		}
+	}
+	return sc, nil
 }
 
 func (c *Config) setDefaults() error {
@@ -228,7 +252,11 @@ func New(cfg Config) (*Node, error) {
 	for _, t := range cfg.StaffTokens {
 		n.tokens = append(n.tokens, sha256.Sum256([]byte(t)))
 	}
-	st, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, StoreDir), Logger: n.log, MinFreeBytes: cfg.MinFreeBytes, IdempotencyTTL: cfg.IdempotencyTTL})
+	sc, err := storeConfig(cfg, n.log)
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(sc)
 	if err != nil {
 		return nil, fmt.Errorf("node: open store: %w", err)
 	}

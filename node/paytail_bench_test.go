@@ -54,6 +54,7 @@ var (
 	payTailLog      = flag.String("paytail.log", "", "write the node's debug log (slow write groups) to this file")
 	payTailSettle   = flag.Duration("paytail.settle", 0, "wait this long after the node started before paying (lets the first compaction run its course)")
 	payTailHeap     = flag.String("paytail.heapprofile", "", "write a heap profile taken when the live heap peaked during the run to this file")
+	payTailTables   = flag.Int64("paytail.tablesize", 0, "Badger table size of the node's store (0: the node's choice, store.DefaultTableSize for an existing store)")
 	payTailP2P      = flag.Bool("paytail.p2p", true, "run the node's network (libp2p on loopback, no peer) as cagnotte node does")
 )
 
@@ -109,7 +110,7 @@ func BenchmarkPaymentsDuringCompaction(b *testing.B) {
 			logger = slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 		opened := time.Now()
-		cfg := Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", Logger: logger}
+		cfg := Config{DataDir: dir, HTTPAddr: "127.0.0.1:0", Logger: logger, storeTableSize: *payTailTables}
 		if *payTailP2P {
 			pc := p2p.DefaultConfig()
 			pc.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}

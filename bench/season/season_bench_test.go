@@ -43,7 +43,9 @@ package season
 // RSS is sampled from /proc/PID/status (VmRSS, VmHWM) every 100 ms for
 // every node process: "steady" is the median VmRSS during the payment run,
 // "peak" the highest VmHWM of the loaded node's processes (start, payments,
-// stop with its last snapshot, restarts). The figures are printed
+// stop with its last snapshot, restarts), with the phase in which it was
+// first sampled (the payments' minute, the new venue's join, a restart)
+// and what VmRSS held then. The figures are printed
 // (-v) and reported as benchmark metrics. The generated federation counts
 // one node alone as in sync (min peers 0): the benchmark measures the
 // node's storage and views, not the quorum of a 50-venue network.
@@ -94,6 +96,7 @@ var (
 	flagBatch      = flag.Int("season.batch", genhistory.DefaultBatchOps, "ops per store commit when generating (gen-history --batch)")
 	flagKeep       = flag.Bool("season.keep", false, "keep the work directory (its path is logged)")
 	flagCkpt       = flag.Bool("season.checkpoint", true, "save a checkpoint of the history attested by a quorum of the generated venues before the first start (genhistory.SaveAttestedCheckpoint), so that the new venue can join from it")
+	flagLogLevel   = flag.String("season.loglevel", "info", "the loaded node's --log-level (debug logs its slow write groups and its page-outs of mapped tables to loaded.log)")
 	flagProfiles   = flag.String("season.profiles", "", "directory for heap profiles of the loaded node (run with --pprof) after its start and after the payments (default: none)")
 )
 
@@ -152,6 +155,9 @@ type result struct {
 	AnonSteady   int64           // kB, median RssAnon during the payment run
 	FileSteady   int64           // kB, median RssFile (mapped Badger files) during the payment run
 	AnonPeak     int64           // kB, highest RssAnon sampled of the loaded node
+	PeakWhere    string          // the phase in which the loaded node's peak was first sampled
+	PeakSample   memStatus       // VmRSS and its parts in that sample
+	phases       []phase         // the loaded node's phases, in order
 	StopTime     time.Duration   // SIGTERM → exit, after the payment run
 	Pay          latencies
 	PayErrors    int
@@ -189,6 +195,32 @@ type result struct {
 	Checkpoint    genhistory.CheckpointInfo // the attested checkpoint saved before the first start
 	DiskBytes     []int64                   // du of the data dir: after generation, then after each stop
 	DiskOps       []uint64                  // ops at each measure
+}
+
+// phase is a part of the run, from its start to the next phase's.
+type phase struct {
+	name   string
+	at     time.Time
+	minute bool // name the minute of the phase rather than the second
+}
+
+func (r *result) mark(name string, minute bool) {
+	r.phases = append(r.phases, phase{name, time.Now(), minute})
+}
+
+// where names the phase t falls in, and how far into it.
+func (r *result) where(t time.Time) string {
+	for i := len(r.phases) - 1; i >= 0; i-- {
+		ph := r.phases[i]
+		if t.Before(ph.at) {
+			continue
+		}
+		if ph.minute {
+			return fmt.Sprintf("%s, minute %d", ph.name, int(t.Sub(ph.at)/time.Minute)+1)
+		}
+		return fmt.Sprintf("%s, +%.1f s", ph.name, t.Sub(ph.at).Seconds())
+	}
+	return "before the first start"
 }
 
 // latencies is a sorted list of durations.
@@ -265,6 +297,10 @@ func (r *result) String() string {
 		mib(r.RSSStarted), mib(r.RSSSteady), mib(r.RSSPeak))
 	fmt.Fprintf(&b, "                     of which anonymous %s steady, %s peak; file-mapped (Badger's tables and logs) %s steady\n",
 		mib(r.AnonSteady), mib(r.AnonPeak), mib(r.FileSteady))
+	if r.PeakWhere != "" {
+		fmt.Fprintf(&b, "                     peak first sampled in %s: VmRSS %s then, anonymous %s, file-mapped %s\n",
+			r.PeakWhere, mib(r.PeakSample.rss), mib(r.PeakSample.anon), mib(r.PeakSample.file))
+	}
 	cs := make([]string, len(r.ColdStarts))
 	for i, d := range r.ColdStarts {
 		cs[i] = fmt.Sprintf("%.2f", d.Seconds())
@@ -418,7 +454,7 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 		}
 	}
 	loaded := func() *proc {
-		args := []string{"node", "--data", dataDir, "--http", httpL, "--listen", "/ip4/127.0.0.1/tcp/" + portOf(p2pL), "--mdns=false"}
+		args := []string{"node", "--data", dataDir, "--http", httpL, "--listen", "/ip4/127.0.0.1/tcp/" + portOf(p2pL), "--mdns=false", "--log-level", *flagLogLevel}
 		if pprofL != "" {
 			args = append(args, "--pprof", pprofL)
 		}
@@ -432,6 +468,7 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 	}}
 
 	// 1. Start.
+	r.mark("start", false)
 	p := loaded()
 	st, cold := waitAPI(ctx, b, p, cl)
 	r.ColdStarts = append(r.ColdStarts, cold)
@@ -455,6 +492,7 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 		joinCard = append(joinCard, string(c.Card))
 	}
 	pay := &payer{cards: m.PayCards[joinCards:]}
+	r.mark("payments", true)
 	from := time.Now()
 	wb0, _ := writeBytes(p.cmd.Process.Pid)
 	payRun(ctx, cl, pay, *flagRate, *flagPay, r)
@@ -471,7 +509,9 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 	b.Logf("payments: %d, p99 %s, %d errors", len(r.Pay), ms(r.Pay.q(0.99)), r.PayErrors)
 
 	// 4. A new venue (-season.join 0 skips it).
+	r.mark("after the payments", false)
 	if *flagJoinWait > 0 {
+		r.mark("the new venue joining", false)
 		newVenue(ctx, b, bin, work, fedDir, st.Node, p2pL, cl, joinCard, fmt.Sprintf("ops%d-newvenue", ops), r)
 	}
 
@@ -481,7 +521,13 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 		if err != nil {
 			b.Fatal(err)
 		}
+		r.mark("stop", false)
 		d := p.stop(b)
+		if pk := p.peak(); pk > r.RSSPeak {
+			if s, ok := p.firstAt(pk); ok {
+				r.PeakWhere, r.PeakSample = r.where(s.at), s.memStatus
+			}
+		}
 		r.RSSPeak = max(r.RSSPeak, p.peak())
 		r.AnonPeak = max(r.AnonPeak, p.peakAnon())
 		r.DiskBytes = append(r.DiskBytes, du(b, dataDir))
@@ -490,6 +536,7 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 	}
 	r.StopTime = stopAndMeasure(p)
 	for i := range *flagRestarts {
+		r.mark(fmt.Sprintf("restart %d", i+1), false)
 		p = loaded()
 		st, cold := waitAPI(ctx, b, p, cl)
 		r.ColdStarts = append(r.ColdStarts, cold)
@@ -793,6 +840,18 @@ func (p *proc) peak() int64 {
 		m = max(m, s.hwm, s.rss)
 	}
 	return m
+}
+
+// firstAt returns the first sample whose VmHWM or VmRSS reached kb.
+func (p *proc) firstAt(kb int64) (sample, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.samples {
+		if max(s.hwm, s.rss) >= kb {
+			return s, true
+		}
+	}
+	return sample{}, false
 }
 
 // peakAnon returns the highest anonymous RSS sampled (kB).
@@ -1380,5 +1439,28 @@ func TestStoreInUse(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestWhere(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 20, 0, 0, 0, time.UTC)
+	r := &result{phases: []phase{
+		{"start", t0, false},
+		{"payments", t0.Add(10 * time.Second), true},
+		{"the new venue joining", t0.Add(3610 * time.Second), false},
+	}}
+	for _, c := range []struct {
+		at   time.Duration
+		want string
+	}{
+		{-time.Second, "before the first start"},
+		{2500 * time.Millisecond, "start, +2.5 s"},
+		{10 * time.Second, "payments, minute 1"},
+		{(10 + 52*60 + 30) * time.Second, "payments, minute 53"},
+		{3622 * time.Second, "the new venue joining, +12.0 s"},
+	} {
+		if got := r.where(t0.Add(c.at)); got != c.want {
+			t.Errorf("where(+%s) = %q, want %q", c.at, got, c.want)
+		}
 	}
 }

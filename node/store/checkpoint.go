@@ -144,6 +144,7 @@ func (s *Store) StageCheckpoint(cp []byte) (StagedCheckpoint, error) {
 	if err := wb.Flush(); err != nil {
 		return StagedCheckpoint{}, fmt.Errorf("store: save checkpoint: %w", err)
 	}
+	s.releaseValueLog()
 	return StagedCheckpoint{gen: gen, size: uint64(len(cp)), hash: sha256.Sum256(cp), prevGen: prev.gen, havePrev: havePrev}, nil
 }
 
@@ -267,6 +268,7 @@ func (s *Store) LatestCheckpoint() ([]byte, []crdt.Attestation, error) {
 		rec, cp, err = readCheckpointIn(txn, true, nil)
 		return err
 	})
+	s.releaseValueLog()
 	if err != nil {
 		if errors.Is(err, ErrNoCheckpoint) {
 			return nil, nil, err
@@ -305,9 +307,15 @@ func (s *Store) StreamLatestCheckpoint(header func(size uint64, atts []crdt.Atte
 	h := sha256.New()
 	var buf []byte
 	var sent uint64
+	// The chunks' pages are handed back as they are sent, not only at the
+	// end: the whole checkpoint resident at once is what is avoided.
+	defer s.releaseValueLog()
 	for i := uint32(0); sent < rec.size; i++ {
 		if buf, err = s.checkpointChunkInto(rec.gen, i, buf[:0]); err != nil {
 			return err
+		}
+		if i%releaseEveryChunks == releaseEveryChunks-1 {
+			s.releaseValueLog()
 		}
 		h.Write(buf)
 		sent += uint64(len(buf))
@@ -320,6 +328,10 @@ func (s *Store) StreamLatestCheckpoint(header func(size uint64, atts []crdt.Atte
 	}
 	return nil
 }
+
+// releaseEveryChunks is every how many chunks read or written the value
+// log's pages are handed back (16 MiB).
+const releaseEveryChunks = 16
 
 // checkpointChunkInto appends chunk i of checkpoint generation gen to buf.
 func (s *Store) checkpointChunkInto(gen uint64, i uint32, buf []byte) ([]byte, error) {

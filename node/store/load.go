@@ -294,6 +294,9 @@ func (s *Store) ReadRange(author crdt.PublicKey, from, to uint64, fn func(crdt.O
 		return err
 	}
 	defer s.release()
+	if to >= from && to-from >= longRange {
+		defer s.rangeReadAt.Store(time.Now().UnixNano())
+	}
 	return s.readRange(author, from, to, fn)
 }
 

@@ -63,6 +63,26 @@ func mappedCheck(tick uint64, closely bool) (check, burst bool) {
 // the history), at the cost of more page-outs during its compactions.
 func (s *Store) WatchMappedClosely(on bool) { s.mappedClosely.Store(on) }
 
+// longRange is the length of a range read (ReadRange) from which the
+// store watches its mapped tables closely for a while: a peer's history
+// fetch asks 512 ops at a time, and a catch-up session's runs are as long.
+const longRange = 256
+
+// rangeWatch is how long after a long range read the store keeps
+// watching its mapped tables closely.
+const rangeWatch = 2 * time.Second
+
+// servingRanges reports whether a long range read ended within rangeWatch
+// of now. A venue serving a joiner's catch-up and history reads the whole
+// history once, table after table: the pages it touches pile up faster
+// than the check every second pages them out (a loaded node's RSS rose
+// from 190 to 424 MiB while it served a new venue), so while it serves
+// them it is watched as closely as a joiner.
+func (s *Store) servingRanges(now time.Time) bool {
+	at := s.rangeReadAt.Load()
+	return at != 0 && now.Sub(time.Unix(0, at)) < rangeWatch
+}
+
 // MappedWatchedClosely reports whether WatchMappedClosely is on.
 func (s *Store) MappedWatchedClosely() bool { return s.mappedClosely.Load() }
 
@@ -104,4 +124,21 @@ func (s *Store) trimMapped(burst bool) int64 {
 	// Logged to tell whether a writer's slow commit coincides with it.
 	s.log.Debug("mapped table pages reclaimed", "resident_bytes", resident, "advised_bytes", n, "took", time.Since(start))
 	return n
+}
+
+// releaseValueLog hands the value log's resident pages back to the kernel
+// after a checkpoint's chunks were written or read (80 MB at 10 M ops,
+// resident otherwise until the next page-out of the tables: a venue that
+// served its checkpoint to a joiner reached 424 MiB of RSS). Only big
+// values live in the value log, so no payment reads them again.
+func (s *Store) releaseValueLog() {
+	if s.mappedBudget() == 0 {
+		return
+	}
+	n, err := pageOutValueLog(s.cfg.Dir)
+	if err != nil {
+		s.log.Debug("reclaim value log pages", "err", err)
+		return
+	}
+	s.log.Debug("value log pages reclaimed", "advised_bytes", n)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -52,7 +53,16 @@ func parseRssFile(status []byte) (int64, bool) {
 
 // pageOutTables advises MADV_PAGEOUT on every mapping of a table (.sst) or
 // value-log file (.vlog) of dir, as /proc/self/maps lists them, and returns the bytes advised.
-func pageOutTables(dir string) (int64, error) {
+func pageOutTables(dir string) (int64, error) { return pageOutFiles(dir, ".sst", ".vlog") }
+
+// pageOutValueLog advises MADV_PAGEOUT on the mappings of dir's value-log
+// files alone: the big values (a checkpoint's chunks), which no payment
+// reads, so that paging them out costs the node's reads nothing.
+func pageOutValueLog(dir string) (int64, error) { return pageOutFiles(dir, ".vlog") }
+
+// pageOutFiles advises MADV_PAGEOUT on every mapping of a file of dir
+// whose name ends in one of exts, and returns the bytes advised.
+func pageOutFiles(dir string, exts ...string) (int64, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return 0, err
@@ -62,7 +72,7 @@ func pageOutTables(dir string) (int64, error) {
 		return 0, err
 	}
 	defer f.Close()
-	ranges, err := tableMappings(f, abs)
+	ranges, err := fileMappings(f, abs, exts...)
 	if err != nil {
 		return 0, err
 	}
@@ -82,6 +92,12 @@ func pageOutTables(dir string) (int64, error) {
 // tableMappings returns the address ranges of the mappings of dir's .sst
 // and .vlog files in a /proc/PID/maps listing.
 func tableMappings(maps *os.File, dir string) ([][2]uintptr, error) {
+	return fileMappings(maps, dir, ".sst", ".vlog")
+}
+
+// fileMappings returns the address ranges of the mappings of dir's files
+// whose names end in one of exts, in a /proc/PID/maps listing.
+func fileMappings(maps *os.File, dir string, exts ...string) ([][2]uintptr, error) {
 	var out [][2]uintptr
 	sc := bufio.NewScanner(maps)
 	sc.Buffer(make([]byte, 0, 4096), 1<<20)
@@ -96,7 +112,7 @@ func tableMappings(maps *os.File, dir string) ([][2]uintptr, error) {
 		path := strings.Join(f[5:], " ")
 		// Value-log files too: they hold the saved checkpoint's chunks
 		// (tens of MB at a season's end), resident once written or served.
-		if !strings.HasPrefix(path, prefix) || !strings.HasSuffix(path, ".sst") && !strings.HasSuffix(path, ".vlog") {
+		if !strings.HasPrefix(path, prefix) || !slices.ContainsFunc(exts, func(e string) bool { return strings.HasSuffix(path, e) }) {
 			continue
 		}
 		lo, hi, ok := strings.Cut(f[0], "-")

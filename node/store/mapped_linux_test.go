@@ -11,8 +11,11 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/cagnotte/cagnotte/crdt"
 )
 
 func TestParseRssFile(t *testing.T) {
@@ -216,4 +219,39 @@ func tablesResident(t *testing.T, dir string) int64 {
 		}
 	}
 	return total
+}
+
+// A venue serving a peer's catch-up or history reads long ranges of ops,
+// and while it does, its mapped tables are watched as closely as a
+// joiner's; a short range (a gossip gap) does not change the watch.
+func TestLongRangeReadsWatchedClosely(t *testing.T) {
+	w, st, _ := storeWithHistory(t, t.TempDir(), 4, 200)
+	t.Cleanup(func() { st.Close() })
+	author := w.venues[0].Signer.Public()
+	count := func(from, to uint64) int {
+		n := 0
+		if err := st.ReadRange(author, from, to, func(crdt.Op) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if st.servingRanges(time.Now()) {
+		t.Fatal("watched closely before any read")
+	}
+	if n := count(1, 10); n != 10 {
+		t.Fatalf("short range: %d ops", n)
+	}
+	if st.servingRanges(time.Now()) {
+		t.Fatal("a short range read turned the close watch on")
+	}
+	if n := count(1, 1+longRange); n < longRange {
+		t.Fatalf("long range: %d ops, the history too short for the test", n)
+	}
+	now := time.Now()
+	if !st.servingRanges(now) {
+		t.Fatal("not watched closely right after a long range read")
+	}
+	if st.servingRanges(now.Add(rangeWatch + time.Millisecond)) {
+		t.Fatalf("still watched closely %s after the read", rangeWatch)
+	}
 }

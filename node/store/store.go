@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -88,6 +89,44 @@ type Config struct {
 	// payment forever. Default 0 means DefaultIdempotencyTTL (7 days);
 	// negative keeps them forever.
 	IdempotencyTTL time.Duration
+	// TableSize is the size of the tables Badger builds, one size at every
+	// level (see badgerOptions for what it costs in memory). Default 0
+	// means DefaultTableSize (2 MiB); a node opening a new store to join a
+	// federation asks for NewStoreTableSize. Stores hold tables of mixed
+	// sizes without harm: the size only bounds the tables built from now.
+	TableSize int64
+}
+
+// DefaultTableSize is the table size of a store that serves (Config.TableSize
+// zero): 2 MiB. Smaller tables mean more, smaller compactions, and a node
+// under payments pays for them in its tail latency.
+const DefaultTableSize = 2 << 20
+
+// NewStoreTableSize is the table size for a store that starts empty to
+// catch up with a federation: 1 MiB. A catch-up compacts all the time with
+// 20-30 table builders at once, each holding about six times the table
+// size, so halving the tables keeps the new venue's heap in its limits.
+const NewStoreTableSize = 1 << 20
+
+// Exists reports whether dir holds a store: Badger's manifest, written
+// when a store is first opened.
+func Exists(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, badger.ManifestFilename))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("store: %w", err)
+}
+
+// tableSize returns the table size in force.
+func (c Config) tableSize() int64 {
+	if c.TableSize > 0 {
+		return c.TableSize
+	}
+	return DefaultTableSize
 }
 
 // DefaultIdempotencyTTL is how long an API answer stays stored under its
@@ -134,6 +173,9 @@ type Store struct {
 	gcDone   chan struct{}
 	// mappedClosely: see WatchMappedClosely.
 	mappedClosely atomic.Bool
+	// rangeReadAt is when a long range read (a peer's catch-up or history
+	// fetch served) last ended, in Unix nanoseconds: see servingRanges.
+	rangeReadAt atomic.Int64
 }
 
 var _ crdt.OpReader = (*Store)(nil)
@@ -245,15 +287,16 @@ func badgerOptions(cfg Config, log *slog.Logger) badger.Options {
 		// (288 cycles in a 70 s payment run at 1 M ops, against 23 with
 		// 2 MiB tables) and payments stalled behind it (p99 209-647 ms
 		// against 58 ms; docs/benchmarks.md, "Payment tail at 200/s").
-		// 1 MiB, not 2: a table is full when its compressed blocks reach
-		// the size, and its builder holds them uncompressed beside their
-		// compressed copies, more than the twice-the-size its allocator
-		// starts with, which then doubles: 12 MiB per builder for 2 MiB
-		// tables, 6 for 1 MiB. A new venue catching up at 10 M ops ran
-		// 20-30 builders at once: its live heap peaked at 406-454 MB with
-		// 2 MiB tables, 350-394 with 1 MiB (issue 11, sixth pass).
-		WithNumCompactors(2).
-		WithBaseTableSize(1 << 20).
+		// The size is Config.TableSize's: 2 MiB for a node that serves,
+		// 1 MiB for a new store catching up. A table is full when its
+		// compressed blocks reach the size, and its builder holds them
+		// uncompressed beside their compressed copies, more than the
+		// twice-the-size its allocator starts with, which then doubles:
+		// 12 MiB per builder for 2 MiB tables, 6 for 1 MiB. A new venue
+		// catching up at 10 M ops ran 20-30 builders at once: its live
+		// heap peaked at 406-454 MB with 2 MiB tables, 350-394 with 1 MiB
+		// (issue 11, sixth pass).
+		WithBaseTableSize(cfg.tableSize()).
 		// Snappy: a third less disk (venue keys, labels and the key
 		// prefixes shared by an op's index records compress; hashes and
 		// signatures do not) and fewer mapped pages, for little CPU
@@ -389,7 +432,7 @@ func (s *Store) gcLoop() {
 			return
 		case <-mapped.C:
 			ticks++
-			if check, burst := mappedCheck(ticks, s.mappedClosely.Load()); check {
+			if check, burst := mappedCheck(ticks, s.mappedClosely.Load() || s.servingRanges(time.Now())); check {
 				s.trimMapped(burst)
 			}
 		case gen := <-s.dropKick:
@@ -504,14 +547,24 @@ func idemKey(key string) []byte {
 	return append([]byte{prefixIdem}, key...)
 }
 
-// badgerLogger passes Badger's warnings and errors to slog; its info and
-// debug lines (table and file housekeeping) are dropped.
+// badgerLogger passes Badger's warnings and errors to slog, its L0 stalls
+// at info level, its other info lines (compactions, table and file
+// housekeeping) at debug level; its debug lines are dropped.
 type badgerLogger struct{ log *slog.Logger }
 
 func (l badgerLogger) Errorf(f string, a ...any)   { l.emit(slog.LevelError, f, a) }
 func (l badgerLogger) Warningf(f string, a ...any) { l.emit(slog.LevelWarn, f, a) }
-func (l badgerLogger) Infof(string, ...any)        {}
-func (l badgerLogger) Debugf(string, ...any)       {}
+func (l badgerLogger) Infof(f string, a ...any) {
+	// A stall of the writes behind level 0 is what an operator looking
+	// for slow payments needs to see; the rest (every compaction) is
+	// debugging detail.
+	if strings.Contains(f, "stalled") {
+		l.emit(slog.LevelInfo, f, a)
+		return
+	}
+	l.emit(slog.LevelDebug, f, a)
+}
+func (l badgerLogger) Debugf(string, ...any) {}
 
 func (l badgerLogger) emit(level slog.Level, f string, a []any) {
 	ctx := context.Background()

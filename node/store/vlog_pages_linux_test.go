@@ -3,10 +3,16 @@
 package store
 
 import (
+	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cagnotte/cagnotte/crdt"
 )
 
 // The mapped-pages budget covers the value-log files (where the saved
@@ -47,5 +53,82 @@ func TestTableMappingsIncludeValueLog(t *testing.T) {
 				t.Errorf("tableMappings = %x, want %s", got, want)
 			}
 		})
+	}
+}
+
+// residentValueLog returns the resident bytes of dir's value-log
+// mappings, from /proc/self/smaps.
+func residentValueLog(t *testing.T, dir string) int64 {
+	t.Helper()
+	raw, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		t.Skipf("no /proc/self/smaps: %v", err)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	in := false
+	for _, line := range strings.Split(string(raw), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			in = len(f) >= 6 && strings.HasPrefix(f[5], abs+"/") && strings.HasSuffix(f[5], ".vlog")
+			continue
+		}
+		if in && len(f) == 3 && f[0] == "Rss:" {
+			kb, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += kb << 10
+		}
+	}
+	return n
+}
+
+// A venue that saves or serves its checkpoint (80 MB at 10 M ops) reads
+// and writes its chunks through the value log's mappings: without their
+// pages handed back, the whole checkpoint stayed resident in the serving
+// venue's RSS, on top of everything else serving a joiner costs.
+func TestCheckpointValueLogPagesReleased(t *testing.T) {
+	dir := t.TempDir()
+	st := openStore(t, dir, 0)
+	t.Cleanup(func() { st.Close() })
+	a := signer(t, 1)
+	cp := make([]byte, 40*checkpointChunk)
+	if _, err := rand.NewChaCha8([32]byte{1}).Read(cp); err != nil { // incompressible
+		t.Fatal(err)
+	}
+	att := crdt.NewOpSet(crdt.Config{Federation: a.Public()}).Attest(a, cp)
+	if err := st.SaveCheckpoint(cp, []crdt.Attestation{att}); err != nil {
+		t.Fatal(err)
+	}
+	const most = 20 * checkpointChunk // half the checkpoint
+	if n := residentValueLog(t, dir); n > most {
+		t.Errorf("after saving a checkpoint of %d MiB: %d MiB of the value log resident, want at most %d", len(cp)>>20, n>>20, most>>20)
+	}
+	var peak int64
+	sent := 0
+	err := st.StreamLatestCheckpoint(func(uint64, []crdt.Attestation) error { return nil }, func(p []byte) error {
+		sent += len(p)
+		peak = max(peak, residentValueLog(t, dir))
+		return nil
+	})
+	if err != nil || sent != len(cp) {
+		t.Fatalf("streamed %d of %d bytes: %v", sent, len(cp), err)
+	}
+	if peak > most {
+		t.Errorf("while streaming the checkpoint: up to %d MiB of the value log resident, want at most %d", peak>>20, most>>20)
+	}
+	if n := residentValueLog(t, dir); n > most {
+		t.Errorf("after streaming the checkpoint: %d MiB of the value log resident, want at most %d", n>>20, most>>20)
+	}
+	got, _, err := st.LatestCheckpoint()
+	if err != nil || !bytes.Equal(got, cp) {
+		t.Fatalf("read back: %d bytes, %v", len(got), err)
+	}
+	if n := residentValueLog(t, dir); n > most {
+		t.Errorf("after reading the checkpoint whole: %d MiB of the value log resident, want at most %d", n>>20, most>>20)
 	}
 }
