@@ -216,20 +216,13 @@ func (n *Node) startCheckpoints(ctx context.Context, nw *p2p.Network) error {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		// A new venue compacts all the time while it joins, catches up
-		// and fetches the history: its mapped tables are watched closely
-		// until then (store.WatchMappedClosely).
 		if nw.CatchUpHeld() {
-			n.store.WatchMappedClosely(true)
 			c.join(ctx)
 		}
-		if c.cfg.NoHistory {
-			n.store.WatchMappedClosely(false)
-		} else {
+		if !c.cfg.NoHistory {
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
-				defer n.store.WatchMappedClosely(false)
 				defer c.histPending.Store(false)
 				c.fetchHistory(ctx)
 			}()

@@ -160,7 +160,6 @@ func (c *checkpointer) fetchHistory(ctx context.Context) {
 		return
 	}
 	c.hist.update(func(s *HistoryStatus) { s.Active, s.Held, s.Total = true, held, total })
-	n.store.WatchMappedClosely(true) // the caller turns it off
 	defer c.hist.update(func(s *HistoryStatus) { s.Active = false })
 	n.log.Info("history: fetching the ops older than the checkpoint in the background", "progress", c.hist.get().String(), "authors", len(targets))
 	start := time.Now()

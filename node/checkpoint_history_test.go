@@ -96,18 +96,12 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 	// Active is what the binary's collector target follows
 	// (cmd/cagnotte, followGCTarget): set through the fetch, clear after.
 	sawActive := atSale.Active
-	// So are the store's mapped tables (store.WatchMappedClosely).
-	sawClose := d.node.store.MappedWatchedClosely()
 	for i := 0; !d.node.CheckpointStatus().History.Done; i++ {
 		if time.Since(start) > 60*time.Second {
 			t.Fatalf("the history is not complete after a minute: %s", d.node.CheckpointStatus().History)
 		}
 		during = append(during, pay(fmt.Sprintf("during-%d", i)))
 		sawActive = sawActive || d.node.CheckpointStatus().History.Active && d.node.JoiningOrFetchingHistory()
-		sawClose = sawClose || d.node.store.MappedWatchedClosely()
-	}
-	if !sawClose {
-		t.Error("the store's mapped tables were not watched closely during the fetch")
 	}
 	if !sawActive {
 		t.Error("the history fetch never reported itself Active")
@@ -125,7 +119,7 @@ func TestJoinerFetchesOlderHistoryInBackground(t *testing.T) {
 		return h.Verified
 	})
 	waitUntil(t, 5*time.Second, "the fetch to end", func() bool {
-		return !d.node.CheckpointStatus().History.Active && !d.node.store.MappedWatchedClosely() && !d.node.JoiningOrFetchingHistory()
+		return !d.node.CheckpointStatus().History.Active && !d.node.JoiningOrFetchingHistory()
 	})
 	for i := range max(len(during), 30) {
 		after = append(after, pay(fmt.Sprintf("after-%d", i)))

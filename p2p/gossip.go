@@ -43,7 +43,7 @@ func (n *Network) startPubSub() error {
 		// gets none of them; with NoPeerScoring (simulations on a given
 		// host, where non-members are disconnected at once) it would.
 		pubsub.WithFloodPublish(true),
-		pubsub.WithLogger(slog.New(quietPubSub{n.log.Handler()}).With("component", "pubsub")),
+		pubsub.WithLogger(pubsubLogger(n.log.Handler())),
 	}
 	if !n.cfg.NoPeerScoring {
 		params, thresholds := scoreParams(opsTopic, hbTopic)
@@ -420,12 +420,25 @@ func gossipParams(d int) pubsub.GossipSubParams {
 	return p
 }
 
+// pubsubLogger is the logger go-libp2p-pubsub gets: the node's, with
+// component=pubsub, through quietPubSub.
+func pubsubLogger(h slog.Handler) *slog.Logger {
+	return slog.New(quietPubSub{h}).With("component", "pubsub")
+}
+
 // quietPubSub drops the log records go-libp2p-pubsub emits for every
-// delivered message when the host's connection manager has no decaying
-// tags (the default one has none): a warning per message would flood the
-// node's log.
+// delivered message: the warnings it logs when the host's connection
+// manager has no decaying tags (the default one has none), and its debug
+// records ("validation done", one per message: one per payment of the
+// federation in a node run at --log-level debug).
 type quietPubSub struct{ slog.Handler }
 
+// Enabled drops pubsub's debug records.
+func (q quietPubSub) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelInfo && q.Handler.Enabled(ctx, l)
+}
+
+// Handle drops the per-message warnings.
 func (q quietPubSub) Handle(ctx context.Context, r slog.Record) error {
 	switch r.Message {
 	case "error bumping delivery tag", "unable to create decaying delivery tag":
@@ -434,10 +447,13 @@ func (q quietPubSub) Handle(ctx context.Context, r slog.Record) error {
 	return q.Handler.Handle(ctx, r)
 }
 
+// WithAttrs keeps the filter (the embedded handler's would return a
+// handler without it).
 func (q quietPubSub) WithAttrs(as []slog.Attr) slog.Handler {
 	return quietPubSub{q.Handler.WithAttrs(as)}
 }
 
+// WithGroup keeps the filter, as WithAttrs does.
 func (q quietPubSub) WithGroup(name string) slog.Handler {
 	return quietPubSub{q.Handler.WithGroup(name)}
 }

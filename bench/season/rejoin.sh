@@ -9,7 +9,9 @@
 # (default: over the second half of the run), its sampled peak, its
 # high-water mark (VmHWM) and whether it started from the checkpoint, and
 # saves its heap profile (heap.pb.gz); then the loaded node's high-water
-# mark (its start, and serving the new venue its checkpoint and history).
+# mark before the new venue started and at the end (serving the new venue
+# its checkpoint, catch-up and history), and its highest sampled VmRSS
+# with its anonymous and file-mapped parts (loaded.rss.txt, same columns).
 #
 # Usage: bench/season/rejoin.sh WORKDIR OUTDIR [SECONDS] [VAR=value ...]
 #   WORKDIR  the work directory the benchmark logged ("work directory: ...")
@@ -72,6 +74,7 @@ for _ in $(seq 1 300); do
 done
 [ -n "$peer" ] || { echo "rejoin: the loaded node did not start; see $out/loaded.log" >&2; exit 1; }
 
+starthwm=$(awk '/^VmHWM:/ {print int($2 / 1024)}' /proc/$loaded/status)
 "$BIN" node init --data "$out/newvenue" >"$out/init.txt" 2>&1
 newpeer=$(awk '/^peer id:/ {print $3}' "$out/init.txt")
 "$BIN" federation admit --dir "$work/node-federation" --peer "$newpeer" --name "New venue" \
@@ -88,6 +91,7 @@ while :; do
 	t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 	awk -v t="$t" -v s="$secs" 'BEGIN { exit !(t >= s) }' && break
 	echo "$t $(awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s ", $2}' /proc/$nv/status)" >>"$out/rss.txt"
+	echo "$t $(awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s ", $2}' /proc/$loaded/status)" >>"$out/loaded.rss.txt"
 	if [ -n "${SMAPS_AT:-}" ] && [ ! -e "$out/smaps.txt" ] && awk -v t="$t" -v s="$SMAPS_AT" 'BEGIN { exit !(t >= s) }'; then
 		# Resident memory by kind of mapping: anonymous, the binary, sst, mem, vlog.
 		awk '/^[0-9a-f]+-[0-9a-f]+ / { f = $6; next }
@@ -106,7 +110,7 @@ pids=()
 
 ckpt=no
 grep -q 'started from an attested checkpoint' "$out/newvenue.log" && ckpt=yes
-awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt -v hwm="$hwm" -v loadedhwm="$loadedhwm" '
+awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt -v hwm="$hwm" '
 	{ if ($2 > peak) peak = $2 }
 	$1 > from { n++; rss[n] = $2; anon[n] = $3; file[n] = $4 }
 	function median(a, n,   i, j, t) {
@@ -116,5 +120,10 @@ awk -v from=${FROM:-$((secs / 2))} -v ckpt=$ckpt -v hwm="$hwm" -v loadedhwm="$lo
 	END {
 		printf "new venue: from checkpoint: %s; RSS median after %d s %d MiB (anonymous %d, file-mapped %d), sampled peak %d MiB, high-water mark (VmHWM) %s MiB\n",
 			ckpt, from, median(rss, n) / 1024, median(anon, n) / 1024, median(file, n) / 1024, peak / 1024, hwm
-		printf "loaded node: high-water mark (VmHWM) %s MiB over its start and serving the new venue\n", loadedhwm
 	}' "$out/rss.txt"
+awk -v starthwm="$starthwm" -v loadedhwm="$loadedhwm" '
+	$2 > peak { peak = $2; at = $1; anon = $3; file = $4 }
+	END {
+		printf "loaded node: high-water mark (VmHWM) %s MiB after its start, %s MiB after serving the new venue; sampled peak %d MiB at %s s (anonymous %d, file-mapped %d)\n",
+			starthwm, loadedhwm, peak / 1024, at, anon / 1024, file / 1024
+	}' "$out/loaded.rss.txt"

@@ -294,11 +294,6 @@ func (s *Store) ReadRange(author crdt.PublicKey, from, to uint64, fn func(crdt.O
 		return err
 	}
 	defer s.release()
-	if to >= from && to-from >= longRange {
-		// Marked as it starts and as it ends: a read may outlast the watch.
-		s.rangeReadAt.Store(time.Now().UnixNano())
-		defer func() { s.rangeReadAt.Store(time.Now().UnixNano()) }()
-	}
 	return s.readRange(author, from, to, fn)
 }
 

@@ -19,72 +19,34 @@ const DefaultMappedBudget = 64 << 20
 
 // mappedTick is how often the store may compare the process's resident
 // file-mapped memory with the budget or its burst limit: a read of
-// /proc/self/status, about 50 microseconds. Which comparison a tick makes,
-// if any, is mappedCheck's.
+// /proc/self/status, about 50 microseconds. Which comparison a tick makes
+// is mappedCheck's.
 const mappedTick = 250 * time.Millisecond
 
-// mappedFullCheck is every how many ticks the budget itself applies (5 s);
-// mappedBurstEvery every how many the burst limit (twice the budget) does
-// (1 s), or every tick while the store is watched closely
-// (WatchMappedClosely).
+// mappedFullCheck is every how many ticks the budget itself applies (5
+// s); every other tick (each 250 ms) the burst limit (twice the budget)
+// does.
 //
-// A compaction of the lower levels writes (and reads) hundreds of
-// megabytes of tables in a few seconds, all resident: with the budget
-// checked every 5 s alone, an hour of payments at 10 M ops peaked at 949
-// MiB of RSS, 700 of them mapped tables. Checking the budget itself every
-// second instead paged the tables out five times as often, and each
-// page-out empties the page cache of them too (reads then come from the
-// disk: payment p99 83-263 ms against 48-108 in paired runs); the burst
-// limit only acts on a burst. A new venue catching up compacts all the
-// time, and within one second a compaction still added 100+ MiB of tables
-// to its high-water mark (VmHWM 487-542 MiB, over the 512 a node may
-// reach): while it joins and fetches the history the node has the burst
-// limit checked every tick.
-const (
-	mappedFullCheck  = 20
-	mappedBurstEvery = 4
-)
+// A compaction of the lower levels reads and writes hundreds of megabytes
+// of tables in a few seconds, all resident: with the budget checked every
+// 5 s alone, an hour of payments at 10 M ops peaked at 949 MiB of RSS, 700
+// of them mapped tables. Checking the budget itself every second instead
+// paged the tables out five times as often, and each page-out empties the
+// page cache of them too (reads then come from the disk: payment p99
+// 83-263 ms against 48-108 in paired runs); the burst limit only acts on
+// a burst. With the burst limit checked every second, a compaction still
+// added 100+ MiB of tables to a new venue's high-water mark within the
+// second (VmHWM 487-542 MiB, over the 512 a node may reach), and the big
+// compaction near the end of an hour of payments at 10 M ops did the same
+// to the loaded node (526 MiB, 278 of them mapped): so the burst limit is
+// checked at every tick, for every node.
+const mappedFullCheck = 20
 
-// mappedCheck tells what check number tick (counted from 1) makes: none,
-// the burst limit's (burst true) or the budget's.
-func mappedCheck(tick uint64, closely bool) (check, burst bool) {
-	switch {
-	case tick%mappedFullCheck == 0:
-		return true, false
-	case closely || tick%mappedBurstEvery == 0:
-		return true, true
-	}
-	return false, false
+// mappedCheck tells whether check number tick (counted from 1) applies
+// the burst limit (true) or, every mappedFullCheck ticks, the budget.
+func mappedCheck(tick uint64) (burst bool) {
+	return tick%mappedFullCheck != 0
 }
-
-// WatchMappedClosely has the store check its mapped tables against the
-// burst limit every mappedTick rather than every second, while on: for a
-// node that compacts all the time (a new venue catching up and fetching
-// the history), at the cost of more page-outs during its compactions.
-func (s *Store) WatchMappedClosely(on bool) { s.mappedClosely.Store(on) }
-
-// longRange is the length of a range read (ReadRange) from which the
-// store watches its mapped tables closely for a while: a peer's history
-// fetch asks 512 ops at a time, and a catch-up session's runs are as long.
-const longRange = 256
-
-// rangeWatch is how long after a long range read the store keeps
-// watching its mapped tables closely.
-const rangeWatch = 2 * time.Second
-
-// servingRanges reports whether a long range read ended within rangeWatch
-// of now. A venue serving a joiner's catch-up and history reads the whole
-// history once, table after table: the pages it touches pile up faster
-// than the check every second pages them out (a loaded node's RSS rose
-// from 190 to 424 MiB while it served a new venue), so while it serves
-// them it is watched as closely as a joiner.
-func (s *Store) servingRanges(now time.Time) bool {
-	at := s.rangeReadAt.Load()
-	return at != 0 && now.Sub(time.Unix(0, at)) < rangeWatch
-}
-
-// MappedWatchedClosely reports whether WatchMappedClosely is on.
-func (s *Store) MappedWatchedClosely() bool { return s.mappedClosely.Load() }
 
 // mappedBudget is the budget in force: Config.MappedBudget, its default,
 // or 0 when it is off.

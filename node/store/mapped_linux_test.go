@@ -11,11 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
-
-	"github.com/cagnotte/cagnotte/crdt"
 )
 
 func TestParseRssFile(t *testing.T) {
@@ -140,24 +137,20 @@ func TestMappedTablePagesTrimmed(t *testing.T) {
 	}
 }
 
-// TestMappedBurstCheck: between the budget's own checks, the store pages
-// the tables out only past twice the budget, so a compaction's burst is
-// caught within a second without paging out (and emptying the page cache
-// of) tables every second in steady state.
+// TestMappedBurstCheck: between the budget's own checks (every 5 s), the
+// store pages the tables out only past twice the budget, checked at every
+// tick, so that a compaction's burst is caught within a quarter of a
+// second without paging out (and emptying the page cache of) tables in
+// steady state.
 func TestMappedBurstCheck(t *testing.T) {
 	for _, tc := range []struct {
-		tick         uint64
-		closely      bool
-		check, burst bool
+		tick  uint64
+		burst bool
 	}{
-		{1, false, false, false}, {3, false, false, false}, {4, false, true, true},
-		{8, false, true, true}, {20, false, true, false}, {40, false, true, false},
-		// Watched closely: the burst limit every tick, the budget still
-		// every 5 s.
-		{1, true, true, true}, {3, true, true, true}, {20, true, true, false},
+		{1, true}, {3, true}, {4, true}, {19, true}, {20, false}, {21, true}, {40, false},
 	} {
-		if check, burst := mappedCheck(tc.tick, tc.closely); check != tc.check || burst != tc.burst {
-			t.Errorf("mappedCheck(%d, %v) = %v, %v; want %v, %v", tc.tick, tc.closely, check, burst, tc.check, tc.burst)
+		if burst := mappedCheck(tc.tick); burst != tc.burst {
+			t.Errorf("mappedCheck(%d) = %v, want %v", tc.tick, burst, tc.burst)
 		}
 	}
 	dir := t.TempDir()
@@ -219,39 +212,4 @@ func tablesResident(t *testing.T, dir string) int64 {
 		}
 	}
 	return total
-}
-
-// A venue serving a peer's catch-up or history reads long ranges of ops,
-// and while it does, its mapped tables are watched as closely as a
-// joiner's; a short range (a gossip gap) does not change the watch.
-func TestLongRangeReadsWatchedClosely(t *testing.T) {
-	w, st, _ := storeWithHistory(t, t.TempDir(), 4, 200)
-	t.Cleanup(func() { st.Close() })
-	author := w.venues[0].Signer.Public()
-	count := func(from, to uint64) int {
-		n := 0
-		if err := st.ReadRange(author, from, to, func(crdt.Op) error { n++; return nil }); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
-	if st.servingRanges(time.Now()) {
-		t.Fatal("watched closely before any read")
-	}
-	if n := count(1, 10); n != 10 {
-		t.Fatalf("short range: %d ops", n)
-	}
-	if st.servingRanges(time.Now()) {
-		t.Fatal("a short range read turned the close watch on")
-	}
-	if n := count(1, 1+longRange); n < longRange {
-		t.Fatalf("long range: %d ops, the history too short for the test", n)
-	}
-	now := time.Now()
-	if !st.servingRanges(now) {
-		t.Fatal("not watched closely right after a long range read")
-	}
-	if st.servingRanges(now.Add(rangeWatch + time.Millisecond)) {
-		t.Fatalf("still watched closely %s after the read", rangeWatch)
-	}
 }

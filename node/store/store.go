@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -171,11 +170,6 @@ type Store struct {
 	dropKick chan uint32
 	gcStop   chan struct{}
 	gcDone   chan struct{}
-	// mappedClosely: see WatchMappedClosely.
-	mappedClosely atomic.Bool
-	// rangeReadAt is when a long range read (a peer's catch-up or history
-	// fetch served) last ended, in Unix nanoseconds: see servingRanges.
-	rangeReadAt atomic.Int64
 }
 
 var _ crdt.OpReader = (*Store)(nil)
@@ -432,9 +426,7 @@ func (s *Store) gcLoop() {
 			return
 		case <-mapped.C:
 			ticks++
-			if check, burst := mappedCheck(ticks, s.mappedClosely.Load() || s.servingRanges(time.Now())); check {
-				s.trimMapped(burst)
-			}
+			s.trimMapped(mappedCheck(ticks))
 		case gen := <-s.dropKick:
 			// Deleted key by key in the background: DropPrefix would
 			// block the node's writes while it runs.
