@@ -24,8 +24,8 @@ const DefaultMappedBudget = 64 << 20
 const mappedTick = 250 * time.Millisecond
 
 // mappedFullCheck is every how many ticks the budget itself applies (5
-// s); every other tick (each 250 ms) the burst limit (twice the budget)
-// does.
+// s); at all the ticks in between (every 250 ms) the burst limit (twice
+// the budget) does.
 //
 // A compaction of the lower levels reads and writes hundreds of megabytes
 // of tables in a few seconds, all resident: with the budget checked every
