@@ -509,7 +509,6 @@ func runSeason(b *testing.B, bin string, ops uint64) *result {
 	b.Logf("payments: %d, p99 %s, %d errors", len(r.Pay), ms(r.Pay.q(0.99)), r.PayErrors)
 
 	// 4. A new venue (-season.join 0 skips it).
-	r.mark("after the payments", false)
 	if *flagJoinWait > 0 {
 		r.mark("the new venue joining", false)
 		newVenue(ctx, b, bin, work, fedDir, st.Node, p2pL, cl, joinCard, fmt.Sprintf("ops%d-newvenue", ops), r)

@@ -329,8 +329,9 @@ func (s *Store) StreamLatestCheckpoint(header func(size uint64, atts []crdt.Atte
 	return nil
 }
 
-// releaseEveryChunks is every how many chunks read or written the value
-// log's pages are handed back (16 MiB).
+// releaseEveryChunks is every how many chunks streamed the value log's
+// pages are handed back (16 MiB). A save writes its chunks in one batch
+// and hands them back once, after it.
 const releaseEveryChunks = 16
 
 // checkpointChunkInto appends chunk i of checkpoint generation gen to buf.
